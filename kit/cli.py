@@ -1,0 +1,231 @@
+"""The `kit` command line. Thin: commands call the core and turn `KitError` into clean exits.
+
+TensorFlow is imported only inside the commands that need it, so `kit --help`,
+`kit tasks`, `kit plugins` and `kit new` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from kit.errors import KitError
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow without its start-up log lines (CUDA probing, oneDNN notices).
+
+    Its C++ logging ignores some environment settings, so the import runs with
+    file descriptor 2 pointed at a temporary file, which is replayed if the
+    import fails. KIT_TF_LOGS=1 shows everything.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KIT_TF_LOGS") or "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device probing logs too
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Show a `KitError` as a one-line message with its exit status, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KitError as exc:
+            if exc.exit_code == 2:
+                raise click.UsageError(str(exc)) from None
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\nkit: interrupted; run the same command again to resume.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+class KitGroup(click.Group):
+    """Adds commands registered by plugins (loaded only when the name is not built in)."""
+
+    def _plugin_commands(self) -> None:
+        if getattr(self, "_plugins_added", False):
+            return
+        self._plugins_added = True
+        from kit.plugins import get_plugins
+
+        try:
+            get_plugins().pm.hook.register_commands(cli=self)
+        except Exception as exc:  # a broken plugin must not break the CLI
+            click.echo(f"kit: warning: a plugin failed in register_commands: {exc}", err=True)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=KitGroup)
+@click.version_option(package_name="kit", prog_name="kit")
+def cli() -> None:
+    """kit: train, evaluate and ship Keras models from a project folder.
+
+    \b
+    Quick start:
+      kit new demo            # scaffold a project with sample data
+      kit run demo            # train it; writes demo/runs/run-1
+      kit eval demo/runs/run-1
+    """
+
+
+def main() -> None:
+    cli(prog_name="kit")
+
+
+@cli.command()
+@click.argument("project", default=".", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=3.")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Write the run here (default: PROJECT/runs/run-N).")
+@handle_errors
+def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None:
+    """Train PROJECT (a folder with kit.yaml, or a YAML file).
+
+    Running the same command again resumes an unfinished run.
+    """
+    from kit.config import load_config
+
+    config = load_config(project, overrides)
+    _quiet_tensorflow()
+    from kit.harness.run import train
+
+    train(config, run_dir, argv=["kit", *sys.argv[1:]])
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", "source", help="Evaluate on this data (a file, folder or tfds:/keras: source) instead.")
+@click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@handle_errors
+def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
+    """Print the metrics of a trained run as JSON (re-computed with --data)."""
+    _quiet_tensorflow()
+    from kit.harness.saved import TrainedModel
+
+    if source is None:
+        from kit.harness.rundir import require_run_dir
+
+        require_run_dir(run_dir)
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    else:
+        metrics = TrainedModel(run_dir, unsafe).evaluate(source)
+    click.echo(json.dumps(metrics, indent=2))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("input_data", metavar="INPUT")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to a .jsonl or .csv file (default: JSON lines on stdout).")
+@click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@handle_errors
+def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -> None:
+    """Predict every row of INPUT (CSV, JSONL, folder) with a trained run."""
+    _quiet_tensorflow()
+    from kit.harness.saved import TrainedModel, write_predictions
+
+    trained = TrainedModel(run_dir, unsafe)
+    count = write_predictions(trained.predict_rows(input_data), output)
+    if output:
+        click.echo(f"kit: wrote {count} predictions to {output}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["keras", "saved_model"]), default="keras", show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT).")
+@click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@handle_errors
+def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool) -> None:
+    """Export a trained run and check that the reloaded export predicts the same."""
+    _quiet_tensorflow()
+    from kit.harness.saved import TrainedModel
+    from kit.harness.saved import export as export_model
+
+    destination = export_model(TrainedModel(run_dir, unsafe), fmt, output)
+    click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@handle_errors
+def tasks(as_json: bool) -> None:
+    """List the task types that plugins provide."""
+    from kit.plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.collect()
+    rows = []
+    for name in plugins.tasks.names():
+        item = plugins.tasks.items[name]
+        info = plugins.info.get(item.plugin)
+        rows.append(
+            {
+                "name": name,
+                "description": item.obj.description,
+                "inputs": list(item.obj.input_kinds),
+                "plugin": item.plugin,
+                "package": info.package if info else None,
+                "version": info.version if info else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            click.echo(f"{row['name']:<16} {row['description']}  [{row['package'] or row['plugin']} {row['version'] or ''}]".rstrip())
+    for name, plugins_named in plugins.tasks.conflicts.items():
+        click.echo(f"kit: warning: task '{name}' is registered by {' and '.join(plugins_named)}", err=True)
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@handle_errors
+def plugins_command(as_json: bool) -> None:
+    """List loaded plugins, their hooks, and any that failed to load."""
+    from kit.plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.collect()
+    rows = [info.as_dict() for info in plugins.info.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        status = f"ERROR: {row['error']}" if row.get("error") else ", ".join(row.get("hooks", []))
+        click.echo(f"{row['name']:<32} {row['origin']:<12} {status}")

@@ -1,0 +1,1 @@
+"""The training harness: strategy, optimizer, callbacks, run directories, and the run itself."""

@@ -1,0 +1,227 @@
+"""The TensorFlow half of a run: datasets, model, `model.fit`, saving, final metrics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kit.config import Config
+from kit.data.fields import TextField
+from kit.data.pipeline import batched, examples
+from kit.errors import TrainingError
+from kit.harness.callbacks import JsonHistory, NanGuard, PruneCheckpoints, read_history
+from kit.harness.optim import make_optimizer
+from kit.harness.plots import plot_curves
+from kit.harness.rundir import write_json_atomic
+from kit.harness.setup import Pieces, say
+from kit.harness.strategy import make_strategy, set_precision
+
+MODEL_FILE = "model.keras"
+BUNDLE_FILE = "kit_model.json"
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same run on CPU: Python, NumPy and TF seeds plus deterministic ops."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_datasets(config: Config, pieces: Pieces, reports: dict[str, Any]) -> dict[str, tf.data.Dataset]:
+    """Batched datasets for every split that has rows."""
+    data = config.data
+    preprocess = None
+    if pieces.inputs.has_preprocessing():
+        inputs = pieces.inputs
+        preprocess = lambda x, y: (inputs.preprocess(x), y)  # noqa: E731
+    datasets = {}
+    for split, report in reports.items():
+        if report.rows == 0:
+            continue
+        training = split == "train"
+        datasets[split] = batched(
+            examples(pieces.plan, split, pieces.inputs.fields, pieces.targets, report.rows),
+            preprocess,
+            data.batch_size,
+            training=training and report.rows >= data.batch_size,
+            seed=config.seed,
+            shuffle_buffer=data.shuffle_buffer,
+            cache=data.cache,
+        )
+    return datasets
+
+
+def _text_dataset(pieces: Pieces) -> Any:
+    def texts(column: str) -> tf.data.Dataset:
+        field = TextField(column)
+        return examples(pieces.plan, "train", [field], []).map(lambda x: x[column])
+
+    return texts
+
+
+def build_model(config: Config, pieces: Pieces, total_steps: int) -> keras.Model:
+    model_inputs, representation = pieces.inputs.build()
+    model = pieces.task.build_model(model_inputs, representation)
+    model.compile(
+        optimizer=make_optimizer(config.train, total_steps),
+        loss=pieces.task.loss(),
+        metrics=pieces.task.metrics(),
+        jit_compile=config.train.jit_compile,
+    )
+    return model
+
+
+def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -> tuple[keras.Model, dict]:
+    seed_everything(config.seed)
+    set_precision(config.train.precision)
+    strategy = make_strategy(config.train.strategy)
+    pieces.inputs.adapt(_text_dataset(pieces))
+    datasets = make_datasets(config, pieces, reports)
+    train_rows = reports["train"].rows
+    drop = train_rows >= config.data.batch_size
+    steps = config.train.steps_per_epoch or max(train_rows // config.data.batch_size if drop else -(-train_rows // config.data.batch_size), 1)
+    train_ds = datasets["train"].repeat() if config.train.steps_per_epoch else datasets["train"]
+    with strategy.scope():
+        model = build_model(config, pieces, steps * config.train.epochs)
+    guard = NanGuard()
+    callbacks = _callbacks(config, context, guard, has_validation="validation" in datasets)
+    say(f"kit: training {model.count_params():,} parameters for {config.train.epochs} epochs of {steps} steps")
+    model.fit(
+        train_ds,
+        validation_data=datasets.get("validation"),
+        epochs=config.train.epochs,
+        steps_per_epoch=steps if config.train.steps_per_epoch else None,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=_verbosity(config.train.verbose),
+    )
+    if guard.failed_at:
+        epoch, batch, loss = guard.failed_at
+        raise TrainingError(
+            f"Training stopped: the loss became {loss} at epoch {epoch}, batch {batch}. "
+            f"The last good state is kept in {context.run_dir / 'backup'} and run again resumes from it. "
+            f"Usual remedies: a lower train.learning_rate, train.precision: float32, or check the data for extreme values."
+        )
+    return model, datasets
+
+
+def _verbosity(setting: Any) -> Any:
+    if setting != "auto":
+        return setting
+    return 1 if os.isatty(1) else 2
+
+
+def _callbacks(config: Config, context: Any, guard: NanGuard, has_validation: bool) -> list[keras.callbacks.Callback]:
+    run_dir = context.run_dir
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    monitor = config.train.monitor if has_validation or not config.train.monitor.startswith("val_") else "loss"
+    callbacks: list[keras.callbacks.Callback] = [
+        guard,
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / "backup"), save_freq=config.train.checkpoint_every_steps or "epoch", double_checkpoint=True
+        ),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.weights.h5"), save_weights_only=True),
+        PruneCheckpoints(checkpoints, keep=config.train.keep_checkpoints),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoints / "best.weights.h5"), save_weights_only=True, save_best_only=True, monitor=monitor
+        ),
+        keras.callbacks.TensorBoard(str(run_dir / "logs")),
+        JsonHistory(run_dir / "history.jsonl"),
+    ]
+    if config.train.early_stopping_patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, patience=config.train.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    callbacks += _plugin_callbacks(context)
+    return callbacks
+
+
+def _plugin_callbacks(context: Any) -> list[keras.callbacks.Callback]:
+    from kit.errors import PluginError
+    from kit.plugins import get_plugins
+
+    found: list[keras.callbacks.Callback] = []
+    pm = get_plugins().pm
+    for impl in pm.hook.register_callbacks.get_hookimpls():
+
+        def register(callback: Any, _plugin: str = impl.plugin_name) -> None:
+            if not isinstance(callback, keras.callbacks.Callback):
+                raise PluginError(f"Plugin '{_plugin}' registered {callback!r}; callbacks must be keras.callbacks.Callback.")
+            found.append(callback)
+
+        try:
+            impl.function(register=register, run=context)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"Plugin '{impl.plugin_name}' failed in register_callbacks: {type(exc).__name__}: {exc}") from None
+    return found
+
+
+# ------------------------------------------------------------------ saving
+
+
+def save_model(model: keras.Model, pieces: Pieces, config: Config, resolved: dict, folder: Path) -> Path:
+    """Write the trained model and what is needed to use it: model.keras + kit_model.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (MODEL_FILE + ".tmp.keras")
+    model.save(tmp)
+    tmp.replace(folder / MODEL_FILE)
+    meta = {
+        "task": config.task,
+        "inputs": {"kind": pieces.inputs.kind, **pieces.inputs.save(folder)},
+        "features": [{"column": f.column, "state": f.get_state()} for f in pieces.inputs.fields],
+        "targets": [{"column": f.column, "state": f.get_state()} for f in pieces.targets],
+        "config": resolved,
+    }
+    write_json_atomic(folder / BUNDLE_FILE, meta)
+    return folder
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def outputs_and_targets(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model over a batched (x, y) dataset once, keeping targets aligned."""
+    outputs, targets = [], []
+    for x, y in dataset:
+        outputs.append(np.asarray(model.predict_on_batch(x)))
+        targets.append(y.numpy())
+    return np.concatenate(outputs), np.concatenate(targets)
+
+
+def split_metrics(model: keras.Model, task: Any, dataset: tf.data.Dataset, run_dir: Path | None, split: str) -> dict[str, float]:
+    outputs, targets = outputs_and_targets(model, dataset)
+    loss_fn = keras.losses.get(task.loss()) if isinstance(task.loss(), str) else task.loss()
+    metrics = {"loss": float(loss_fn(targets, outputs))}
+    metrics.update({k: float(v) for k, v in task.evaluate(targets, outputs).items()})
+    metrics["examples"] = int(len(targets))
+    if run_dir is not None:
+        task.write_reports(run_dir, split, targets, outputs)
+    return metrics
+
+
+def final_metrics(model: keras.Model, pieces: Pieces, datasets: dict, run_dir: Path) -> dict[str, dict[str, float]]:
+    results = {}
+    for split in ("validation", "test"):
+        if split in datasets:
+            results[split] = split_metrics(model, pieces.task, datasets[split], run_dir, split)
+    if not results:
+        results["train"] = split_metrics(model, pieces.task, datasets["train"], run_dir, "train")
+    return results
+
+
+def write_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    plot_curves(read_history(run_dir / "history.jsonl"), run_dir / "curves.png")
+    for split, values in metrics.items():
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, float))
+        say(f"kit: {split}: {shown}")
+    say(f"kit: metrics in {run_dir / 'metrics.json'}")

@@ -1,0 +1,300 @@
+"""The inputs side of a model: features, their preprocessing, and the backbone.
+
+kit picks one `Inputs` kind per project (`data.inputs`, or guessed from the
+data): text, tabular or image. Each kind declares its feature fields, learns
+what it needs from the training data (a WordPiece vocabulary, column
+statistics), preprocesses examples inside tf.data, and builds the backbone
+whose output representation the task's head sits on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from kit.data.fields import CategoryField, Field, ImageField, NumberField, TextField
+from kit.errors import ConfigError, DataError
+
+TEXT_RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+# Built-in from-scratch text backbones: small BERT-style encoders. Documented in the README.
+TEXT_BACKBONES = {
+    "bert-tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=256),
+    "bert-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=512),
+}
+TABULAR_BACKBONES = ("mlp",)
+IMAGE_BACKBONES = {"cnn": (32, 64), "cnn-wide": (64, 128)}
+
+
+class Inputs:
+    """Base class: one kind of features and its backbone."""
+
+    kind = ""
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.fields: list[Field] = []
+
+    def adapt(self, text_dataset_fn: Any) -> None:
+        """Learn from training data beyond field statistics (e.g. a vocabulary)."""
+
+    def preprocess(self, x: dict[str, Any]) -> Any:
+        """tf.data-side transform of one example's features (None: identity)."""
+        return x
+
+    def has_preprocessing(self) -> bool:
+        return False
+
+    def build(self) -> tuple[Any, Any]:
+        """Return (model inputs, representation) Keras tensors."""
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Save learned state into `folder`; return JSON-able metadata."""
+        return {}
+
+    def load(self, folder: Path, meta: dict[str, Any]) -> None:
+        """Restore what `save` wrote."""
+
+
+def _safe_name(column: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", column) or "feature"
+
+
+class TextInputs(Inputs):
+    """Text through a BERT-style Transformer encoder trained from scratch.
+
+    The WordPiece vocabulary is computed from the training text with
+    keras-hub's `compute_word_piece_vocabulary`; tokenising happens in tf.data
+    with keras-hub's `BertTextClassifierPreprocessor`.
+    """
+
+    kind = "text"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.column = config.data.text_column
+        self.fields = [TextField(self.column)]
+        name = config.model.backbone if config.model.backbone != "auto" else "bert-tiny"
+        if name not in TEXT_BACKBONES:
+            raise ConfigError(
+                f"model.backbone '{name}' is not a text backbone kit knows. Built-in: {', '.join(TEXT_BACKBONES)}."
+            )
+        self.backbone_name = name
+        self.vocabulary: list[str] = []
+        self._preprocessor = None
+
+    def adapt(self, text_dataset_fn: Any) -> None:
+        import keras_hub
+
+        texts = text_dataset_fn(self.column)
+        self.vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            texts.batch(1024),
+            vocabulary_size=self.config.model.vocabulary_size,
+            lowercase=self.config.model.lowercase,
+            strip_accents=self.config.model.lowercase,
+            reserved_tokens=TEXT_RESERVED_TOKENS,
+        )
+        self.preprocessor()  # build the lookup tables eagerly, not inside a tf.data graph
+
+    def preprocessor(self) -> Any:
+        import keras_hub
+
+        if self._preprocessor is None:
+            tokenizer = keras_hub.models.BertTokenizer(
+                vocabulary=self.vocabulary,
+                lowercase=self.config.model.lowercase,
+                strip_accents=self.config.model.lowercase,
+            )
+            self._preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+                tokenizer, sequence_length=self.config.model.sequence_length
+            )
+        return self._preprocessor
+
+    def has_preprocessing(self) -> bool:
+        return True
+
+    def preprocess(self, x: dict[str, Any]) -> Any:
+        return self.preprocessor()(x[self.column])
+
+    def build(self) -> tuple[Any, Any]:
+        import keras_hub
+
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=len(self.vocabulary),
+            max_sequence_length=self.config.model.sequence_length,
+            dropout=self.config.model.dropout,
+            **TEXT_BACKBONES[self.backbone_name],
+        )
+        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
+        representation = backbone(inputs)["pooled_output"]
+        return inputs, keras.layers.Dropout(self.config.model.dropout)(representation)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        (folder / "vocab.txt").write_text("\n".join(self.vocabulary) + "\n", encoding="utf-8")
+        return {"vocabulary_file": "vocab.txt", "backbone": self.backbone_name}
+
+    def load(self, folder: Path, meta: dict[str, Any]) -> None:
+        self.vocabulary = (folder / meta["vocabulary_file"]).read_text(encoding="utf-8").splitlines()
+        self.preprocessor()
+
+
+class TabularInputs(Inputs):
+    """Numeric and categorical columns through an MLP.
+
+    Normalisation (`keras.layers.Normalization`) and category lookup
+    (`keras.layers.StringLookup`) live inside the model, with statistics from
+    the training rows, so the saved model takes raw column values.
+    """
+
+    kind = "tabular"
+
+    def __init__(self, config: Any, columns: list[str], target_columns: list[str], sample: list[dict[str, Any]]):
+        super().__init__(config)
+        if config.model.backbone not in ("auto", *TABULAR_BACKBONES):
+            raise ConfigError(f"model.backbone '{config.model.backbone}' is not a tabular backbone. Built-in: mlp.")
+        wanted = config.data.features or [c for c in columns if c not in target_columns]
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise DataError(f"data.features names {', '.join(missing)}, not in the data. Columns are: {', '.join(columns)}.")
+        if not wanted:
+            raise DataError("No feature columns left: data.features is empty or every column is a target.")
+        forced = set(config.data.categorical or [])
+        self.fields = [
+            CategoryField(c) if c in forced or not _looks_numeric(c, sample) else NumberField(c) for c in wanted
+        ]
+
+    def build(self) -> tuple[Any, Any]:
+        inputs, parts = {}, []
+        numeric = [f for f in self.fields if isinstance(f, NumberField)]
+        for f in self.fields:
+            dtype = "float32" if isinstance(f, NumberField) else "string"
+            inputs[f.column] = keras.Input(shape=(), dtype=dtype, name=_safe_name(f.column))
+        if numeric:
+            stacked = keras.layers.Concatenate(name="numeric")(
+                [keras.layers.Reshape((1,))(inputs[f.column]) for f in numeric]
+            ) if len(numeric) > 1 else keras.layers.Reshape((1,))(inputs[numeric[0].column])
+            norm = keras.layers.Normalization(
+                mean=[f.mean for f in numeric], variance=[f.std**2 for f in numeric], name="normalize"
+            )
+            parts.append(norm(stacked))
+        for f in self.fields:
+            if isinstance(f, CategoryField):
+                lookup = keras.layers.StringLookup(
+                    vocabulary=f.vocabulary or [""], output_mode="one_hot", name=f"lookup_{_safe_name(f.column)}"
+                )
+                parts.append(lookup(inputs[f.column]))
+        x = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
+        for i, units in enumerate(self.config.model.hidden_units):
+            x = keras.layers.Dense(units, activation="relu", name=f"mlp_{i}")(x)
+            if self.config.model.dropout:
+                x = keras.layers.Dropout(self.config.model.dropout)(x)
+        return inputs, x
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        return {"columns": [{"name": f.column, "type": "number" if isinstance(f, NumberField) else "category"} for f in self.fields]}
+
+    def load(self, folder: Path, meta: dict[str, Any]) -> None:
+        self.fields = [NumberField(c["name"]) if c["type"] == "number" else CategoryField(c["name"]) for c in meta["columns"]]
+
+
+def _looks_numeric(column: str, sample: list[dict[str, Any]]) -> bool:
+    seen = False
+    for values in sample:
+        value = values.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, (int, float)):
+            seen = True
+            continue
+        try:
+            float(value)
+            seen = True
+        except (TypeError, ValueError):
+            return False
+    return seen
+
+
+class ImageInputs(Inputs):
+    """Images through a small CNN; decoding and resizing happen in tf.data."""
+
+    kind = "image"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        name = config.model.backbone if config.model.backbone != "auto" else "cnn"
+        if name not in IMAGE_BACKBONES:
+            raise ConfigError(f"model.backbone '{name}' is not an image backbone. Built-in: {', '.join(IMAGE_BACKBONES)}.")
+        self.backbone_name = name
+        self.column = config.data.image_column
+        self.fields = [ImageField(self.column)]
+        self.channels = 1 if config.data.color_mode == "grayscale" else 3
+        self.size = list(config.data.image_size)
+        if len(self.size) != 2 or min(self.size) < 8:
+            raise ConfigError(f"data.image_size must be [height, width] of at least 8 pixels, got {self.size}.")
+
+    def has_preprocessing(self) -> bool:
+        return True
+
+    def preprocess(self, x: dict[str, Any]) -> Any:
+        return {self.column: self.decode(x[self.column])}
+
+    def decode(self, value: Any) -> Any:
+        """A path (string) or pixel array -> float image of the configured size."""
+        if value.dtype == tf.string:
+            image = tf.io.decode_image(tf.io.read_file(value), channels=self.channels, expand_animations=False)
+        else:
+            image = value if value.shape.rank == 3 else value[..., tf.newaxis]
+            if image.shape[-1] != self.channels:
+                image = tf.image.grayscale_to_rgb(image) if self.channels == 3 else tf.image.rgb_to_grayscale(image)
+        image = tf.image.resize(tf.cast(image, tf.float32), self.size)
+        image.set_shape([*self.size, self.channels])
+        return image
+
+    def build(self) -> tuple[Any, Any]:
+        width, wider = IMAGE_BACKBONES[self.backbone_name]
+        image = keras.Input(shape=(*self.size, self.channels), name=_safe_name(self.column))
+        x = keras.layers.Rescaling(1.0 / 255)(image)
+        for i, filters in enumerate((width, wider)):
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}a")(x)
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}b")(x)
+            x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dropout(max(self.config.model.dropout, 0.25))(x)
+        x = keras.layers.Dense(128, activation="relu", name="dense")(x)
+        return {self.column: image}, x
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        return {"size": self.size, "channels": self.channels}
+
+
+def make_inputs(config: Any, kind: str, columns: list[str], target_columns: list[str], sample: list[dict[str, Any]]) -> Inputs:
+    if kind == "text":
+        return TextInputs(config)
+    if kind == "image":
+        return ImageInputs(config)
+    return TabularInputs(config, columns, target_columns, sample)
+
+
+def guess_kind(config: Any, source_kind: str | None, columns: list[str]) -> str:
+    """Which inputs a project has: `data.inputs`, else what the source says, else by columns."""
+    if config.data.inputs != "auto":
+        return config.data.inputs
+    if source_kind:
+        return source_kind
+    if config.data.image_column in columns:
+        return "image"
+    if config.data.text_column in columns:
+        return "text"
+    return "tabular"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

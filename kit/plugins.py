@@ -1,0 +1,271 @@
+"""Loading plugins and keeping the registry of what they registered.
+
+Built-in task types are ordinary plugins listed in `DEFAULT_PLUGINS`.
+Third-party plugins come from the `kit` entry-point group; `KIT_LOAD_PLUGINS`
+(comma-separated distribution names, empty for none) limits which load. A
+project may name local plugin modules in its `kit.yaml`. A plugin that fails
+to import or to register is recorded with its error and skipped; the others
+keep working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pluggy
+
+from kit import hookspecs
+from kit.errors import PluginError
+
+DEFAULT_PLUGINS = (
+    "kit_plugins.classification",
+    "kit_plugins.regression",
+    "kit_plugins.sources",
+)
+ENTRY_POINT_GROUP = "kit"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as `kit plugins` shows it."""
+
+    name: str
+    origin: str  # "builtin", "entry point", "project"
+    package: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+
+@dataclass
+class Registered:
+    """Something a plugin registered, and which plugin did."""
+
+    name: str
+    obj: Any
+    plugin: str
+
+
+class Registry:
+    """Named objects of one kind (tasks, data sources, ...) and who registered them."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.items: dict[str, Registered] = {}
+        self.conflicts: dict[str, list[str]] = {}
+
+    def add(self, name: str, obj: Any, plugin: str) -> None:
+        if name in self.items:
+            first = self.items[name].plugin
+            self.conflicts.setdefault(name, [first]).append(plugin)
+            raise PluginError(
+                f"Plugins '{first}' and '{plugin}' both register a {self.kind} named '{name}'. "
+                f"Uninstall one of them, or limit what loads with KIT_LOAD_PLUGINS."
+            )
+        self.items[name] = Registered(name, obj, plugin)
+
+    def get(self, name: str) -> Registered:
+        if name in self.conflicts:
+            plugins = " and ".join(f"'{p}'" for p in self.conflicts[name])
+            raise PluginError(f"The {self.kind} '{name}' is registered by both {plugins}; kit cannot choose.")
+        if name not in self.items:
+            known = ", ".join(sorted(self.items)) or "none"
+            raise PluginError(f"Unknown {self.kind} '{name}'. Known: {known}. See `kit tasks` or install a plugin.")
+        return self.items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.items)
+
+
+class Plugins:
+    """A plugin manager plus the registries filled from it."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("kit")
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+        self.tasks = Registry("task")
+        self.data_sources = Registry("data source")
+        self._registered = False
+
+    # -- loading
+
+    def load_defaults(self) -> None:
+        for module_name in DEFAULT_PLUGINS:
+            self._load_module(module_name, PluginInfo(module_name, "builtin", "kit", _version("kit")))
+
+    def load_entry_points(self) -> None:
+        allowed = _allowed_packages()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            package = ep.dist.name if ep.dist else None
+            if allowed is not None and (package or ep.name) not in allowed and ep.name not in allowed:
+                continue
+            version = ep.dist.version if ep.dist else None
+            info = PluginInfo(ep.name, "entry point", package, version)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not break kit
+                self._record_failure(info, f"import failed: {_one_line(exc)}")
+                continue
+            self._register(plugin, info)
+
+    def load_project_plugins(self, specs: list[str], project_dir: Path) -> None:
+        """Load the local plugins a project names (module names or .py paths)."""
+        for spec in specs:
+            info = PluginInfo(spec, "project")
+            try:
+                module = _import_local(spec, project_dir)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"Project plugin '{spec}' (from `plugins:` in kit.yaml) failed to import: {_one_line(exc)}\n"
+                    + _user_frames(exc)
+                ) from None
+            self._register(module, info)
+        self._registered = False
+
+    def _load_module(self, module_name: str, info: PluginInfo) -> None:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            self._record_failure(info, f"import failed: {_one_line(exc)}")
+            return
+        self._register(module, info)
+
+    def _register(self, plugin: Any, info: PluginInfo) -> None:
+        if self.pm.is_registered(plugin) or info.name in self.info:
+            return
+        self.pm.register(plugin, name=info.name)
+        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        self.info[info.name] = info
+
+    def _record_failure(self, info: PluginInfo, error: str) -> None:
+        info.error = error
+        self.info[info.name] = info
+
+    # -- registration hooks
+
+    def collect(self) -> None:
+        """Run every registration hook, one plugin at a time, isolating failures."""
+        if self._registered:
+            return
+        self._registered = True
+        self._call_each("register_tasks", self.tasks, _check_task)
+        self._call_each("register_data_sources", self.data_sources, _check_source)
+
+    def _call_each(self, hook_name: str, registry: Registry, check: Callable[..., tuple[str, Any]]) -> None:
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            plugin = impl.plugin_name
+
+            def register(*args: Any, _plugin: str = plugin) -> None:
+                name, obj = check(_plugin, *args)
+                registry.add(name, obj, _plugin)
+
+            try:
+                impl.function(register=register)
+            except PluginError as exc:
+                self._note_error(plugin, str(exc))
+            except Exception as exc:
+                self._note_error(plugin, f"{hook_name} raised {_one_line(exc)}")
+
+    def _note_error(self, plugin: str, message: str) -> None:
+        info = self.info.get(plugin)
+        if info is not None:
+            info.error = message if not info.error else f"{info.error}; {message}"
+
+    def errors(self) -> list[PluginInfo]:
+        return [info for info in self.info.values() if info.error]
+
+    def task(self, name: str) -> Registered:
+        self.collect()
+        return self.tasks.get(name)
+
+
+def _check_task(plugin: str, task_cls: Any) -> tuple[str, Any]:
+    from kit.task import Task  # light module: no TensorFlow
+
+    if not (isinstance(task_cls, type) and issubclass(task_cls, Task)):
+        raise PluginError(f"Plugin '{plugin}' registered {task_cls!r} as a task; it must be a subclass of kit.Task.")
+    name = getattr(task_cls, "name", "")
+    if not name or not isinstance(name, str):
+        raise PluginError(f"Plugin '{plugin}' registered task class {task_cls.__name__} without a `name`.")
+    return name, task_cls
+
+
+def _check_source(plugin: str, scheme: Any, opener: Any = None) -> tuple[str, Any]:
+    if not isinstance(scheme, str) or not scheme.isidentifier() or not callable(opener):
+        raise PluginError(f"Plugin '{plugin}' must call register(scheme: str, open_source: callable), got {scheme!r}.")
+    return scheme, opener
+
+
+def _allowed_packages() -> set[str] | None:
+    value = os.environ.get("KIT_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _import_local(spec: str, project_dir: Path) -> Any:
+    if spec.endswith(".py"):
+        path = Path(spec)
+        path = path if path.is_absolute() else project_dir / path
+        if not path.is_file():
+            raise PluginError(f"Project plugin file {path} does not exist (named in `plugins:` in kit.yaml).")
+        module_name = f"kit_project_plugin_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+        sys.modules[module_name] = module
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    return importlib.import_module(spec)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _user_frames(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)[-1:]
+    return "".join(f"  at {f.filename}, line {f.lineno}\n" for f in frames)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+_plugins: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugins: built-ins and entry points, loaded once."""
+    global _plugins
+    if _plugins is None:
+        plugins = Plugins()
+        plugins.load_defaults()
+        plugins.load_entry_points()
+        _plugins = plugins
+    return _plugins
+
+
+def reset_plugins() -> None:
+    """Forget loaded plugins (tests use this for a fresh manager)."""
+    global _plugins
+    _plugins = None

@@ -1,0 +1,1 @@
+"""kit's built-in plugins (installed as `kit_plugins`). Each uses only kit's public API."""

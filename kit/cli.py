@@ -229,3 +229,39 @@ def plugins_command(as_json: bool) -> None:
     for row in rows:
         status = f"ERROR: {row['error']}" if row.get("error") else ", ".join(row.get("hooks", []))
         click.echo(f"{row['name']:<32} {row['origin']:<12} {status}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--template", "-t", help="Template to render (see `kit templates`); default: classification.")
+@click.option("--task", help="Pick the template made for this task.")
+@click.option("--force", is_flag=True, help="Render into an existing, non-empty folder.")
+@handle_errors
+def new(name: str, template: str | None, task: str | None, force: bool) -> None:
+    """Create project NAME in a new folder from a template, with sample data."""
+    from kit.templates import check_name, choose_template, new_project
+
+    check_name(Path(name).name)
+    chosen = choose_template(template, task)
+    target = Path(name)
+    written = new_project(target.name, target, chosen, force)
+    click.echo(f"kit: created {target}/ from template '{chosen.name}' ({len(written)} files)")
+    click.echo(f"Next: kit run {target}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@handle_errors
+def templates(as_json: bool) -> None:
+    """List the templates `kit new` can render, and where each comes from."""
+    from kit.templates import all_templates
+
+    rows = [
+        {"name": t.name, "description": t.description, "task": t.task, "origin": t.origin}
+        for t in all_templates().values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<16} {row['description']}  [{row['origin']}]")

@@ -63,6 +63,22 @@ def register_data_sources(register: Callable[[str, Callable[..., Any]], None]) -
 
 
 @hookspec
+def register_templates(register: Callable[..., None]) -> None:
+    """Register project templates for `kit new`.
+
+    Call ``register(name, path, description="", task=None)`` where ``path`` is
+    a folder of template files (``*.jinja`` files are rendered with the
+    variables ``name``, ``package`` and ``task``).
+
+    Example::
+
+        @kit.hookimpl
+        def register_templates(register):
+            register("sentiment", Path(__file__).parent / "template", "A sentiment project", task="sentiment")
+    """
+
+
+@hookspec
 def register_callbacks(register: Callable[[Any], None], run: Any) -> None:
     """Add Keras callbacks to a training run.
 

@@ -20,6 +20,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     if not history:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     names = [k for k in history[0] if k not in ("epoch", "seconds", "learning_rate") and not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     epochs = [r["epoch"] for r in history]
@@ -29,6 +31,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
             ax.plot(epochs, [r.get(f"val_{name}") for r in history], marker="o", label="validation")
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -105,6 +105,13 @@ def parse_row(row: Row, fields: list[Field]) -> list[Any]:
     return parsed
 
 
+def check_value(f: Field, value: Any) -> None:
+    try:
+        f.check(value)
+    except BadValue as exc:
+        raise BadValue(f"column '{f.column}': {exc}") from None
+
+
 def check_columns(source: Source, fields: list[Field], setting: Callable[[str], str]) -> None:
     """Fail early, and clearly, when a needed column is absent from a source."""
     columns = source.columns()
@@ -132,7 +139,7 @@ def scan(plan: DataPlan, fields: list[Field], policy: str, learn: bool = True) -
             try:
                 values = parse_row(row, fields)
                 for f, value in zip(fields, values):
-                    f.observe(value) if learning else f.check(value)
+                    f.observe(value) if learning else check_value(f, value)
             except BadValue as exc:
                 _bad_row(report, source, row, str(exc), policy)
                 continue

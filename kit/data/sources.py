@@ -283,6 +283,10 @@ def open_source(spec: str, data_config: Any, project_dir: Path, role: str, schem
         return schemes[scheme](rest, data_config, project_dir, role)
     path = Path(os.path.expanduser(spec))
     path = path if path.is_absolute() else project_dir / path
+    if not path.exists():
+        raise DataError(
+            f"Data {role} source {path} does not exist. Check the data paths in kit.yaml (relative to the project folder)."
+        )
     fmt = data_config.format if data_config.format != "auto" else detect_format(path)
     if fmt == "csv":
         delimiter = "\t" if path.suffix.lower() == ".tsv" and data_config.delimiter == "," else data_config.delimiter

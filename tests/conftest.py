@@ -1,0 +1,73 @@
+"""Shared fixtures: small real-shaped data sets written per test, a CLI runner, fresh plugins."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kit.plugins import reset_plugins
+
+POSITIVE = "wonderful moving delightful brilliant funny charming superb touching clever warm".split()
+NEGATIVE = "dull boring tedious awful clumsy bland tiresome lifeless flat mediocre".split()
+FILLER = "the film story cast plot director scenes and a is was with this its".split()
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch):
+    """Each test gets its own plugin manager; no third-party plugins unless a test adds them."""
+    monkeypatch.setenv("KIT_LOAD_PLUGINS", "")
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def review(rng: random.Random, positive: bool) -> str:
+    words = rng.sample(POSITIVE if positive else NEGATIVE, 2) + rng.sample(FILLER, 5)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+@pytest.fixture
+def text_csv(tmp_path) -> Path:
+    rng = random.Random(0)
+    rows = []
+    for _ in range(240):
+        positive = rng.random() < 0.5
+        rows.append([review(rng, positive), "pos" if positive else "neg"])
+    return write_csv(tmp_path / "reviews.csv", ["text", "label"], rows)
+
+
+@pytest.fixture
+def tabular_csv(tmp_path) -> Path:
+    """y = 3*x1 - 2*x2 + effect(colour) + noise: learnable in a few epochs."""
+    rng = random.Random(1)
+    effect = {"red": 1.0, "green": -1.0, "blue": 0.0}
+    rows = []
+    for _ in range(400):
+        x1, x2, colour = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.choice(list(effect))
+        rows.append([f"{x1:.4f}", f"{x2:.4f}", colour, f"{3 * x1 - 2 * x2 + effect[colour] + rng.gauss(0, 0.05):.4f}"])
+    return write_csv(tmp_path / "table.csv", ["x1", "x2", "colour", "y"], rows)
+
+
+def project(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kit.yaml").write_text(text, encoding="utf-8")
+    return folder

@@ -1,0 +1,72 @@
+"""The command line: help for every command, listings, no TensorFlow in fast commands, clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kit.cli import cli
+
+COMMANDS = ["run", "eval", "predict", "export", "tasks", "plugins", "new", "templates"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(runner, command):
+    result = runner.invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage: " in result.output
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["tasks"], ["plugins"], ["templates"], ["new", "demo_x"]])
+def test_fast_commands_do_not_import_tensorflow(tmp_path, argv):
+    code = (
+        "import sys; from kit.cli import cli\n"
+        f"try:\n    cli({argv!r}, prog_name='kit')\nexcept SystemExit:\n    pass\n"
+        "print('TF' if 'tensorflow' in sys.modules else 'NO-TF', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().endswith("NO-TF"), result.stderr
+
+
+def test_tasks_json(runner):
+    rows = json.loads(runner.invoke(cli, ["tasks", "--json"]).output)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["classification"]["package"] == "kit"
+    assert "text" in by_name["regression"]["inputs"]
+
+
+def test_plugins_json_shows_hooks(runner):
+    rows = json.loads(runner.invoke(cli, ["plugins", "--json"]).output)
+    hooks = {r["name"]: r["hooks"] for r in rows}
+    assert hooks["kit_plugins.sources"] == ["register_data_sources"]
+
+
+def test_user_mistakes_exit_1_without_traceback(runner, tmp_path):
+    result = runner.invoke(cli, ["run", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Error: No kit.yaml in" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_set_syntax(runner, tmp_path):
+    (tmp_path / "kit.yaml").write_text("task: regression\ndata:\n  train: x.csv\n")
+    result = runner.invoke(cli, ["run", str(tmp_path), "--set", "train.epochs"])
+    assert result.exit_code == 1
+    assert "Bad override 'train.epochs'" in result.output
+
+
+def test_unknown_task_in_config(runner, tmp_path):
+    (tmp_path / "x.csv").write_text("a,label\n1,x\n")
+    (tmp_path / "kit.yaml").write_text("task: clasification\ndata:\n  train: x.csv\n")
+    result = runner.invoke(cli, ["run", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Unknown task 'clasification'" in result.output
+
+
+def test_eval_of_a_folder_that_is_not_a_run(runner, tmp_path):
+    result = runner.invoke(cli, ["eval", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "is not a kit run directory" in result.output

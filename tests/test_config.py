@@ -1,0 +1,102 @@
+"""Config loading: strict validation with file/key/line in every message, overrides, round trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from kit.config import build_config, load_config, parse_override, resolved_dict
+from kit.errors import ConfigError
+from tests.conftest import project
+
+GOOD = "task: regression\ndata:\n  train: data.csv\n  target: y\ntrain:\n  epochs: 3\n"
+
+
+def test_loads_defaults_and_values(tmp_path):
+    config = load_config(project(tmp_path, GOOD))
+    assert config.task == "regression"
+    assert config.data.target == ["y"]  # a single column becomes a list
+    assert config.train.epochs == 3
+    assert config.train.optimizer == "adamw"
+    assert config.project_dir == tmp_path.resolve()
+
+
+def test_unknown_key_names_file_line_and_suggestion(tmp_path):
+    project(tmp_path, GOOD + "  epochz: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    message = str(err.value)
+    assert "kit.yaml, line 7, key 'train.epochz'" in message
+    assert "Did you mean 'epochs'?" in message
+
+
+def test_wrong_type_says_expected_and_got(tmp_path):
+    project(tmp_path, GOOD.replace("epochs: 3", "epochs: three"))
+    with pytest.raises(ConfigError, match=r"line 6, key 'train.epochs': expected an integer, got str 'three'"):
+        load_config(tmp_path)
+
+
+def test_missing_required_key(tmp_path):
+    project(tmp_path, "data:\n  train: x.csv\n")
+    with pytest.raises(ConfigError, match="key 'task': required key is missing"):
+        load_config(tmp_path)
+
+
+def test_bad_choice_lists_allowed_values(tmp_path):
+    project(tmp_path, GOOD + "  optimizer: adagrad\n")
+    with pytest.raises(ConfigError, match="expected one of 'adam', 'adamw', 'sgd'"):
+        load_config(tmp_path)
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    project(tmp_path, "task: regression\ndata:\n  train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"kit.yaml, line \d+, column \d+: invalid YAML"):
+        load_config(tmp_path)
+
+
+def test_missing_project(tmp_path):
+    with pytest.raises(ConfigError, match="No kit.yaml in"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="No such project or config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_top_level_not_a_mapping(tmp_path):
+    project(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "item, key, value",
+    [
+        ("train.epochs=5", "train.epochs", 5),
+        ("train.learning_rate=1e-4", "train.learning_rate", "1e-4"),
+        ("data.cache=false", "data.cache", False),
+        ("model.hidden_units=[32, 16]", "model.hidden_units", [32, 16]),
+        ("train.clip_norm=null", "train.clip_norm", None),
+        ("data.train=a=b.csv", "data.train", "a=b.csv"),
+    ],
+)
+def test_parse_override(item, key, value):
+    assert parse_override(item) == (key, value)
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    project(tmp_path, GOOD)
+    config = load_config(tmp_path, ["train.learning_rate=1e-4", "model.hidden_units=[8]", "train.jit_compile=true"])
+    assert config.train.learning_rate == pytest.approx(1e-4)
+    assert config.model.hidden_units == [8]
+    assert config.train.jit_compile is True
+    with pytest.raises(ConfigError, match="key 'train.epoch'.*Did you mean 'epochs'"):
+        load_config(tmp_path, ["train.epoch=2"])
+    with pytest.raises(ConfigError, match="Bad override 'train.epochs'"):
+        load_config(tmp_path, ["train.epochs"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(project(tmp_path, GOOD))
+    resolved = resolved_dict(config)
+    assert resolved["data"]["train"] == str((tmp_path / "data.csv").resolve())
+    assert resolved["name"] == tmp_path.name
+    again = build_config(resolved)
+    assert again.to_dict() == resolved

@@ -1,0 +1,149 @@
+"""The plugin manager: built-ins, entry points, KIT_LOAD_PLUGINS, failures, duplicates, project plugins."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import types
+
+import pytest
+
+import kit
+from kit.errors import PluginError
+from kit.plugins import DEFAULT_PLUGINS, Plugins, get_plugins
+
+
+class FakeEntryPoint:
+    def __init__(self, name, load, dist="kit-fake"):
+        self.name = name
+        self._load = load
+        self.dist = types.SimpleNamespace(name=dist, version="1.2.3")
+
+    def load(self):
+        return self._load()
+
+
+def make_plugin(task_name: str):
+    module = types.ModuleType(f"plugin_{task_name}")
+
+    class Fake(kit.Task):
+        name = task_name
+        description = "A fake task."
+
+    @kit.hookimpl
+    def register_tasks(register):
+        register(Fake)
+
+    module.register_tasks = register_tasks
+    return module
+
+
+def with_entry_points(monkeypatch, *eps):
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: list(eps) if group == "kit" else [])
+
+
+def test_builtins_register_tasks_and_sources():
+    plugins = get_plugins()
+    plugins.collect()
+    assert {"classification", "regression"} <= set(plugins.tasks.names())
+    assert {"tfds", "keras"} <= set(plugins.data_sources.names())
+    assert set(DEFAULT_PLUGINS) <= set(plugins.info)
+
+
+def test_entry_point_plugin_loads_with_package_and_version(monkeypatch):
+    monkeypatch.delenv("KIT_LOAD_PLUGINS")
+    with_entry_points(monkeypatch, FakeEntryPoint("fake", lambda: make_plugin("fake")))
+    plugins = get_plugins()
+    assert plugins.task("fake").plugin == "fake"
+    assert plugins.info["fake"].package == "kit-fake"
+    assert plugins.info["fake"].version == "1.2.3"
+
+
+def test_kit_load_plugins_limits_what_loads(monkeypatch):
+    with_entry_points(monkeypatch, FakeEntryPoint("fake", lambda: make_plugin("fake")))
+    monkeypatch.setenv("KIT_LOAD_PLUGINS", "")
+    assert "fake" not in get_plugins().info
+    from kit.plugins import reset_plugins
+
+    reset_plugins()
+    monkeypatch.setenv("KIT_LOAD_PLUGINS", "kit-fake")
+    assert "fake" in get_plugins().info
+
+
+def test_broken_plugin_is_reported_and_others_keep_working(monkeypatch):
+    monkeypatch.delenv("KIT_LOAD_PLUGINS")
+
+    def broken():
+        raise ImportError("No module named 'missing_dependency'")
+
+    with_entry_points(monkeypatch, FakeEntryPoint("broken", broken))
+    plugins = get_plugins()
+    plugins.collect()
+    assert "missing_dependency" in plugins.info["broken"].error
+    assert plugins.task("classification")
+
+
+def test_duplicate_task_names_name_both_plugins(monkeypatch):
+    monkeypatch.delenv("KIT_LOAD_PLUGINS")
+    with_entry_points(monkeypatch, FakeEntryPoint("dupe", lambda: make_plugin("regression")))
+    plugins = get_plugins()
+    with pytest.raises(PluginError, match="'kit_plugins.regression' and 'dupe'"):
+        plugins.task("regression")
+    assert "both register a task named 'regression'" in plugins.info["dupe"].error
+    assert plugins.task("classification")  # the others still work
+
+
+def test_hook_raising_is_isolated(monkeypatch):
+    monkeypatch.delenv("KIT_LOAD_PLUGINS")
+    module = types.ModuleType("raising")
+
+    @kit.hookimpl
+    def register_tasks(register):
+        raise RuntimeError("boom")
+
+    module.register_tasks = register_tasks
+    with_entry_points(monkeypatch, FakeEntryPoint("raising", lambda: module))
+    plugins = get_plugins()
+    plugins.collect()
+    assert "register_tasks raised RuntimeError: boom" in plugins.info["raising"].error
+    assert plugins.task("regression")
+
+
+def test_registering_a_non_task_is_refused():
+    plugins = Plugins()
+    module = types.ModuleType("bad")
+
+    @kit.hookimpl
+    def register_tasks(register):
+        register(object)
+
+    module.register_tasks = register_tasks
+    plugins.pm.register(module, name="bad")
+    plugins.info["bad"] = __import__("kit.plugins", fromlist=["PluginInfo"]).PluginInfo("bad", "test")
+    plugins.collect()
+    assert "must be a subclass of kit.Task" in plugins.info["bad"].error
+
+
+def test_unknown_task_lists_known():
+    with pytest.raises(PluginError, match="Unknown task 'clasification'. Known: classification, regression"):
+        get_plugins().task("clasification")
+
+
+def test_project_plugin_file(tmp_path):
+    (tmp_path / "my_plugin.py").write_text(
+        "import kit\n"
+        "class Local(kit.Task):\n    name = 'local'\n    description = 'x'\n"
+        "@kit.hookimpl\ndef register_tasks(register):\n    register(Local)\n"
+    )
+    plugins = get_plugins()
+    plugins.load_project_plugins(["my_plugin.py"], tmp_path)
+    assert plugins.task("local").plugin == "my_plugin.py"
+
+
+def test_project_plugin_import_error_names_it(tmp_path):
+    (tmp_path / "bad_plugin.py").write_text("import does_not_exist\n")
+    with pytest.raises(PluginError, match="Project plugin 'bad_plugin.py'.*failed to import.*does_not_exist"):
+        get_plugins().load_project_plugins(["bad_plugin.py"], tmp_path)
+    with pytest.raises(PluginError, match="does not exist"):
+        get_plugins().load_project_plugins(["nope.py"], tmp_path)
+    sys.modules.pop("kit_project_plugin_bad_plugin", None)

@@ -1,0 +1,80 @@
+"""`kit new`: rendering, refusals, and cleanup on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kit.cli import cli
+from kit.errors import KitError, UsageError
+from kit.templates import Template, builtin_templates, check_name, new_project
+
+
+def test_builtin_templates_listed(runner):
+    result = runner.invoke(cli, ["templates"])
+    assert result.exit_code == 0
+    assert "classification" in result.output and "regression" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(builtin_templates()))
+def test_every_template_renders_a_valid_project(tmp_path, runner, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["new", "demo", "--template", name])
+    assert result.exit_code == 0, result.output
+    from kit.config import load_config
+
+    config = load_config(tmp_path / "demo")
+    assert config.task == builtin_templates()[name].task
+    assert (tmp_path / "demo" / ".gitignore").is_file()
+    assert Path(config.resolve_path(config.data.train)).is_file()
+    assert "{{" not in (tmp_path / "demo" / "README.md").read_text()
+
+
+def test_refuses_existing_non_empty_folder(tmp_path, runner, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "keep.txt").write_text("precious")
+    result = runner.invoke(cli, ["new", "demo"])
+    assert result.exit_code == 1
+    assert "already exists and is not empty" in result.output
+    assert (tmp_path / "demo" / "keep.txt").read_text() == "precious"
+    assert runner.invoke(cli, ["new", "demo", "--force"]).exit_code == 0
+    assert (tmp_path / "demo" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("bad, suggestion", [("my project", "my-project"), ("1st", "project-1st"), ("../escape", None)])
+def test_invalid_names_get_a_suggestion(bad, suggestion):
+    if suggestion is None:
+        with pytest.raises(UsageError):
+            check_name(bad)
+        return
+    with pytest.raises(UsageError, match=f"Try: kit new {suggestion}"):
+        check_name(bad)
+
+
+def test_unknown_template_lists_known(tmp_path, runner, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["new", "demo", "--template", "nope"])
+    assert result.exit_code == 2
+    assert "Known templates: classification, regression" in result.output
+    assert not (tmp_path / "demo").exists()
+
+
+def test_undefined_variable_fails_and_leaves_nothing(tmp_path):
+    source = tmp_path / "tpl"
+    source.mkdir()
+    (source / "a.txt.jinja").write_text("{{ name }}")
+    (source / "b.txt.jinja").write_text("{{ nonsense }}")
+    with pytest.raises(KitError, match="Template error in b.txt.jinja: 'nonsense' is undefined"):
+        new_project("demo", tmp_path / "out", Template("t", source, "", "test"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_template_cannot_write_outside_target(tmp_path):
+    source = tmp_path / "tpl"
+    source.mkdir()
+    (source / "{{ escape }}.jinja").write_text("x")
+    with pytest.raises(KitError, match="would write outside"):
+        new_project("demo", tmp_path / "out", Template("t", source, "", "test"), extra={"escape": "../../evil"})
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()

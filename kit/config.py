@@ -113,6 +113,7 @@ class Config:
     name: str | None = _doc("Project name (defaults to the folder name).", default=None)
     seed: int = _doc("Seed for weights, shuffling and splits; the same seed gives the same run on CPU.", default=42)
     plugins: list[str] = _doc("Project-local plugin modules (paths relative to the project).", default_factory=list)
+    runs_dir: str | None = _doc("Folder that receives run directories (run-1, run-2...); default: PROJECT/runs.", default=None)
     model: ModelConfig = _doc("Model section.", default_factory=ModelConfig)
     train: TrainConfig = _doc("Training section.", default_factory=TrainConfig)
     options: dict[str, Any] = _doc("Options of the task type (see `kit tasks --json`).", default_factory=dict)
@@ -416,6 +417,7 @@ def resolved_dict(config: Config) -> dict[str, Any]:
         if data.get(key):
             data[key] = config.resolve_path(data[key])
     plain["plugins"] = [config.resolve_path(p) if p.endswith(".py") else p for p in config.plugins]
+    plain["runs_dir"] = config.resolve_path(config.runs_dir or "runs")
     if not plain.get("name"):
         plain["name"] = config.project_dir.name
     return plain

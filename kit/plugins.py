@@ -97,7 +97,7 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self.tasks = Registry("task")
         self.data_sources = Registry("data source")
-        self._registered = False
+        self._collected: set[str] = set()  # plugins whose registration hooks have run
 
     # -- loading
 
@@ -134,7 +134,6 @@ class Plugins:
                     + _user_frames(exc)
                 ) from None
             self._register(module, info)
-        self._registered = False
 
     def _load_module(self, module_name: str, info: PluginInfo) -> None:
         try:
@@ -159,16 +158,19 @@ class Plugins:
 
     def collect(self) -> None:
         """Run every registration hook, one plugin at a time, isolating failures."""
-        if self._registered:
+        pending = {name for name, _ in self.pm.list_name_plugin()} - self._collected
+        if not pending:
             return
-        self._registered = True
-        self._call_each("register_tasks", self.tasks, _check_task)
-        self._call_each("register_data_sources", self.data_sources, _check_source)
+        self._call_each("register_tasks", self.tasks, _check_task, pending)
+        self._call_each("register_data_sources", self.data_sources, _check_source, pending)
+        self._collected |= pending
 
-    def _call_each(self, hook_name: str, registry: Registry, check: Callable[..., tuple[str, Any]]) -> None:
+    def _call_each(self, hook_name: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]) -> None:
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             plugin = impl.plugin_name
+            if plugin not in only:
+                continue
 
             def register(*args: Any, _plugin: str = plugin) -> None:
                 name, obj = check(_plugin, *args)

@@ -44,7 +44,7 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     started = time.time()
     resolved = resolved_dict(config)
     pieces = assemble(config)
-    runs_root = config.project_dir / "runs"
+    runs_root = Path(resolved["runs_dir"])
     run_dir, resumed = choose_run_dir(resolved, runs_root, run_dir)
     say(f"kit: {'resuming' if resumed else 'starting'} run in {run_dir}")
     (run_dir / CONFIG_COPY).write_text(dump_yaml(resolved), encoding="utf-8")

@@ -1,0 +1,269 @@
+"""End to end: `kit run` -> run directory -> eval, predict, export, on each input kind.
+
+These train real (small) models, so they take seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from kit.cli import cli
+from tests.conftest import project
+
+pytestmark = pytest.mark.slow
+
+REGRESSION = """task: regression
+data:
+  train: {train}
+  target: y
+model:
+  hidden_units: [32]
+  dropout: 0.0
+train:
+  epochs: 8
+  learning_rate: 0.01
+  verbose: 0
+"""
+
+
+def run_ok(runner, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+    """One trained tabular regression run shared by the tests that only read it."""
+    from click.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("regression")
+    data = _tabular(root)
+    folder = project(root / "proj", REGRESSION.format(train=data))
+    run_ok(CliRunner(), ["run", str(folder)])
+    return folder / "runs" / "run-1"
+
+
+def _tabular(root):
+    import random
+
+    from tests.conftest import write_csv
+
+    rng = random.Random(1)
+    effect = {"red": 1.0, "green": -1.0, "blue": 0.0}
+    rows = []
+    for _ in range(400):
+        x1, x2, colour = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.choice(list(effect))
+        rows.append([f"{x1:.4f}", f"{x2:.4f}", colour, f"{3 * x1 - 2 * x2 + effect[colour]:.4f}"])
+    return write_csv(root / "table.csv", ["x1", "x2", "colour", "y"], rows)
+
+
+def test_run_directory_holds_everything(regression_run):
+    names = {p.name for p in regression_run.iterdir()}
+    assert {"config.yaml", "run.json", "history.jsonl", "metrics.json", "curves.png", "logs", "checkpoints", "model"} <= names
+    assert "backup" not in names  # removed once training completed
+    record = json.loads((regression_run / "run.json").read_text())
+    assert record["status"] == "complete"
+    assert record["versions"]["tensorflow"] and record["seed"] == 42
+    assert record["data"]["train"]["rows"] > 250 and record["data"]["fingerprint"]["train"]
+    history = [json.loads(line) for line in (regression_run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert history[-1]["loss"] < history[0]["loss"]
+    metrics = json.loads((regression_run / "metrics.json").read_text())
+    assert set(metrics) == {"validation", "test"}
+    assert metrics["test"]["r2"] > 0.9  # y is a simple function of the features
+    assert len(list((regression_run / "checkpoints").glob("epoch-*.weights.h5"))) == 3  # keep_checkpoints
+
+
+def test_resolved_config_reruns_identically(regression_run, runner):
+    """Feeding config.yaml back trains a new run with identical results (CPU determinism)."""
+    run_ok(runner, ["run", str(regression_run / "config.yaml")])
+    second = regression_run.parent / "run-2"
+    first_metrics = json.loads((regression_run / "metrics.json").read_text())
+    assert json.loads((second / "metrics.json").read_text()) == first_metrics
+
+
+def test_complete_run_dir_is_refused(regression_run, runner):
+    before = (regression_run / "metrics.json").read_text()
+    result = runner.invoke(cli, ["run", str(regression_run / "config.yaml"), "--run-dir", str(regression_run)])
+    assert result.exit_code == 1
+    assert "already holds a complete run" in result.output
+    assert (regression_run / "metrics.json").read_text() == before
+
+
+def test_foreign_folder_and_other_task_are_refused(regression_run, runner, tmp_path):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
+    result = runner.invoke(cli, ["run", str(regression_run / "config.yaml"), "--run-dir", str(tmp_path / "stuff")])
+    assert result.exit_code == 1 and "is not a kit run directory" in result.output
+    config = yaml.safe_load((regression_run / "config.yaml").read_text())
+    config["task"] = "classification"
+    config["data"]["target"] = ["colour"]
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(cli, ["run", str(tmp_path / "other.yaml"), "--run-dir", str(regression_run)])
+    assert result.exit_code == 1 and "holds a run of task 'regression'" in result.output
+
+
+def test_eval_predict_export(regression_run, runner, tmp_path):
+    metrics = json.loads(run_ok(runner, ["eval", str(regression_run)]).output)
+    assert metrics["test"]["r2"] > 0.9
+    new = tmp_path / "new.csv"
+    new.write_text("x1,x2,colour\n0.5,0.0,red\n0.0,0.5,purple\n")
+    lines = [json.loads(x) for x in run_ok(runner, ["predict", str(regression_run), str(new)]).output.splitlines() if x.startswith("{")]
+    assert [p["line"] for p in lines] == [2, 3]
+    assert lines[0]["y"] == pytest.approx(2.5, abs=0.5)  # 3*0.5 + 1 (red)
+    out = tmp_path / "out.csv"
+    run_ok(runner, ["predict", str(regression_run), str(new), "-o", str(out)])
+    assert out.read_text().splitlines()[0] == "line,y"
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("x1,x2,colour,y\n0.5,0.0,red,2.5\n-0.5,0.5,blue,-2.5\n0.2,0.2,green,-0.8\n")
+    result = _json_tail(run_ok(runner, ["eval", str(regression_run), "--data", str(labelled)]).output)
+    assert result["data"]["examples"] == 3 and result["data"]["mae"] < 0.5
+    for fmt in ("keras", "saved_model"):
+        run_ok(runner, ["export", str(regression_run), "--format", fmt, "-o", str(tmp_path / fmt)])
+        assert json.loads((tmp_path / fmt / "export.json").read_text())["checked_examples"] > 0
+    result = runner.invoke(cli, ["export", str(regression_run), "--format", "keras", "-o", str(tmp_path / "keras")])
+    assert result.exit_code == 1 and "will not overwrite" in result.output
+
+
+def _json_tail(output: str) -> dict:
+    return json.loads(output[output.index("{"):])
+
+
+def test_predict_bad_row_reports_line(regression_run, runner, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,x2,colour\n0.5,zero,red\n")
+    result = runner.invoke(cli, ["predict", str(regression_run), str(bad)])
+    assert result.exit_code == 1
+    assert "bad.csv, line 2: column 'x2': 'zero' is not a number" in result.output
+
+
+def test_text_classification_end_to_end(runner, text_csv, tmp_path):
+    folder = project(
+        tmp_path / "text",
+        f"task: classification\ndata:\n  train: {text_csv}\nmodel:\n  sequence_length: 16\n  vocabulary_size: 200\n"
+        "train:\n  epochs: 4\n  learning_rate: 0.002\n  verbose: 0\n",
+    )
+    run_ok(runner, ["run", str(folder)])
+    run_dir = folder / "runs" / "run-1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"accuracy", "precision", "recall", "f1", "auc"} <= set(metrics["test"])
+    assert metrics["test"]["accuracy"] > 0.7
+    confusion = json.loads((run_dir / "confusion_test.json").read_text())
+    assert confusion["labels"] == ["neg", "pos"] and (run_dir / "confusion_test.png").is_file()
+    assert (run_dir / "model" / "vocab.txt").read_text().startswith("[PAD]\n[UNK]")
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"text": "a wonderful delightful film"}\n{"text": "dull and boring plot"}\n')
+    lines = [json.loads(x) for x in run_ok(runner, ["predict", str(run_dir), str(new)]).output.splitlines() if x.startswith("{")]
+    assert [p["label"] for p in lines] == ["pos", "neg"]
+    assert sum(lines[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    run_ok(runner, ["export", str(run_dir), "--format", "saved_model", "-o", str(tmp_path / "sm")])
+
+
+def test_image_folder_classification(runner, tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 40), ("bright", 210)):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(40):
+            pixels = np.clip(rng.normal(level, 25, (12, 12, 1)), 0, 255).astype("uint8")
+            tf.io.write_file(str(tmp_path / "images" / label / f"{i}.png"), tf.io.encode_png(pixels))
+    folder = project(
+        tmp_path / "img",
+        f"task: classification\ndata:\n  train: {tmp_path / 'images'}\n  image_size: [12, 12]\n  batch_size: 8\n"
+        "train:\n  epochs: 3\n  verbose: 0\n",
+    )
+    run_ok(runner, ["run", str(folder)])
+    run_dir = folder / "runs" / "run-1"
+    assert json.loads((run_dir / "run.json").read_text())["inputs"] == "image"
+    lines = [json.loads(x) for x in run_ok(runner, ["predict", str(run_dir), str(tmp_path / "images")]).output.splitlines() if x.startswith("{")]
+    assert len(lines) == 80
+    accuracy = np.mean([p["label"] == ("bright" if p["line"] <= 40 else "dark") for p in lines])  # sorted: bright/ first
+    assert accuracy > 0.9
+    run_ok(runner, ["export", str(run_dir), "--format", "saved_model", "-o", str(tmp_path / "sm")])
+
+
+def test_tfds_source_from_a_prepared_data_dir(runner, tmp_path):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (200,)).astype("float32")
+    examples = tf.data.Dataset.from_tensor_slices({"x": x, "y": 2 * x})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="kit_toy",
+        version="1.0.0",
+        features=tfds.features.FeaturesDict({"x": tf.float32, "y": tf.float32}),
+        split_datasets={"train": examples},
+        config=None,
+        data_dir=str(tmp_path / "tfds"),
+    )
+    folder = project(
+        tmp_path / "p",
+        f"task: regression\ndata:\n  train: tfds:kit_toy\n  target: y\n  tfds_data_dir: {tmp_path / 'tfds'}\n"
+        "train:\n  epochs: 2\n  verbose: 0\n",
+    )
+    run_ok(runner, ["run", str(folder)])
+    record = json.loads((folder / "runs" / "run-1" / "run.json").read_text())
+    assert record["data"]["train"]["rows"] + record["data"]["validation"]["rows"] + record["data"]["test"]["rows"] == 200
+
+
+def test_tfds_not_prepared_says_what_to_do(runner, tmp_path, tabular_csv):
+    folder = project(tmp_path / "p", f"task: classification\ndata:\n  train: tfds:mnist\n  tfds_data_dir: {tmp_path / 'empty'}\n")
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "is not prepared in" in result.output and "tfds build mnist" in result.output
+
+
+def test_keras_dataset_missing_says_what_to_do(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    import kit_plugins.sources as sources
+
+    monkeypatch.setitem(sources.KERAS_DATASETS["fashion_mnist"], "debian", ("dataset-fashion-mnist", str(tmp_path / "no")))
+    folder = project(tmp_path / "p", "task: classification\ndata:\n  train: keras:fashion_mnist\n")
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "apt-get install dataset-fashion-mnist" in result.output
+
+
+def test_nan_loss_stops_with_advice(runner, tmp_path):
+    data = _tabular(tmp_path)
+    folder = project(
+        tmp_path / "p",
+        REGRESSION.format(train=data).replace("learning_rate: 0.01", "learning_rate: 1.0e+30\n  optimizer: sgd\n  clip_norm: null"),
+    )
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert "the loss became nan" in result.output.lower() and "lower train.learning_rate" in result.output
+    assert not (folder / "runs" / "run-1" / "metrics.json").exists()
+
+
+def test_interrupted_run_resumes(runner, tmp_path):
+    """A run killed after epoch 2 resumes from its backup when the same command runs again."""
+    data = _tabular(tmp_path)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "crash.py").write_text(
+        "import os, keras, kit\n"
+        "class Crash(keras.callbacks.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None):\n"
+        "        if epoch == 1 and os.environ.get('KIT_TEST_CRASH'):\n"
+        "            raise KeyboardInterrupt\n"
+        "@kit.hookimpl\n"
+        "def register_callbacks(register, run):\n"
+        "    register(Crash())\n"
+    )
+    folder = project(tmp_path / "p", REGRESSION.format(train=data).replace("epochs: 8", "epochs: 4") + "plugins: [crash.py]\n")
+    result = runner.invoke(cli, ["run", str(folder)], env={"KIT_TEST_CRASH": "1"})
+    assert result.exit_code == 130
+    assert not (folder / "runs" / "run-1" / "metrics.json").exists()
+    run_ok(runner, ["run", str(folder)])
+    run_dir = folder / "runs" / "run-1"
+    assert not (folder / "runs" / "run-2").exists()
+    assert json.loads((run_dir / "run.json").read_text())["resumed"] == 1
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]

@@ -33,7 +33,7 @@ def _doc(text: str, **kwargs: Any) -> Any:
 class DataConfig:
     """Where the examples come from and how they are batched."""
 
-    train: str = _doc("Training data: a CSV/JSONL file, a folder, `tfds:NAME[/CONFIG]` or `keras:NAME`.")
+    train: str = _doc("Training data: a CSV/JSONL file, a folder, `tfds:NAME[/CONFIG][@SPLIT]` or `keras:NAME[@SPLIT]`.")
     validation: str | None = _doc("Validation data; default: split off `train`.", default=None)
     test: str | None = _doc("Test data; default: split off `train`.", default=None)
     validation_fraction: float = _doc("Fraction of `train` held out for validation when `validation` is unset.", default=0.1)
@@ -444,7 +444,8 @@ def reference_markdown() -> str:
 def _hint_text(hint: Any) -> str:
     if dataclasses.is_dataclass(hint):
         return "section"
-    text = str(hint).replace("typing.", "").replace("NoneType", "None")
+    text = hint.__name__ if isinstance(hint, type) else str(hint)
+    text = text.replace("typing.", "").replace("NoneType", "None")
     return f"`{text}`".replace("|", "\\|")
 
 

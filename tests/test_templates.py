@@ -78,3 +78,22 @@ def test_template_cannot_write_outside_target(tmp_path):
     with pytest.raises(KitError, match="would write outside"):
         new_project("demo", tmp_path / "out", Template("t", source, "", "test"), extra={"escape": "../../evil"})
     assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(builtin_templates()))
+def test_generated_project_passes_its_own_tests(tmp_path, runner, monkeypatch, name):
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(cli, ["new", "proj", "--template", name]).exit_code == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path / "proj",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

@@ -111,7 +111,9 @@ def main() -> None:
 
 @cli.command()
 @click.argument("project", default=".", type=click.Path(path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=3.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.epochs=3."
+)
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Write the run here (default: PROJECT/runs/run-N).")
 @handle_errors
 def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None:
@@ -151,7 +153,12 @@ def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("input_data", metavar="INPUT")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to a .jsonl or .csv file (default: JSON lines on stdout).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Write to a .jsonl or .csv file (default: JSON lines on stdout).",
+)
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
 @handle_errors
 def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -> None:
@@ -168,7 +175,9 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["keras", "saved_model"]), default="keras", show_default=True)
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT).")
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT)."
+)
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
 @handle_errors
 def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool) -> None:
@@ -208,7 +217,9 @@ def tasks(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
     else:
         for row in rows:
-            click.echo(f"{row['name']:<16} {row['description']}  [{row['package'] or row['plugin']} {row['version'] or ''}]".rstrip())
+            click.echo(
+                f"{row['name']:<16} {row['description']}  [{row['package'] or row['plugin']} {row['version'] or ''}]".rstrip()
+            )
     for name, plugins_named in plugins.tasks.conflicts.items():
         click.echo(f"kit: warning: task '{name}' is registered by {' and '.join(plugins_named)}", err=True)
 

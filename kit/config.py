@@ -33,10 +33,14 @@ def _doc(text: str, **kwargs: Any) -> Any:
 class DataConfig:
     """Where the examples come from and how they are batched."""
 
-    train: str = _doc("Training data: a CSV/JSONL file, a folder, `tfds:NAME[/CONFIG][@SPLIT]` or `keras:NAME[@SPLIT]`.")
+    train: str = _doc(
+        "Training data: a CSV/JSONL file, a folder, `tfds:NAME[/CONFIG][@SPLIT]` or `keras:NAME[@SPLIT]`."
+    )
     validation: str | None = _doc("Validation data; default: split off `train`.", default=None)
     test: str | None = _doc("Test data; default: split off `train`.", default=None)
-    validation_fraction: float = _doc("Fraction of `train` held out for validation when `validation` is unset.", default=0.1)
+    validation_fraction: float = _doc(
+        "Fraction of `train` held out for validation when `validation` is unset.", default=0.1
+    )
     test_fraction: float = _doc("Fraction of `train` held out for testing when `test` is unset.", default=0.1)
     format: Literal["auto", "csv", "jsonl", "text_folder", "image_folder"] = _doc(
         "File format; `auto` picks from the file extension or folder contents.", default="auto"
@@ -47,9 +51,15 @@ class DataConfig:
     )
     text_column: str = _doc("Column holding the text for text inputs.", default="text")
     image_column: str = _doc("Column holding the image (path or array) for image inputs.", default="image")
-    target: list[str] | None = _doc("Target column(s); default: the task's own (`label` for classification).", default=None)
-    features: list[str] | None = _doc("Tabular feature columns; default: every column except the targets.", default=None)
-    categorical: list[str] | None = _doc("Tabular columns to treat as categories even if they look numeric.", default=None)
+    target: list[str] | None = _doc(
+        "Target column(s); default: the task's own (`label` for classification).", default=None
+    )
+    features: list[str] | None = _doc(
+        "Tabular feature columns; default: every column except the targets.", default=None
+    )
+    categorical: list[str] | None = _doc(
+        "Tabular columns to treat as categories even if they look numeric.", default=None
+    )
     image_size: list[int] = _doc("Images are resized to [height, width].", default_factory=lambda: [28, 28])
     color_mode: Literal["grayscale", "rgb"] = _doc("Channels images are decoded to.", default="grayscale")
     batch_size: int = _doc("Examples per training step (global, across replicas).", default=32)
@@ -90,9 +100,13 @@ class TrainConfig:
     schedule: Literal["constant", "cosine", "linear"] = _doc("Learning-rate decay after warm-up.", default="cosine")
     warmup_fraction: float = _doc("Fraction of all steps spent warming the learning rate up from 0.", default=0.0)
     clip_norm: float | None = _doc("Clip gradients to this global norm; null disables.", default=1.0)
-    early_stopping_patience: int | None = _doc("Stop after this many epochs without improvement of `monitor`.", default=None)
+    early_stopping_patience: int | None = _doc(
+        "Stop after this many epochs without improvement of `monitor`.", default=None
+    )
     monitor: str = _doc("Metric watched by early stopping and best-checkpoint selection.", default="val_loss")
-    checkpoint_every_steps: int | None = _doc("Also back up the training state every N steps (resume mid-epoch).", default=None)
+    checkpoint_every_steps: int | None = _doc(
+        "Also back up the training state every N steps (resume mid-epoch).", default=None
+    )
     keep_checkpoints: int = _doc("Epoch checkpoints kept (oldest pruned first).", default=3)
     strategy: Literal["auto", "cpu", "mirrored", "multi_worker", "tpu"] = _doc(
         "tf.distribute strategy; `auto` picks TPU, several GPUs or TF_CONFIG workers when present.", default="auto"
@@ -100,8 +114,12 @@ class TrainConfig:
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = _doc(
         "Keras dtype policy; float32 is fastest on CPU, mixed precision is for GPU/TPU.", default="float32"
     )
-    jit_compile: Union[bool, Literal["auto"]] = _doc("XLA compilation: true, false or `auto` (Keras decides).", default="auto")
-    verbose: Literal["auto", 0, 1, 2] = _doc("Keras progress output: 1 bar, 2 one line per epoch, 0 silent.", default="auto")
+    jit_compile: bool | Literal["auto"] = _doc(
+        "XLA compilation: true, false or `auto` (Keras decides).", default="auto"
+    )
+    verbose: Literal["auto", 0, 1, 2] = _doc(
+        "Keras progress output: 1 bar, 2 one line per epoch, 0 silent.", default="auto"
+    )
 
 
 @dataclass
@@ -113,7 +131,9 @@ class Config:
     name: str | None = _doc("Project name (defaults to the folder name).", default=None)
     seed: int = _doc("Seed for weights, shuffling and splits; the same seed gives the same run on CPU.", default=42)
     plugins: list[str] = _doc("Project-local plugin modules (paths relative to the project).", default_factory=list)
-    runs_dir: str | None = _doc("Folder that receives run directories (run-1, run-2...); default: PROJECT/runs.", default=None)
+    runs_dir: str | None = _doc(
+        "Folder that receives run directories (run-1, run-2...); default: PROJECT/runs.", default=None
+    )
     model: ModelConfig = _doc("Model section.", default_factory=ModelConfig)
     train: TrainConfig = _doc("Training section.", default_factory=TrainConfig)
     options: dict[str, Any] = _doc("Options of the task type (see `kit tasks --json`).", default_factory=dict)
@@ -196,7 +216,9 @@ def find_config_file(path: str | Path) -> Path:
             )
         return candidate
     if not path.exists():
-        raise ConfigError(f"No such project or config file: {path}. Pass a folder holding {CONFIG_FILE} or a YAML file.")
+        raise ConfigError(
+            f"No such project or config file: {path}. Pass a folder holding {CONFIG_FILE} or a YAML file."
+        )
     return path
 
 
@@ -213,11 +235,15 @@ def parse_yaml(text: str, file: Path | None) -> tuple[dict[str, Any], dict[str, 
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{file or '<config>'}{where}: invalid YAML: {problem}. Check indentation and quoting.") from None
+        raise ConfigError(
+            f"{file or '<config>'}{where}: invalid YAML: {problem}. Check indentation and quoting."
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{file or '<config>'}: expected a mapping of keys (task:, data:, ...) at the top, got {type(data).__name__}.")
+        raise ConfigError(
+            f"{file or '<config>'}: expected a mapping of keys (task:, data:, ...) at the top, got {type(data).__name__}."
+        )
     lines: dict[str, int] = {}
     _collect_lines(node, "", lines)
     return data, lines
@@ -436,7 +462,9 @@ def reference_markdown() -> str:
         for f in dataclasses.fields(cls):
             if f.metadata.get("internal"):
                 continue
-            out.append(f"| `{f.name}` | {_hint_text(hints[f.name])} | {_default_text(f)} | {f.metadata.get('help', '')} |")
+            out.append(
+                f"| `{f.name}` | {_hint_text(hints[f.name])} | {_default_text(f)} | {f.metadata.get('help', '')} |"
+            )
         out.append("")
     return "\n".join(out)
 

@@ -131,7 +131,10 @@ class TextInputs(Inputs):
             dropout=self.config.model.dropout,
             **TEXT_BACKBONES[self.backbone_name],
         )
-        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
+        inputs = {
+            name: keras.Input(shape=(None,), dtype="int32", name=name)
+            for name in ("token_ids", "segment_ids", "padding_mask")
+        }
         representation = backbone(inputs)["pooled_output"]
         return inputs, keras.layers.Dropout(self.config.model.dropout)(representation)
 
@@ -161,7 +164,9 @@ class TabularInputs(Inputs):
         wanted = config.data.features or [c for c in columns if c not in target_columns]
         missing = [c for c in wanted if c not in columns]
         if missing:
-            raise DataError(f"data.features names {', '.join(missing)}, not in the data. Columns are: {', '.join(columns)}.")
+            raise DataError(
+                f"data.features names {', '.join(missing)}, not in the data. Columns are: {', '.join(columns)}."
+            )
         if not wanted:
             raise DataError("No feature columns left: data.features is empty or every column is a target.")
         forced = set(config.data.categorical or [])
@@ -176,9 +181,13 @@ class TabularInputs(Inputs):
             dtype = "float32" if isinstance(f, NumberField) else "string"
             inputs[f.column] = keras.Input(shape=(), dtype=dtype, name=_safe_name(f.column))
         if numeric:
-            stacked = keras.layers.Concatenate(name="numeric")(
-                [keras.layers.Reshape((1,))(inputs[f.column]) for f in numeric]
-            ) if len(numeric) > 1 else keras.layers.Reshape((1,))(inputs[numeric[0].column])
+            stacked = (
+                keras.layers.Concatenate(name="numeric")(
+                    [keras.layers.Reshape((1,))(inputs[f.column]) for f in numeric]
+                )
+                if len(numeric) > 1
+                else keras.layers.Reshape((1,))(inputs[numeric[0].column])
+            )
             norm = keras.layers.Normalization(
                 mean=[f.mean for f in numeric], variance=[f.std**2 for f in numeric], name="normalize"
             )
@@ -197,10 +206,16 @@ class TabularInputs(Inputs):
         return inputs, x
 
     def save(self, folder: Path) -> dict[str, Any]:
-        return {"columns": [{"name": f.column, "type": "number" if isinstance(f, NumberField) else "category"} for f in self.fields]}
+        return {
+            "columns": [
+                {"name": f.column, "type": "number" if isinstance(f, NumberField) else "category"} for f in self.fields
+            ]
+        }
 
     def load(self, folder: Path, meta: dict[str, Any]) -> None:
-        self.fields = [NumberField(c["name"]) if c["type"] == "number" else CategoryField(c["name"]) for c in meta["columns"]]
+        self.fields = [
+            NumberField(c["name"]) if c["type"] == "number" else CategoryField(c["name"]) for c in meta["columns"]
+        ]
 
 
 def _looks_numeric(column: str, sample: list[dict[str, Any]]) -> bool:
@@ -231,7 +246,9 @@ class ImageInputs(Inputs):
         super().__init__(config)
         name = config.model.backbone if config.model.backbone != "auto" else "cnn"
         if name not in IMAGE_BACKBONES:
-            raise ConfigError(f"model.backbone '{name}' is not an image backbone. Built-in: {', '.join(IMAGE_BACKBONES)}.")
+            raise ConfigError(
+                f"model.backbone '{name}' is not an image backbone. Built-in: {', '.join(IMAGE_BACKBONES)}."
+            )
         self.backbone_name = name
         self.column = config.data.image_column
         self.fields = [ImageField(self.column)]
@@ -275,7 +292,9 @@ class ImageInputs(Inputs):
         return {"size": self.size, "channels": self.channels}
 
 
-def make_inputs(config: Any, kind: str, columns: list[str], target_columns: list[str], sample: list[dict[str, Any]]) -> Inputs:
+def make_inputs(
+    config: Any, kind: str, columns: list[str], target_columns: list[str], sample: list[dict[str, Any]]
+) -> Inputs:
     if kind == "text":
         return TextInputs(config)
     if kind == "image":

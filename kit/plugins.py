@@ -165,7 +165,9 @@ class Plugins:
         self._call_each("register_data_sources", self.data_sources, _check_source, pending)
         self._collected |= pending
 
-    def _call_each(self, hook_name: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]) -> None:
+    def _call_each(
+        self, hook_name: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]
+    ) -> None:
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             plugin = impl.plugin_name

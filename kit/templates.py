@@ -45,7 +45,9 @@ def builtin_templates() -> dict[str, Template]:
         meta_file = entry / "template.yaml"
         if entry.is_dir() and meta_file.is_file():
             meta = yaml.safe_load(meta_file.read_text(encoding="utf-8")) or {}
-            found[entry.name] = Template(entry.name, entry, meta.get("description", ""), "kit (built-in)", meta.get("task"))
+            found[entry.name] = Template(
+                entry.name, entry, meta.get("description", ""), "kit (built-in)", meta.get("task")
+            )
     return found
 
 
@@ -57,9 +59,13 @@ def all_templates() -> dict[str, Template]:
     plugins = get_plugins()
     for impl in plugins.pm.hook.register_templates.get_hookimpls():
 
-        def register(name: str, path: Any, description: str = "", task: str | None = None, _plugin: str = impl.plugin_name) -> None:
+        def register(
+            name: str, path: Any, description: str = "", task: str | None = None, _plugin: str = impl.plugin_name
+        ) -> None:
             if name in templates:
-                raise PluginError(f"Plugin '{_plugin}' registers template '{name}', already provided by {templates[name].origin}.")
+                raise PluginError(
+                    f"Plugin '{_plugin}' registers template '{name}', already provided by {templates[name].origin}."
+                )
             templates[name] = Template(name, Path(path), description, _plugin, task)
 
         try:
@@ -67,7 +73,9 @@ def all_templates() -> dict[str, Template]:
         except PluginError:
             raise
         except Exception as exc:
-            raise PluginError(f"Plugin '{impl.plugin_name}' failed in register_templates: {type(exc).__name__}: {exc}") from None
+            raise PluginError(
+                f"Plugin '{impl.plugin_name}' failed in register_templates: {type(exc).__name__}: {exc}"
+            ) from None
     return templates
 
 
@@ -89,22 +97,33 @@ def choose_template(template: str | None, task: str | None) -> Template:
     if template is None:
         matching = [t for t in templates.values() if task and t.task == task]
         if task and not matching:
-            raise UsageError(f"No template for task '{task}'. Templates: {', '.join(sorted(templates))} (see `kit templates`).")
+            raise UsageError(
+                f"No template for task '{task}'. Templates: {', '.join(sorted(templates))} (see `kit templates`)."
+            )
         return matching[0] if matching else templates["classification"]
     if template not in templates:
         raise UsageError(f"Unknown template '{template}'. Known templates: {', '.join(sorted(templates))}.")
     return templates[template]
 
 
-def new_project(name: str, target: Path, template: Template, force: bool = False, extra: dict[str, Any] | None = None) -> list[Path]:
+def new_project(
+    name: str, target: Path, template: Template, force: bool = False, extra: dict[str, Any] | None = None
+) -> list[Path]:
     """Render `template` into `target`; return the files written."""
     check_name(name)
     existed = target.exists()
     if existed and not target.is_dir():
         raise KitError(f"{target} exists and is a file; choose another name.")
     if existed and any(target.iterdir()) and not force:
-        raise KitError(f"{target} already exists and is not empty; kit new never overwrites it. Choose another name or pass --force.")
-    variables = {"name": name, "package": re.sub(r"\W", "_", name).lower(), "task": template.task or "", **(extra or {})}
+        raise KitError(
+            f"{target} already exists and is not empty; kit new never overwrites it. Choose another name or pass --force."
+        )
+    variables = {
+        "name": name,
+        "package": re.sub(r"\W", "_", name).lower(),
+        "task": template.task or "",
+        **(extra or {}),
+    }
     written: list[Path] = []
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -148,7 +167,9 @@ def _render_text(text: str, variables: dict[str, Any], where: str) -> str:
     try:
         return environment.from_string(text).render(**variables)
     except jinja2.UndefinedError as exc:
-        raise KitError(f"Template error in {where}: {exc.message}. Known variables: {', '.join(sorted(variables))}.") from None
+        raise KitError(
+            f"Template error in {where}: {exc.message}. Known variables: {', '.join(sorted(variables))}."
+        ) from None
     except jinja2.TemplateSyntaxError as exc:
         raise KitError(f"Template syntax error in {where}, line {exc.lineno}: {exc.message}.") from None
 

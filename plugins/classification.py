@@ -22,7 +22,9 @@ class Classification(kit.Task):
 
     def target_fields(self, columns: list[str]) -> list[LabelField]:
         if len(columns) != 1:
-            raise kit.ConfigError(f"classification predicts one label column; data.target names {len(columns)}: {columns}.")
+            raise kit.ConfigError(
+                f"classification predicts one label column; data.target names {len(columns)}: {columns}."
+            )
         return [LabelField(columns[0])]
 
     @property

@@ -21,7 +21,18 @@ KERAS_DATASETS: dict[str, dict[str, Any]] = {
             "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
         },
-        "labels": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "labels": [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
         "debian": ("dataset-fashion-mnist", "/usr/share/datasets/fashion-mnist"),
     },
     "mnist": {"archive": "mnist.npz", "labels": [str(i) for i in range(10)]},
@@ -50,7 +61,9 @@ class TfdsSource(Source):
             try:
                 builder = tfds.builder(self.dataset, data_dir=self.data_dir)
             except tfds.core.registered.DatasetNotFoundError:
-                raise kit.DataError(f"TFDS has no data set named '{self.dataset}' ({self.name}). See `tfds.list_builders()`.") from None
+                raise kit.DataError(
+                    f"TFDS has no data set named '{self.dataset}' ({self.name}). See `tfds.list_builders()`."
+                ) from None
             if not builder.is_prepared():
                 where = self.data_dir or "the default data_dir (~/tensorflow_datasets)"
                 raise kit.DataError(
@@ -112,7 +125,9 @@ class KerasDatasetSource(Source):
 
     def __init__(self, dataset: str, split: str):
         if dataset not in KERAS_DATASETS:
-            raise kit.DataError(f"kit reads keras:{dataset}? No: known keras data sets are {', '.join(KERAS_DATASETS)}.")
+            raise kit.DataError(
+                f"kit reads keras:{dataset}? No: known keras data sets are {', '.join(KERAS_DATASETS)}."
+            )
         if split not in ("train", "test"):
             raise kit.DataError(f"keras:{dataset} has splits train and test, not '{split}'.")
         self.dataset = dataset
@@ -127,7 +142,9 @@ class KerasDatasetSource(Source):
         home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
         if "archive" in self.spec:
             if not (home / self.spec["archive"]).is_file():
-                raise kit.DataError(f"{self.name}: {home / self.spec['archive']} is missing and cannot be downloaded here.")
+                raise kit.DataError(
+                    f"{self.name}: {home / self.spec['archive']} is missing and cannot be downloaded here."
+                )
             import keras
 
             (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.dataset).load_data()

@@ -25,7 +25,9 @@ def bash_lines() -> list[str]:
 
 def test_config_reference_is_current():
     section = README.split("<!-- config-reference:start -->\n")[1].split("<!-- config-reference:end -->")[0]
-    assert section == reference_markdown(), "regenerate the README's config reference from kit.config.reference_markdown()"
+    assert section == reference_markdown(), (
+        "regenerate the README's config reference from kit.config.reference_markdown()"
+    )
 
 
 def test_ci_installs_as_the_readme_says_and_runs_its_test_command():

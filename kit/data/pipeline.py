@@ -43,7 +43,7 @@ def encoded_chunks(rows: Iterator[Row], features: list[Field], targets: list[Fie
     for row in rows:
         try:
             values = parse_row(row, fields)
-            for f, value in zip(targets, values[len(features):]):
+            for f, value in zip(targets, values[len(features) :]):
                 f.check(value)
         except BadValue:
             continue  # counted and reported by the scan
@@ -62,7 +62,7 @@ def _pack(buffers: list[list[Any]], features: list[Field], targets: list[Field])
     x = {f.column: a for f, a in zip(features, arrays)}
     if not targets:
         return (x,)
-    y = arrays[len(features):]
+    y = arrays[len(features) :]
     return x, (y[0] if len(y) == 1 else np.stack(y, axis=-1))
 
 

@@ -48,7 +48,9 @@ class DataPlan:
     def __init__(self, data_config: Any, project_dir: Path, seed: int, schemes: dict[str, Callable[..., Source]]):
         self.config = data_config
         self.seed = seed
-        self.sources: dict[str, Source] = {"train": open_source(data_config.train, data_config, project_dir, "train", schemes)}
+        self.sources: dict[str, Source] = {
+            "train": open_source(data_config.train, data_config, project_dir, "train", schemes)
+        }
         self.shared: dict[str, float] = {}  # split -> fraction taken off the training source
         for split, spec, fraction in (
             ("validation", data_config.validation, data_config.validation_fraction),
@@ -59,7 +61,9 @@ class DataPlan:
             elif fraction > 0:
                 self.shared[split] = fraction
         if sum(self.shared.values()) >= 1:
-            raise DataError("data.validation_fraction + data.test_fraction must be below 1 (nothing would be left to train on).")
+            raise DataError(
+                "data.validation_fraction + data.test_fraction must be below 1 (nothing would be left to train on)."
+            )
 
     def splits(self) -> list[str]:
         return [s for s in SPLITS if s == "train" or s in self.sources or s in self.shared]
@@ -157,9 +161,7 @@ def scan(plan: DataPlan, fields: list[Field], policy: str, learn: bool = True) -
 def _bad_row(report: SplitReport, source: Source, row: Row, reason: str, policy: str) -> None:
     place = source.where(row)
     if policy == "fail":
-        raise DataError(
-            f"{place}: {reason}. Fix that row, or set `data.bad_rows: skip` to leave malformed rows out."
-        )
+        raise DataError(f"{place}: {reason}. Fix that row, or set `data.bad_rows: skip` to leave malformed rows out.")
     report.bad += 1
     if len(report.examples) < 5:
         report.examples.append(f"{place}: {reason}")

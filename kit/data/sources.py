@@ -74,9 +74,13 @@ def _open_text(path: Path, encoding: str):
     try:
         return open(path, encoding=encoding, newline="")
     except FileNotFoundError:
-        raise DataError(f"Data file {path} does not exist. Check `data.*` paths in kit.yaml (relative to the project).") from None
+        raise DataError(
+            f"Data file {path} does not exist. Check `data.*` paths in kit.yaml (relative to the project)."
+        ) from None
     except IsADirectoryError:
-        raise DataError(f"{path} is a folder; set data.format to text_folder or image_folder, or name a file.") from None
+        raise DataError(
+            f"{path} is a folder; set data.format to text_folder or image_folder, or name a file."
+        ) from None
     except LookupError:
         raise DataError(f"Unknown text encoding '{encoding}' (data.encoding). Use e.g. utf-8 or latin-1.") from None
     except OSError as exc:
@@ -126,7 +130,9 @@ class CsvSource(Source):
             except UnicodeDecodeError as exc:
                 raise _decode_error(self.path, line + 1, self.encoding, exc) from None
             except csv.Error as exc:
-                raise DataError(f"{self.path}, line {reader.line_num}: malformed CSV ({exc}). Fix the quoting on that line.") from None
+                raise DataError(
+                    f"{self.path}, line {reader.line_num}: malformed CSV ({exc}). Fix the quoting on that line."
+                ) from None
 
     def fingerprint(self) -> str:
         return _file_fingerprint([self.path])

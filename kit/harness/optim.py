@@ -47,7 +47,12 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, warmup_rate, decayed)
 
     def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "decay": self.decay}
+        return {
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "decay": self.decay,
+        }
 
 
 def make_optimizer(train: Any, total_steps: int) -> keras.optimizers.Optimizer:

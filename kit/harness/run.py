@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.config import dump_yaml, resolved_dict
-from kit.config import Config
+from kit.config import Config, dump_yaml, resolved_dict
 from kit.data.plan import report_text, scan
-from kit.errors import TrainingError
 from kit.harness.rundir import CONFIG_COPY, choose_run_dir, read_run, write_run
 from kit.harness.setup import Pieces, assemble, say
 
@@ -69,7 +67,9 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     return run_dir
 
 
-def _run_record(config: Config, pieces: Pieces, argv: list[str] | None, resumed: bool, previous: dict | None) -> dict[str, Any]:
+def _run_record(
+    config: Config, pieces: Pieces, argv: list[str] | None, resumed: bool, previous: dict | None
+) -> dict[str, Any]:
     import importlib.metadata as md
 
     def version(name: str) -> str | None:

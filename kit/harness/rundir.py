@@ -97,7 +97,9 @@ def _check_requested(run_dir: Path, resolved: dict[str, Any]) -> tuple[Path, boo
         return _make_writable(run_dir), False
     record = read_run(run_dir)
     if record is None:
-        raise RunDirError(f"{run_dir} exists and is not a kit run directory; kit will not write into it. Choose another --run-dir.")
+        raise RunDirError(
+            f"{run_dir} exists and is not a kit run directory; kit will not write into it. Choose another --run-dir."
+        )
     saved = _saved_config(run_dir) or {}
     if saved.get("task") != resolved.get("task"):
         raise RunDirError(
@@ -124,7 +126,9 @@ def _make_writable(run_dir: Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise RunDirError(f"Cannot write to run directory {run_dir}: {exc.strerror}. Choose a writable --run-dir.") from None
+        raise RunDirError(
+            f"Cannot write to run directory {run_dir}: {exc.strerror}. Choose a writable --run-dir."
+        ) from None
     return run_dir
 
 

@@ -16,11 +16,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from kit.config import build_config
+from kit.data.pipeline import batched, examples
 from kit.data.plan import DataPlan, parse_row, report_text, scan
 from kit.errors import ModelError
 from kit.harness.rundir import require_run_dir, write_json_atomic
 from kit.harness.setup import data_plan, load_task, say
-from kit.data.pipeline import batched, examples
 from kit.harness.trainer import BUNDLE_FILE, MODEL_FILE, split_metrics
 
 
@@ -51,8 +51,9 @@ class TrainedModel:
         """A one-split plan over `source`, checked like training data was."""
         import dataclasses
 
-        data = dataclasses.replace(self.config.data, train=source, validation=None, test=None,
-                                   validation_fraction=0.0, test_fraction=0.0)
+        data = dataclasses.replace(
+            self.config.data, train=source, validation=None, test=None, validation_fraction=0.0, test_fraction=0.0
+        )
         config = dataclasses.replace(self.config, data=data)
         config.source_file = Path.cwd() / "kit.yaml"  # relative paths on the command line mean the cwd
         plan = data_plan(config)
@@ -77,7 +78,9 @@ class TrainedModel:
                 preprocess = lambda x, y: (self.inputs.preprocess(x), y)  # noqa: E731
             else:
                 preprocess = self.inputs.preprocess
-        return batched(dataset, preprocess, self.config.data.batch_size, training=False, seed=0, shuffle_buffer=1, cache=False)
+        return batched(
+            dataset, preprocess, self.config.data.batch_size, training=False, seed=0, shuffle_buffer=1, cache=False
+        )
 
     def predict_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """Predictions for every usable row of `source`, each with its line number."""
@@ -173,7 +176,9 @@ def export(trained: TrainedModel, fmt: str, destination: Path | None) -> Path:
     """Export a trained model and check that the reloaded copy predicts the same."""
     destination = destination or trained.run_dir / "export" / fmt
     if destination.exists() and any(destination.iterdir()):
-        raise ModelError(f"{destination} already exists and is not empty; kit will not overwrite it. Pass --output DIR.")
+        raise ModelError(
+            f"{destination} already exists and is not empty; kit will not overwrite it. Pass --output DIR."
+        )
     sample = trained.sample_features()
     expected = _served_outputs(trained, sample)
     if fmt == "keras":
@@ -185,9 +190,14 @@ def export(trained: TrainedModel, fmt: str, destination: Path | None) -> Path:
     else:
         actual = _export_saved_model(trained, sample, destination)
     if not np.allclose(expected, actual, rtol=1e-4, atol=1e-5):
-        raise ModelError(f"The exported model in {destination} does not reproduce the run's predictions (max diff "
-                         f"{float(np.max(np.abs(expected - actual)))}). Please report this as a bug.")
-    write_json_atomic(destination / "export.json", {"format": fmt, "checked_examples": int(len(expected)), "run": str(trained.run_dir)})
+        raise ModelError(
+            f"The exported model in {destination} does not reproduce the run's predictions (max diff "
+            f"{float(np.max(np.abs(expected - actual)))}). Please report this as a bug."
+        )
+    write_json_atomic(
+        destination / "export.json",
+        {"format": fmt, "checked_examples": int(len(expected)), "run": str(trained.run_dir)},
+    )
     return destination
 
 
@@ -231,4 +241,6 @@ def _export_saved_model(trained: TrainedModel, sample: dict[str, Any], destinati
     if inputs.kind == "text":
         import tensorflow_text  # noqa: F401  registers the tokenizer ops the SavedModel uses
     reloaded = tf.saved_model.load(str(destination))
-    return np.asarray(reloaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in sample.items()})["outputs"])
+    return np.asarray(
+        reloaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in sample.items()})["outputs"]
+    )

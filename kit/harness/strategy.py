@@ -13,7 +13,9 @@ def _tf_config_workers() -> int:
     try:
         cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
     except json.JSONDecodeError:
-        raise ConfigError("TF_CONFIG is not valid JSON. See the TensorFlow multi-worker guide for its format.") from None
+        raise ConfigError(
+            "TF_CONFIG is not valid JSON. See the TensorFlow multi-worker guide for its format."
+        ) from None
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -57,7 +59,9 @@ def _tpu_strategy(tf: Any) -> Any:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.NotFoundError) as exc:
-        raise ConfigError(f"train.strategy is tpu but no TPU was found ({exc}). Run on a TPU VM or set TPU_NAME.") from None
+        raise ConfigError(
+            f"train.strategy is tpu but no TPU was found ({exc}). Run on a TPU VM or set TPU_NAME."
+        ) from None
     return tf.distribute.TPUStrategy(resolver)
 
 

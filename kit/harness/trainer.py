@@ -83,7 +83,9 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
     datasets = make_datasets(config, pieces, reports)
     train_rows = reports["train"].rows
     drop = train_rows >= config.data.batch_size
-    steps = config.train.steps_per_epoch or max(train_rows // config.data.batch_size if drop else -(-train_rows // config.data.batch_size), 1)
+    steps = config.train.steps_per_epoch or max(
+        train_rows // config.data.batch_size if drop else -(-train_rows // config.data.batch_size), 1
+    )
     train_ds = datasets["train"].repeat() if config.train.steps_per_epoch else datasets["train"]
     with strategy.scope():
         model = build_model(config, pieces, steps * config.train.epochs)
@@ -153,7 +155,9 @@ def _plugin_callbacks(context: Any) -> list[keras.callbacks.Callback]:
 
         def register(callback: Any, _plugin: str = impl.plugin_name) -> None:
             if not isinstance(callback, keras.callbacks.Callback):
-                raise PluginError(f"Plugin '{_plugin}' registered {callback!r}; callbacks must be keras.callbacks.Callback.")
+                raise PluginError(
+                    f"Plugin '{_plugin}' registered {callback!r}; callbacks must be keras.callbacks.Callback."
+                )
             found.append(callback)
 
         try:
@@ -161,7 +165,9 @@ def _plugin_callbacks(context: Any) -> list[keras.callbacks.Callback]:
         except PluginError:
             raise
         except Exception as exc:
-            raise PluginError(f"Plugin '{impl.plugin_name}' failed in register_callbacks: {type(exc).__name__}: {exc}") from None
+            raise PluginError(
+                f"Plugin '{impl.plugin_name}' failed in register_callbacks: {type(exc).__name__}: {exc}"
+            ) from None
     return found
 
 
@@ -197,7 +203,9 @@ def outputs_and_targets(model: keras.Model, dataset: tf.data.Dataset) -> tuple[n
     return np.concatenate(outputs), np.concatenate(targets)
 
 
-def split_metrics(model: keras.Model, task: Any, dataset: tf.data.Dataset, run_dir: Path | None, split: str) -> dict[str, float]:
+def split_metrics(
+    model: keras.Model, task: Any, dataset: tf.data.Dataset, run_dir: Path | None, split: str
+) -> dict[str, float]:
     outputs, targets = outputs_and_targets(model, dataset)
     loss_fn = keras.losses.get(task.loss()) if isinstance(task.loss(), str) else task.loss()
     metrics = {"loss": float(loss_fn(targets, outputs))}

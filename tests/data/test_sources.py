@@ -62,9 +62,13 @@ def test_empty_text_and_unknown_validation_label(tmp_path):
     with pytest.raises(DataError, match="train.csv, line 4: column 'text': empty text"):
         scan(plan_for(train, validation=str(valid), test_fraction=0), fields, "fail")
     clean = write_csv(tmp_path / "clean.csv", ["text", "label"], [["good", "pos"], ["bad", "neg"]])
-    with pytest.raises(DataError, match="valid.csv, line 3: column 'label': label 'neutral' does not occur in the training"):
+    with pytest.raises(
+        DataError, match="valid.csv, line 3: column 'label': label 'neutral' does not occur in the training"
+    ):
         scan(plan_for(clean, validation=str(valid), test_fraction=0), [TextField("text"), LabelField("label")], "fail")
-    reports = scan(plan_for(train, validation=str(valid), test_fraction=0), [TextField("text"), LabelField("label")], "skip")
+    reports = scan(
+        plan_for(train, validation=str(valid), test_fraction=0), [TextField("text"), LabelField("label")], "skip"
+    )
     assert (reports["train"].rows, reports["train"].bad) == (2, 1)
     assert (reports["validation"].rows, reports["validation"].bad) == (1, 1)
 
@@ -75,7 +79,9 @@ def test_wrong_encoding_is_explained(tmp_path):
     with pytest.raises(DataError, match="not valid utf-8.*data.encoding"):
         scan(plan_for(path, validation_fraction=0, test_fraction=0), [TextField("text"), LabelField("label")], "fail")
     reports = scan(
-        plan_for(path, validation_fraction=0, test_fraction=0, encoding="latin-1"), [TextField("text"), LabelField("label")], "fail"
+        plan_for(path, validation_fraction=0, test_fraction=0, encoding="latin-1"),
+        [TextField("text"), LabelField("label")],
+        "fail",
     )
     assert reports["train"].rows == 1
 
@@ -96,7 +102,9 @@ def test_no_usable_rows(tmp_path):
 
 def test_jsonl_bad_lines(tmp_path):
     path = rows_text(tmp_path / "d.jsonl", '{"text": "hi", "label": 1}\nnot json\n[1, 2]\n{"text": "yo", "label": 0}\n')
-    reports = scan(plan_for(path, validation_fraction=0, test_fraction=0), [TextField("text"), LabelField("label")], "skip")
+    reports = scan(
+        plan_for(path, validation_fraction=0, test_fraction=0), [TextField("text"), LabelField("label")], "skip"
+    )
     assert reports["train"].rows == 2
     assert "line 2: invalid JSON" in reports["train"].examples[0]
     assert "line 3: expected a JSON object, got list" in reports["train"].examples[1]

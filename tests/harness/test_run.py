@@ -64,7 +64,16 @@ def _tabular(root):
 
 def test_run_directory_holds_everything(regression_run):
     names = {p.name for p in regression_run.iterdir()}
-    assert {"config.yaml", "run.json", "history.jsonl", "metrics.json", "curves.png", "logs", "checkpoints", "model"} <= names
+    assert {
+        "config.yaml",
+        "run.json",
+        "history.jsonl",
+        "metrics.json",
+        "curves.png",
+        "logs",
+        "checkpoints",
+        "model",
+    } <= names
     assert "backup" not in names  # removed once training completed
     record = json.loads((regression_run / "run.json").read_text())
     assert record["status"] == "complete"
@@ -113,7 +122,11 @@ def test_eval_predict_export(regression_run, runner, tmp_path):
     assert metrics["test"]["r2"] > 0.9
     new = tmp_path / "new.csv"
     new.write_text("x1,x2,colour\n0.5,0.0,red\n0.0,0.5,purple\n")
-    lines = [json.loads(x) for x in run_ok(runner, ["predict", str(regression_run), str(new)]).output.splitlines() if x.startswith("{")]
+    lines = [
+        json.loads(x)
+        for x in run_ok(runner, ["predict", str(regression_run), str(new)]).output.splitlines()
+        if x.startswith("{")
+    ]
     assert [p["line"] for p in lines] == [2, 3]
     assert lines[0]["y"] == pytest.approx(2.5, abs=0.5)  # 3*0.5 + 1 (red)
     out = tmp_path / "out.csv"
@@ -131,7 +144,7 @@ def test_eval_predict_export(regression_run, runner, tmp_path):
 
 
 def _json_tail(output: str) -> dict:
-    return json.loads(output[output.index("{"):])
+    return json.loads(output[output.index("{") :])
 
 
 def test_predict_bad_row_reports_line(regression_run, runner, tmp_path):
@@ -158,7 +171,11 @@ def test_text_classification_end_to_end(runner, text_csv, tmp_path):
     assert (run_dir / "model" / "vocab.txt").read_text().startswith("[PAD]\n[UNK]")
     new = tmp_path / "new.jsonl"
     new.write_text('{"text": "a wonderful delightful film"}\n{"text": "dull and boring plot"}\n')
-    lines = [json.loads(x) for x in run_ok(runner, ["predict", str(run_dir), str(new)]).output.splitlines() if x.startswith("{")]
+    lines = [
+        json.loads(x)
+        for x in run_ok(runner, ["predict", str(run_dir), str(new)]).output.splitlines()
+        if x.startswith("{")
+    ]
     assert [p["label"] for p in lines] == ["pos", "neg"]
     assert sum(lines[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     run_ok(runner, ["export", str(run_dir), "--format", "saved_model", "-o", str(tmp_path / "sm")])
@@ -181,9 +198,15 @@ def test_image_folder_classification(runner, tmp_path):
     run_ok(runner, ["run", str(folder)])
     run_dir = folder / "runs" / "run-1"
     assert json.loads((run_dir / "run.json").read_text())["inputs"] == "image"
-    lines = [json.loads(x) for x in run_ok(runner, ["predict", str(run_dir), str(tmp_path / "images")]).output.splitlines() if x.startswith("{")]
+    lines = [
+        json.loads(x)
+        for x in run_ok(runner, ["predict", str(run_dir), str(tmp_path / "images")]).output.splitlines()
+        if x.startswith("{")
+    ]
     assert len(lines) == 80
-    accuracy = np.mean([p["label"] == ("bright" if p["line"] <= 40 else "dark") for p in lines])  # sorted: bright/ first
+    accuracy = np.mean(
+        [p["label"] == ("bright" if p["line"] <= 40 else "dark") for p in lines]
+    )  # sorted: bright/ first
     assert accuracy > 0.9
     run_ok(runner, ["export", str(run_dir), "--format", "saved_model", "-o", str(tmp_path / "sm")])
 
@@ -210,11 +233,15 @@ def test_tfds_source_from_a_prepared_data_dir(runner, tmp_path):
     )
     run_ok(runner, ["run", str(folder)])
     record = json.loads((folder / "runs" / "run-1" / "run.json").read_text())
-    assert record["data"]["train"]["rows"] + record["data"]["validation"]["rows"] + record["data"]["test"]["rows"] == 200
+    assert (
+        record["data"]["train"]["rows"] + record["data"]["validation"]["rows"] + record["data"]["test"]["rows"] == 200
+    )
 
 
 def test_tfds_not_prepared_says_what_to_do(runner, tmp_path, tabular_csv):
-    folder = project(tmp_path / "p", f"task: classification\ndata:\n  train: tfds:mnist\n  tfds_data_dir: {tmp_path / 'empty'}\n")
+    folder = project(
+        tmp_path / "p", f"task: classification\ndata:\n  train: tfds:mnist\n  tfds_data_dir: {tmp_path / 'empty'}\n"
+    )
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1
     assert "is not prepared in" in result.output and "tfds build mnist" in result.output
@@ -224,7 +251,9 @@ def test_keras_dataset_missing_says_what_to_do(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     import kit_plugins.sources as sources
 
-    monkeypatch.setitem(sources.KERAS_DATASETS["fashion_mnist"], "debian", ("dataset-fashion-mnist", str(tmp_path / "no")))
+    monkeypatch.setitem(
+        sources.KERAS_DATASETS["fashion_mnist"], "debian", ("dataset-fashion-mnist", str(tmp_path / "no"))
+    )
     folder = project(tmp_path / "p", "task: classification\ndata:\n  train: keras:fashion_mnist\n")
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1
@@ -235,7 +264,9 @@ def test_nan_loss_stops_with_advice(runner, tmp_path):
     data = _tabular(tmp_path)
     folder = project(
         tmp_path / "p",
-        REGRESSION.format(train=data).replace("learning_rate: 0.01", "learning_rate: 1.0e+30\n  optimizer: sgd\n  clip_norm: null"),
+        REGRESSION.format(train=data).replace(
+            "learning_rate: 0.01", "learning_rate: 1.0e+30\n  optimizer: sgd\n  clip_norm: null"
+        ),
     )
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1, result.output
@@ -257,7 +288,9 @@ def test_interrupted_run_resumes(runner, tmp_path):
         "def register_callbacks(register, run):\n"
         "    register(Crash())\n"
     )
-    folder = project(tmp_path / "p", REGRESSION.format(train=data).replace("epochs: 8", "epochs: 4") + "plugins: [crash.py]\n")
+    folder = project(
+        tmp_path / "p", REGRESSION.format(train=data).replace("epochs: 8", "epochs: 4") + "plugins: [crash.py]\n"
+    )
     result = runner.invoke(cli, ["run", str(folder)], env={"KIT_TEST_CRASH": "1"})
     assert result.exit_code == 130
     assert not (folder / "runs" / "run-1" / "metrics.json").exists()

@@ -50,6 +50,10 @@ class Inputs:
     def has_preprocessing(self) -> bool:
         return False
 
+    def preprocess_batch(self, x: dict[str, Any]) -> Any:
+        """`preprocess` applied to a batch of examples (serving, export checks)."""
+        return self.preprocess(x)
+
     def build(self) -> tuple[Any, Any]:
         """Return (model inputs, representation) Keras tensors."""
         raise NotImplementedError
@@ -262,6 +266,10 @@ class ImageInputs(Inputs):
 
     def preprocess(self, x: dict[str, Any]) -> Any:
         return {self.column: self.decode(x[self.column])}
+
+    def preprocess_batch(self, x: dict[str, Any]) -> Any:
+        images = tf.map_fn(self.decode, x[self.column], fn_output_signature=tf.float32)
+        return {self.column: images}
 
     def decode(self, value: Any) -> Any:
         """A path (string) or pixel array -> float image of the configured size."""

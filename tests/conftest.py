@@ -55,16 +55,20 @@ def text_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "reviews.csv", ["text", "label"], rows)
 
 
-@pytest.fixture
-def tabular_csv(tmp_path) -> Path:
-    """y = 3*x1 - 2*x2 + effect(colour) + noise: learnable in a few epochs."""
+def make_tabular(folder: Path, rows: int = 400) -> Path:
+    """y = 3*x1 - 2*x2 + effect(colour): learnable in a few epochs."""
     rng = random.Random(1)
     effect = {"red": 1.0, "green": -1.0, "blue": 0.0}
-    rows = []
-    for _ in range(400):
+    table = []
+    for _ in range(rows):
         x1, x2, colour = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.choice(list(effect))
-        rows.append([f"{x1:.4f}", f"{x2:.4f}", colour, f"{3 * x1 - 2 * x2 + effect[colour] + rng.gauss(0, 0.05):.4f}"])
-    return write_csv(tmp_path / "table.csv", ["x1", "x2", "colour", "y"], rows)
+        table.append([f"{x1:.4f}", f"{x2:.4f}", colour, f"{3 * x1 - 2 * x2 + effect[colour]:.4f}"])
+    return write_csv(folder / "table.csv", ["x1", "x2", "colour", "y"], table)
+
+
+@pytest.fixture
+def tabular_csv(tmp_path) -> Path:
+    return make_tabular(tmp_path)
 
 
 def project(folder: Path, text: str) -> Path:

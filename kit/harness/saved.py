@@ -202,15 +202,7 @@ def export(trained: TrainedModel, fmt: str, destination: Path | None) -> Path:
 
 
 def _served_outputs(trained: TrainedModel, features: dict[str, Any]) -> np.ndarray:
-    import tensorflow as tf
-
-    inputs = trained.inputs
-    if inputs.kind == "image":
-        x = {inputs.column: tf.map_fn(inputs.decode, features[inputs.column], fn_output_signature=tf.float32)}
-    elif inputs.has_preprocessing():
-        x = inputs.preprocess(features)
-    else:
-        x = features
+    x = trained.inputs.preprocess_batch(features)
     return np.asarray(trained.task.postprocess(trained.model(x, training=False)))
 
 
@@ -228,12 +220,7 @@ def _export_saved_model(trained: TrainedModel, sample: dict[str, Any], destinati
 
         @tf.function(input_signature=[signature])
         def serve(self, features: dict[str, Any]) -> dict[str, Any]:
-            if inputs.kind == "image":
-                x = {inputs.column: tf.map_fn(inputs.decode, features[inputs.column], fn_output_signature=tf.float32)}
-            elif inputs.has_preprocessing():
-                x = inputs.preprocess(features)
-            else:
-                x = features
+            x = inputs.preprocess_batch(features)
             return {"outputs": task.postprocess(self.model(x, training=False))}
 
     module = Serving()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from kit.cli import cli
-from tests.conftest import project
+from tests.conftest import make_tabular, project
 
 pytestmark = pytest.mark.slow
 
@@ -42,24 +42,10 @@ def regression_run(tmp_path_factory):
     from click.testing import CliRunner
 
     root = tmp_path_factory.mktemp("regression")
-    data = _tabular(root)
+    data = make_tabular(root)
     folder = project(root / "proj", REGRESSION.format(train=data))
     run_ok(CliRunner(), ["run", str(folder)])
     return folder / "runs" / "run-1"
-
-
-def _tabular(root):
-    import random
-
-    from tests.conftest import write_csv
-
-    rng = random.Random(1)
-    effect = {"red": 1.0, "green": -1.0, "blue": 0.0}
-    rows = []
-    for _ in range(400):
-        x1, x2, colour = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.choice(list(effect))
-        rows.append([f"{x1:.4f}", f"{x2:.4f}", colour, f"{3 * x1 - 2 * x2 + effect[colour]:.4f}"])
-    return write_csv(root / "table.csv", ["x1", "x2", "colour", "y"], rows)
 
 
 def test_run_directory_holds_everything(regression_run):
@@ -122,11 +108,7 @@ def test_eval_predict_export(regression_run, runner, tmp_path):
     assert metrics["test"]["r2"] > 0.9
     new = tmp_path / "new.csv"
     new.write_text("x1,x2,colour\n0.5,0.0,red\n0.0,0.5,purple\n")
-    lines = [
-        json.loads(x)
-        for x in run_ok(runner, ["predict", str(regression_run), str(new)]).output.splitlines()
-        if x.startswith("{")
-    ]
+    lines = predictions(runner, [str(regression_run), str(new)])
     assert [p["line"] for p in lines] == [2, 3]
     assert lines[0]["y"] == pytest.approx(2.5, abs=0.5)  # 3*0.5 + 1 (red)
     out = tmp_path / "out.csv"
@@ -141,6 +123,11 @@ def test_eval_predict_export(regression_run, runner, tmp_path):
         assert json.loads((tmp_path / fmt / "export.json").read_text())["checked_examples"] > 0
     result = runner.invoke(cli, ["export", str(regression_run), "--format", "keras", "-o", str(tmp_path / "keras")])
     assert result.exit_code == 1 and "will not overwrite" in result.output
+
+
+def predictions(runner, args) -> list[dict]:
+    output = run_ok(runner, ["predict", *args]).output
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
 def _json_tail(output: str) -> dict:
@@ -171,11 +158,7 @@ def test_text_classification_end_to_end(runner, text_csv, tmp_path):
     assert (run_dir / "model" / "vocab.txt").read_text().startswith("[PAD]\n[UNK]")
     new = tmp_path / "new.jsonl"
     new.write_text('{"text": "a wonderful delightful film"}\n{"text": "dull and boring plot"}\n')
-    lines = [
-        json.loads(x)
-        for x in run_ok(runner, ["predict", str(run_dir), str(new)]).output.splitlines()
-        if x.startswith("{")
-    ]
+    lines = predictions(runner, [str(run_dir), str(new)])
     assert [p["label"] for p in lines] == ["pos", "neg"]
     assert sum(lines[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     run_ok(runner, ["export", str(run_dir), "--format", "saved_model", "-o", str(tmp_path / "sm")])
@@ -198,11 +181,7 @@ def test_image_folder_classification(runner, tmp_path):
     run_ok(runner, ["run", str(folder)])
     run_dir = folder / "runs" / "run-1"
     assert json.loads((run_dir / "run.json").read_text())["inputs"] == "image"
-    lines = [
-        json.loads(x)
-        for x in run_ok(runner, ["predict", str(run_dir), str(tmp_path / "images")]).output.splitlines()
-        if x.startswith("{")
-    ]
+    lines = predictions(runner, [str(run_dir), str(tmp_path / "images")])
     assert len(lines) == 80
     accuracy = np.mean(
         [p["label"] == ("bright" if p["line"] <= 40 else "dark") for p in lines]
@@ -261,7 +240,7 @@ def test_keras_dataset_missing_says_what_to_do(runner, tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_advice(runner, tmp_path):
-    data = _tabular(tmp_path)
+    data = make_tabular(tmp_path)
     folder = project(
         tmp_path / "p",
         REGRESSION.format(train=data).replace(
@@ -276,7 +255,7 @@ def test_nan_loss_stops_with_advice(runner, tmp_path):
 
 def test_interrupted_run_resumes(runner, tmp_path):
     """A run killed after epoch 2 resumes from its backup when the same command runs again."""
-    data = _tabular(tmp_path)
+    data = make_tabular(tmp_path)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "crash.py").write_text(
         "import os, keras, kit\n"

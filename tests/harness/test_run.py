@@ -279,3 +279,30 @@ def test_interrupted_run_resumes(runner, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["resumed"] == 1
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4]
+
+
+def test_text_regression_with_two_targets(runner, tmp_path):
+    """Regression on text inputs, predicting two numbers at once, reported per target in original units."""
+    import random
+
+    from tests.conftest import POSITIVE, write_csv
+
+    rng = random.Random(3)
+    rows = []
+    for _ in range(200):
+        words = rng.sample(POSITIVE, rng.randint(1, 4))
+        rows.append([" ".join(words), str(10 * len(words)), str(100 - len(words))])
+    data = write_csv(tmp_path / "scores.csv", ["text", "stars", "price"], rows)
+    folder = project(
+        tmp_path / "p",
+        f"task: regression\ndata:\n  train: {data}\n  target: [stars, price]\nmodel:\n  sequence_length: 8\n"
+        "  vocabulary_size: 100\ntrain:\n  epochs: 3\n  learning_rate: 0.003\n  verbose: 0\n",
+    )
+    run_ok(runner, ["run", str(folder)])
+    metrics = json.loads((folder / "runs" / "run-1" / "metrics.json").read_text())["test"]
+    assert {"mae_stars", "mae_price", "r2_stars", "r2_price"} <= set(metrics)
+    new = tmp_path / "new.csv"
+    new.write_text("text\nwonderful\n")
+    (prediction,) = predictions(runner, [str(folder / "runs" / "run-1"), str(new)])
+    assert set(prediction) == {"line", "stars", "price"}
+    assert 0 < prediction["stars"] < 60 and 90 < prediction["price"] < 105

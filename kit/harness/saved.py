@@ -18,7 +18,7 @@ import numpy as np
 from kit.config import build_config
 from kit.data.pipeline import batched, examples
 from kit.data.plan import DataPlan, parse_row, report_text, scan
-from kit.errors import ModelError
+from kit.errors import ModelError, PluginError
 from kit.harness.rundir import require_run_dir, write_json_atomic
 from kit.harness.setup import data_plan, load_task, say
 from kit.harness.trainer import BUNDLE_FILE, MODEL_FILE, split_metrics
@@ -93,6 +93,11 @@ class TrainedModel:
         for batch in self.batches(unbatched):
             outputs = np.asarray(self.model.predict_on_batch(batch))
             for prediction in self.task.predictions(outputs):
+                if not isinstance(prediction, dict):
+                    raise PluginError(
+                        f"Task '{self.task.name}': predictions() must return one dict per example, "
+                        f"got {type(prediction).__name__}. Fix the task's plugin."
+                    )
                 yield {"line": next(lines), **prediction}
 
     def sample_features(self, count: int = 16) -> dict[str, Any]:

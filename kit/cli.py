@@ -261,7 +261,10 @@ def new(name: str, template: str | None, task: str | None, force: bool) -> None:
     target = Path(name)
     written = new_project(target.name, target, chosen, force)
     click.echo(f"kit: created {target}/ from template '{chosen.name}' ({len(written)} files)")
-    click.echo(f"Next: kit run {target}")
+    if chosen.kind == "plugin":
+        click.echo(f"Next: pip install -e {target} && kit tasks   (then: cd {target} && pytest)")
+    else:
+        click.echo(f"Next: kit run {target}")
 
 
 @cli.command()

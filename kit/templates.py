@@ -34,6 +34,7 @@ class Template:
     description: str
     origin: str
     task: str | None = None
+    kind: str = "project"  # or "plugin": a package to pip-install, not a project to run
 
 
 def builtin_templates() -> dict[str, Template]:
@@ -46,7 +47,12 @@ def builtin_templates() -> dict[str, Template]:
         if entry.is_dir() and meta_file.is_file():
             meta = yaml.safe_load(meta_file.read_text(encoding="utf-8")) or {}
             found[entry.name] = Template(
-                entry.name, entry, meta.get("description", ""), "kit (built-in)", meta.get("task")
+                entry.name,
+                entry,
+                meta.get("description", ""),
+                "kit (built-in)",
+                meta.get("task"),
+                meta.get("kind", "project"),
             )
     return found
 
@@ -118,10 +124,13 @@ def new_project(
         raise KitError(
             f"{target} already exists and is not empty; kit new never overwrites it. Choose another name or pass --force."
         )
+    package = re.sub(r"\W", "_", name).lower()
     variables = {
         "name": name,
-        "package": re.sub(r"\W", "_", name).lower(),
+        "package": package,
         "task": template.task or "",
+        "task_name": package,
+        "class_name": "".join(part.capitalize() for part in package.split("_") if part) + "Task",
         **(extra or {}),
     }
     written: list[Path] = []

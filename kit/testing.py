@@ -40,7 +40,15 @@ class TaskCheck:
 
 
 def register_task_class(task_class: type[kit.Task]) -> None:
-    """Make `task_class` available to kit in this process, as an installed plugin would."""
+    """Make `task_class` available to kit in this process, as an installed plugin would.
+
+    Does nothing when an installed plugin already registers this very class.
+    """
+    plugins = get_plugins()
+    plugins.collect()
+    existing = plugins.tasks.items.get(task_class.name)
+    if existing is not None and existing.obj is task_class:
+        return
     module = types.ModuleType(f"kit_testing_{task_class.name}")
 
     @kit.hookimpl
@@ -48,7 +56,6 @@ def register_task_class(task_class: type[kit.Task]) -> None:
         register(task_class)
 
     module.register_tasks = register_tasks  # type: ignore[attr-defined]
-    plugins = get_plugins()
     plugins.pm.register(module, name=module.__name__)
     from kit.plugins import PluginInfo
 
@@ -136,13 +143,19 @@ def _fast_settings(task_class: type[kit.Task], data_file: Path, target: Any) -> 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
 def _check_class(task_class: type[kit.Task]) -> None:
-    assert isinstance(task_class, type) and issubclass(task_class, kit.Task), f"{task_class!r} is not a kit.Task subclass"
-    assert task_class.name and isinstance(task_class.name, str), f"{task_class.__name__}.name must be a non-empty string"
+    assert isinstance(task_class, type) and issubclass(task_class, kit.Task), (
+        f"{task_class!r} is not a kit.Task subclass"
+    )
+    assert task_class.name and isinstance(task_class.name, str), (
+        f"{task_class.__name__}.name must be a non-empty string"
+    )
     assert task_class.description, f"{task_class.__name__}.description is empty (kit tasks shows it)"
     assert set(task_class.input_kinds) <= {"text", "tabular", "image"}, f"unknown input_kinds {task_class.input_kinds}"
 
@@ -151,7 +164,9 @@ def _check_metrics(metrics: dict[str, Any]) -> None:
     assert metrics, "the run wrote no final metrics"
     for split, values in metrics.items():
         for name, value in values.items():
-            assert isinstance(name, str) and isinstance(value, (int, float)), f"metric {split}/{name} is not a number: {value!r}"
+            assert isinstance(name, str) and isinstance(value, (int, float)), (
+                f"metric {split}/{name} is not a number: {value!r}"
+            )
         assert math.isfinite(values["loss"]), f"the {split} loss is not finite"
 
 

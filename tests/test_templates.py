@@ -17,7 +17,14 @@ def test_builtin_templates_listed(runner):
     assert "classification" in result.output and "regression" in result.output
 
 
-@pytest.mark.parametrize("name", sorted(builtin_templates()))
+PROJECT_TEMPLATES = sorted(name for name, t in builtin_templates().items() if t.kind == "project")
+
+
+def test_plugin_template_is_listed_as_a_plugin():
+    assert builtin_templates()["plugin"].kind == "plugin"
+
+
+@pytest.mark.parametrize("name", PROJECT_TEMPLATES)
 def test_every_template_renders_a_valid_project(tmp_path, runner, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(cli, ["new", "demo", "--template", name])
@@ -57,7 +64,7 @@ def test_unknown_template_lists_known(tmp_path, runner, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(cli, ["new", "demo", "--template", "nope"])
     assert result.exit_code == 2
-    assert "Known templates: classification, regression" in result.output
+    assert "Known templates: classification, plugin, regression" in result.output
     assert not (tmp_path / "demo").exists()
 
 
@@ -81,7 +88,7 @@ def test_template_cannot_write_outside_target(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(builtin_templates()))
+@pytest.mark.parametrize("name", PROJECT_TEMPLATES)
 def test_generated_project_passes_its_own_tests(tmp_path, runner, monkeypatch, name):
     import subprocess
     import sys
@@ -97,3 +104,68 @@ def test_generated_project_passes_its_own_tests(tmp_path, runner, monkeypatch, n
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+@pytest.mark.slow
+def test_plugin_template_round_trip(tmp_path, runner, monkeypatch):
+    """kit new --template plugin -> pip install -> kit tasks lists it -> kit run trains with it -> its pytest passes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["new", "my-ext", "--template", "plugin"])
+    assert result.exit_code == 0 and "pip install -e my-ext" in result.output
+    site = tmp_path / "site"
+    install = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(site),
+        "./my-ext",
+    ]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("KIT_LOAD_PLUGINS", None)
+    listing = subprocess.run(
+        [sys.executable, "-m", "kit", "tasks", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    task = {row["name"]: row for row in json.loads(listing.stdout)}["my_ext"]
+    assert (task["package"], task["version"]) == ("my-ext", "0.1.0")
+
+    rows = "".join(
+        json.dumps({"text": f"{a} {b}", "tags": tags}) + "\n"
+        for a, b, tags in [
+            ("chase", "fight", "action"),
+            ("joke", "laugh", "comedy"),
+            ("kiss", "joke", "comedy;romance"),
+        ]
+        * 12
+    )
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "movies.jsonl").write_text(rows)
+    (tmp_path / "proj" / "kit.yaml").write_text(
+        "task: my_ext\ndata:\n  train: movies.jsonl\n  target: tags\n  batch_size: 8\n"
+        "model:\n  sequence_length: 8\n  vocabulary_size: 50\ntrain:\n  epochs: 2\n  verbose: 0\n"
+    )
+    trained = subprocess.run(
+        [sys.executable, "-m", "kit", "run", "proj"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "exact_match" in (tmp_path / "proj" / "runs" / "run-1" / "metrics.json").read_text()
+
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path / "my-ext",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from kit_plugins.classification import Classification
+from kit_plugins.regression import Regression
 
 import kit
 from kit.testing import check_task
-from kit_plugins.classification import Classification
-from kit_plugins.regression import Regression
 from tests.conftest import review
 
 pytestmark = pytest.mark.slow

@@ -315,13 +315,50 @@ def _did_you_mean(key: str, allowed: dict[str, Any]) -> str:
     return f"{hint} Allowed: {', '.join(sorted(allowed))}."
 
 
+# Inclusive (lowest, highest) allowed values of numeric keys; None means unbounded.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, None),
+    "data.validation_fraction": (0, 0.99),
+    "data.test_fraction": (0, 0.99),
+    "data.batch_size": (1, None),
+    "data.shuffle_buffer": (1, None),
+    "model.sequence_length": (4, None),
+    "model.vocabulary_size": (16, None),
+    "model.dropout": (0, 0.99),
+    "train.epochs": (1, None),
+    "train.steps_per_epoch": (1, None),
+    "train.learning_rate": (1e-12, None),
+    "train.weight_decay": (0, None),
+    "train.warmup_fraction": (0, 1),
+    "train.clip_norm": (1e-12, None),
+    "train.early_stopping_patience": (0, None),
+    "train.checkpoint_every_steps": (1, None),
+    "train.keep_checkpoints": (1, None),
+    "model.hidden_units": (1, None),
+    "data.image_size": (8, None),
+}
+
+
 def _coerce(value: Any, hint: Any, key: str, where: _Where) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build_dataclass(hint, value, key + ".", where)
     try:
-        return _coerce_value(value, hint)
+        result = _coerce_value(value, hint)
     except _Mismatch as exc:
         raise ConfigError(f"{where(key)}: expected {exc.expected}, got {_describe(value)}.") from None
+    _check_range(key, result, where)
+    return result
+
+
+def _check_range(key: str, value: Any, where: _Where) -> None:
+    low, high = RANGES.get(key, (None, None))
+    if value is None or (low is None and high is None):
+        return
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if (low is not None and item < low) or (high is not None and item > high):
+            allowed = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+            raise ConfigError(f"{where(key)}: must be {allowed}, got {item!r}.")
 
 
 class _Mismatch(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kit.config import build_config, load_config, parse_override, resolved_dict
@@ -100,3 +102,19 @@ def test_resolved_config_round_trips(tmp_path):
     assert resolved["name"] == tmp_path.name
     again = build_config(resolved)
     assert again.to_dict() == resolved
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=0", "key 'train.epochs': must be at least 1, got 0"),
+        ("data.batch_size=-4", "key 'data.batch_size': must be at least 1, got -4"),
+        ("data.test_fraction=1.5", "key 'data.test_fraction': must be between 0 and 0.99, got 1.5"),
+        ("model.hidden_units=[64, 0]", "key 'model.hidden_units': must be at least 1, got 0"),
+        ("train.learning_rate=-1e-3", "key 'train.learning_rate': must be at least 1e-12"),
+    ],
+)
+def test_out_of_range_values(tmp_path, override, message):
+    project(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(tmp_path, [override])

@@ -43,14 +43,13 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     resolved = resolved_dict(config)
     pieces = assemble(config)
     runs_root = Path(resolved["runs_dir"])
+    # Check the data before creating anything: a malformed file leaves no empty run behind.
+    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
     run_dir, resumed = choose_run_dir(resolved, runs_root, run_dir)
     say(f"kit: {'resuming' if resumed else 'starting'} run in {run_dir}")
+    say(report_text(reports))
     (run_dir / CONFIG_COPY).write_text(dump_yaml(resolved), encoding="utf-8")
     record = _run_record(config, pieces, argv, resumed, read_run(run_dir))
-    write_run(run_dir, record)
-
-    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
-    say(report_text(reports))
     record["data"] = {"fingerprint": pieces.plan.fingerprint(), **{s: r.as_dict() for s, r in reports.items()}}
     write_run(run_dir, record)
 

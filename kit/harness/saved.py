@@ -17,7 +17,7 @@ import numpy as np
 
 from kit.config import build_config
 from kit.data.pipeline import batched, examples
-from kit.data.plan import DataPlan, parse_row, report_text, scan
+from kit.data.plan import DataPlan, check_columns, parse_row, report_text, scan
 from kit.errors import ModelError, PluginError
 from kit.harness.rundir import require_run_dir, write_json_atomic
 from kit.harness.setup import data_plan, load_task, say
@@ -58,6 +58,8 @@ class TrainedModel:
         config.source_file = Path.cwd() / "kit.yaml"  # relative paths on the command line mean the cwd
         plan = data_plan(config)
         fields = self.inputs.fields + (self.task.fields if with_targets else [])
+        role = {f.column: "a target" for f in self.task.fields}
+        check_columns(plan.sources["train"], fields, lambda column: role.get(column, "an input of this model"))
         return plan, fields
 
     def evaluate(self, source: str | None) -> dict[str, dict[str, float]]:

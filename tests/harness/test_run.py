@@ -306,3 +306,23 @@ def test_text_regression_with_two_targets(runner, tmp_path):
     (prediction,) = predictions(runner, [str(folder / "runs" / "run-1"), str(new)])
     assert set(prediction) == {"line", "stars", "price"}
     assert 0 < prediction["stars"] < 60 and 90 < prediction["price"] < 105
+
+
+def test_malformed_data_leaves_no_run_behind(runner, tmp_path):
+    data = tmp_path / "t.csv"
+    data.write_text("x1,x2,colour,y\n1,2,red,3\n1,2,red,three\n")
+    folder = project(tmp_path / "p", REGRESSION.format(train=data))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1 and "t.csv, line 3: column 'y': 'three' is not a number" in result.output
+    assert not (folder / "runs").exists()
+
+
+def test_predict_input_missing_a_column(regression_run, runner, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("x1,colour\n0.5,red\n")
+    result = runner.invoke(cli, ["predict", str(regression_run), str(other)])
+    assert result.exit_code == 1
+    assert (
+        "Column 'x2' (an input of this model) is not in" in result.output
+        and "Its columns are: x1, colour" in result.output
+    )

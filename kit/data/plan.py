@@ -9,7 +9,6 @@ malformed row stops the run at once (with its line) instead of mid-epoch.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -194,7 +193,3 @@ def report_text(reports: dict[str, SplitReport]) -> str:
             line += f", {report.bad} malformed rows skipped (first: {report.examples[0]})"
         lines.append(line)
     return "\n".join(lines)
-
-
-def warn(message: str) -> None:
-    print(f"kit: warning: {message}", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import platform
 import shlex
 import sys
@@ -104,7 +103,3 @@ def _plugin_versions() -> dict[str, Any]:
     from kit.plugins import get_plugins
 
     return {name: info for name, info in get_plugins().info.items() if not info.error}
-
-
-def steps_per_epoch(rows: int, batch_size: int, drop_remainder: bool) -> int:
-    return max(rows // batch_size if drop_remainder else math.ceil(rows / batch_size), 1)

@@ -83,9 +83,7 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
     datasets = make_datasets(config, pieces, reports)
     train_rows = reports["train"].rows
     drop = train_rows >= config.data.batch_size
-    steps = config.train.steps_per_epoch or max(
-        train_rows // config.data.batch_size if drop else -(-train_rows // config.data.batch_size), 1
-    )
+    steps = config.train.steps_per_epoch or steps_per_epoch(train_rows, config.data.batch_size, drop)
     train_ds = datasets["train"].repeat() if config.train.steps_per_epoch else datasets["train"]
     with strategy.scope():
         model = build_model(config, pieces, steps * config.train.epochs)
@@ -109,6 +107,12 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
             f"Usual remedies: a lower train.learning_rate, train.precision: float32, or check the data for extreme values."
         )
     return model, datasets
+
+
+def steps_per_epoch(rows: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches in one pass over `rows` examples (a partial last batch counts unless dropped)."""
+    full, rest = divmod(rows, batch_size)
+    return max(full + (1 if rest and not drop_remainder else 0), 1)
 
 
 def _verbosity(setting: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -416,14 +417,17 @@ def _coerce_scalar(value: Any, hint: Any) -> Any:
             return value
         raise _Mismatch("an integer")
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise _Mismatch("a number")
+        if number is None or not math.isfinite(number):
+            raise _Mismatch("a finite number")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value

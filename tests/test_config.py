@@ -118,3 +118,9 @@ def test_out_of_range_values(tmp_path, override, message):
     project(tmp_path, GOOD)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(tmp_path, [override])
+
+
+def test_non_finite_numbers_are_refused(tmp_path):
+    project(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match="key 'train.learning_rate': expected a finite number, got float nan"):
+        load_config(tmp_path, ["train.learning_rate=.nan"])

@@ -80,7 +80,9 @@ class ModelConfig:
     """The backbone and its size."""
 
     backbone: str = _doc(
-        "`auto` (bert-tiny for text, mlp for tabular, cnn for images), or a built-in name.", default="auto"
+        "`auto` (bert-tiny for text, mlp for tabular, cnn for images), a built-in name, or for text a "
+        "pretrained encoder: a keras-hub preset folder or Hugging Face folder (or a preset name, online).",
+        default="auto",
     )
     sequence_length: int = _doc("Tokens per text example (longer texts are truncated).", default=64)
     vocabulary_size: int = _doc("WordPiece vocabulary learned from the training text.", default=8000)
@@ -485,6 +487,9 @@ def resolved_dict(config: Config) -> dict[str, Any]:
             data[key] = config.resolve_path(data[key])
     plain["plugins"] = [config.resolve_path(p) if p.endswith(".py") else p for p in config.plugins]
     plain["runs_dir"] = config.resolve_path(config.runs_dir or "runs")
+    backbone = config.model.backbone
+    if (config.project_dir / backbone).expanduser().is_dir() or backbone.startswith((".", "~")):
+        plain["model"]["backbone"] = config.resolve_path(backbone)
     if not plain.get("name"):
         plain["name"] = config.project_dir.name
     return plain

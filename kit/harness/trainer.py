@@ -63,6 +63,11 @@ def _text_dataset(pieces: Pieces) -> Any:
     return texts
 
 
+def adapt_inputs(pieces: Pieces) -> None:
+    """Let the inputs learn from training data (a vocabulary) or load theirs (a pretrained tokenizer)."""
+    pieces.inputs.adapt(_text_dataset(pieces))
+
+
 def build_model(config: Config, pieces: Pieces, total_steps: int) -> keras.Model:
     model_inputs, representation = pieces.inputs.build()
     model = pieces.task.build_model(model_inputs, representation)
@@ -79,7 +84,6 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
     seed_everything(config.seed)
     set_precision(config.train.precision)
     strategy = make_strategy(config.train.strategy)
-    pieces.inputs.adapt(_text_dataset(pieces))
     datasets = make_datasets(config, pieces, reports)
     train_rows = reports["train"].rows
     drop = train_rows >= config.data.batch_size

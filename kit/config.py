@@ -43,8 +43,10 @@ class DataConfig:
         "Fraction of `train` held out for validation when `validation` is unset.", default=0.1
     )
     test_fraction: float = _doc("Fraction of `train` held out for testing when `test` is unset.", default=0.1)
-    format: Literal["auto", "csv", "jsonl", "text_folder", "image_folder"] = _doc(
-        "File format; `auto` picks from the file extension or folder contents.", default="auto"
+    format: Literal["auto", "csv", "jsonl", "corpus", "text_folder", "image_folder"] = _doc(
+        "File format; `auto` picks from the extension or folder contents (`.txt`/`.md` files or a folder of "
+        "them: `corpus`, plain text read in paragraph passages; a folder of label sub-folders: `text_folder`).",
+        default="auto",
     )
     inputs: Literal["auto", "text", "tabular", "image"] = _doc(
         "What the features are; `auto`: image folders -> image, a `text` column -> text, else tabular.",
@@ -80,12 +82,15 @@ class ModelConfig:
     """The backbone and its size."""
 
     backbone: str = _doc(
-        "`auto` (bert-tiny for text, mlp for tabular, cnn for images), a built-in name, or for text a "
-        "pretrained encoder: a keras-hub preset folder or Hugging Face folder (or a preset name, online).",
+        "`auto` (bert-tiny for text, gpt-tiny for generation, mlp for tabular, cnn for images), a built-in name, "
+        "or for text a pretrained model: a keras-hub preset folder, a Hugging Face folder, a kit run directory "
+        "(its exported backbone), or a keras-hub preset name (online).",
         default="auto",
     )
     sequence_length: int = _doc("Tokens per text example (longer texts are truncated).", default=64)
-    vocabulary_size: int = _doc("WordPiece vocabulary learned from the training text.", default=8000)
+    vocabulary_size: int = _doc(
+        "Vocabulary learned from the training text (WordPiece for bert-*, byte-level BPE for gpt-*).", default=8000
+    )
     lowercase: bool = _doc("Lower-case and strip accents before tokenising text.", default=True)
     hidden_units: list[int] = _doc("Tabular MLP layer widths.", default_factory=lambda: [256, 128])
     dropout: float = _doc("Dropout rate in the backbone and head.", default=0.1)

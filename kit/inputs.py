@@ -28,6 +28,7 @@ TEXT_BACKBONES = {
     "bert-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=512),
 }
 TABULAR_BACKBONES = ("mlp",)
+PRESET_DIR = "preset"  # inside a run's model/: the trained backbone as a keras-hub preset
 IMAGE_BACKBONES = {"cnn": (32, 64), "cnn-wide": (64, 128)}
 
 
@@ -197,6 +198,7 @@ class PretrainedTextInputs(_Text):
             return
         import keras_hub
 
+        self.source = resolve_backbone_source(self.source)
         self._backbone = load_pretrained(self.source, keras_hub.models.Backbone)
         limit = getattr(self._backbone, "max_sequence_length", None)
         if limit and self.config.model.sequence_length > limit:
@@ -205,11 +207,7 @@ class PretrainedTextInputs(_Text):
                 f"handles at most {limit} tokens. Set model.sequence_length to {limit} or less."
             )
         if self._preprocessor is None:
-            self._preprocessor = load_pretrained(
-                self.source,
-                keras_hub.models.TextClassifierPreprocessor,
-                sequence_length=self.config.model.sequence_length,
-            )
+            self._preprocessor = _text_preprocessor(self.source, self._backbone, self.config.model.sequence_length)
             _match_normalizer(self._preprocessor.tokenizer, Path(self.source))
         tokens = self._preprocessor.tokenizer.vocabulary_size()
         if tokens > self._backbone.vocabulary_size:
@@ -225,6 +223,11 @@ class PretrainedTextInputs(_Text):
         self._load()
         return self._preprocessor
 
+    def preprocess(self, x: dict[str, Any]) -> Any:
+        features = self.preprocessor()(x[self.column])
+        # A decoder's CausalLMPreprocessor also returns next-token targets: keep the features.
+        return features[0] if isinstance(features, tuple) else features
+
     def build(self) -> tuple[Any, Any]:
         self._load()
         backbone = self._backbone
@@ -238,25 +241,59 @@ class PretrainedTextInputs(_Text):
         return inputs, keras.layers.Dropout(self.config.model.dropout)(pooled)
 
     def save(self, folder: Path) -> dict[str, Any]:
+        import keras_hub
+
         target = folder / "preprocessor"
         self.preprocessor().save_to_preset(str(target))
         # keras-hub's from_preset reads the backbone's config.json to pick classes; weights stay in model.keras.
         write_json(target / "config.json", keras.saving.serialize_keras_object(self._backbone))
-        return {"backbone": str(self.source), "preprocessor_dir": "preprocessor"}
+        causal = isinstance(self._preprocessor, keras_hub.models.CausalLMPreprocessor)
+        base = "CausalLMPreprocessor" if causal else "TextClassifierPreprocessor"
+        return {"backbone": str(self.source), "preprocessor_dir": "preprocessor", "preprocessor_class": base}
 
     def load(self, folder: Path, meta: dict[str, Any]) -> None:
         import keras_hub
 
         # The trained backbone's weights live in model.keras; only the preprocessor is loaded here.
-        self._preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            str(folder / meta["preprocessor_dir"])
-        )
+        base = getattr(keras_hub.models, meta.get("preprocessor_class", "TextClassifierPreprocessor"))
+        self._preprocessor = base.from_preset(str(folder / meta["preprocessor_dir"]))
         self._backbone = False  # never load the original backbone again
+
+
+def _text_preprocessor(source: str, backbone: Any, sequence_length: int) -> Any:
+    """The preset's text-classifier preprocessor; for decoders (no such class), its causal-LM one."""
+    import keras_hub
+
+    try:
+        return keras_hub.models.TextClassifierPreprocessor.from_preset(source, sequence_length=sequence_length)
+    except ValueError:
+        pass
+    try:
+        return keras_hub.models.CausalLMPreprocessor.from_preset(source, sequence_length=sequence_length)
+    except ValueError as exc:
+        raise ModelError(
+            f"{source} has no text preprocessor keras-hub knows for {type(backbone).__name__}: {exc}"
+        ) from None
+
+
+def resolve_backbone_source(source: str) -> str:
+    """`model.backbone` as keras-hub loads it: a kit run directory means the preset it exported."""
+    path = Path(source).expanduser()
+    if (path / "model" / "kit_model.json").is_file():
+        preset = path / "model" / PRESET_DIR
+        if not (preset / "config.json").is_file():
+            raise ModelError(
+                f"The run {path} has no backbone preset (model/{PRESET_DIR}/): its model has no keras-hub backbone "
+                f"(tabular and image models have none), or the run is unfinished. Point model.backbone at a "
+                f"finished text or generation run."
+            )
+        return str(preset)
+    return source
 
 
 def is_pretrained_backbone(name: str) -> bool:
     """True when `model.backbone` names something other than a built-in from-scratch size."""
-    return name not in ("auto", *TEXT_BACKBONES, *TABULAR_BACKBONES, *IMAGE_BACKBONES)
+    return name not in ("auto", *TEXT_BACKBONES, *TABULAR_BACKBONES, *IMAGE_BACKBONES, "gpt-tiny", "gpt-small")
 
 
 def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
@@ -448,6 +485,10 @@ class ImageInputs(Inputs):
 def make_inputs(
     config: Any, kind: str, columns: list[str], target_columns: list[str], sample: list[dict[str, Any]]
 ) -> Inputs:
+    if kind == "decoder":
+        from kit.decoders import DecoderInputs
+
+        return DecoderInputs(config)
     if kind == "text":
         return PretrainedTextInputs(config) if is_pretrained_backbone(config.model.backbone) else TextInputs(config)
     if kind == "image":

@@ -27,6 +27,7 @@ from kit.errors import PluginError
 
 DEFAULT_PLUGINS = (
     "kit_plugins.classification",
+    "kit_plugins.generation",
     "kit_plugins.regression",
     "kit_plugins.sources",
 )

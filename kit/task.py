@@ -91,6 +91,25 @@ class Task:
         """Return one `kit.data.Field` per target column."""
         raise NotImplementedError(f"{type(self).__name__} must implement target_fields()")
 
+    def input_kind(self, guessed: str) -> str:
+        """The inputs kind to build, given the one guessed from the data (text, tabular, image).
+
+        Default: the guess. The generation task turns "text" into "decoder"
+        (a GPT-style backbone with a causal-LM tokenizer).
+        """
+        return guessed
+
+    def prepare(self, dataset: Any, inputs: Any, split: str) -> Any:
+        """Reshape the unbatched example stream of one split before batching.
+
+        Default: `None`, meaning "use the examples as they are" (one example per
+        row). A task whose examples are not rows returns a new unbatched
+        `tf.data.Dataset` of `(x, y)` pairs: the generation task tokenises
+        documents and packs them into fixed-length next-token windows. kit
+        caches the result and counts its elements to size the epochs.
+        """
+        return None
+
     # -- model
 
     def build_model(self, inputs: Any, representation: Any) -> Any:
@@ -112,6 +131,15 @@ class Task:
         return []
 
     # -- results
+
+    def evaluate_model(self, model: Any, dataset: Any) -> dict[str, float] | None:
+        """Final metrics for one split straight from the model and a batched dataset.
+
+        Default: `None`, meaning kit collects all outputs and calls `evaluate()`.
+        Override when outputs are too large to hold (a language model's
+        per-token logits): the generation task uses `model.evaluate()`.
+        """
+        return None
 
     def evaluate(self, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
         """Final metrics for one split, from encoded targets and raw model outputs."""

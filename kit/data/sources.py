@@ -247,6 +247,66 @@ class FolderSource(Source):
         return digest.hexdigest()[:16]
 
 
+class CorpusSource(Source):
+    """Plain text for language modelling: one `.txt`/`.md` file, or a folder of them (searched recursively).
+
+    Files are read in passages of whole paragraphs (about `PASSAGE_CHARS`
+    characters each), one row per passage, so the validation and test splits
+    hold passages from every file, and error messages name file and line.
+    """
+
+    kind_hint = "text"
+    PASSAGE_CHARS = 4000
+
+    def __init__(self, path: Path, value_column: str, encoding: str = "utf-8"):
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.value_column = value_column
+        self.encoding = encoding
+
+    def files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path]
+        found = sorted(
+            p
+            for p in self.path.rglob("*")
+            if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES - {""} and not p.name.startswith(".")
+        )
+        if not found:
+            raise DataError(f"{self.path} holds no .txt or .md files. Put the training text there, one or more files.")
+        return found
+
+    def columns(self) -> list[str]:
+        return [self.value_column]
+
+    def rows(self) -> Iterator[Row]:
+        for path in self.files():
+            for line, passage in self._passages(path):
+                yield Row(line, {self.value_column: passage}, origin=f"{path}, line {line}")
+
+    def _passages(self, path: Path) -> Iterator[tuple[int, str]]:
+        """(first line, text) of consecutive paragraph groups; blank lines kept inside."""
+        lines: list[str] = []
+        size, start, number = 0, 1, 0
+        with _open_text(path, self.encoding) as handle:
+            try:
+                for number, line in enumerate(handle, start=1):
+                    if not lines:
+                        start = number
+                    lines.append(line)
+                    size += len(line)
+                    if size >= self.PASSAGE_CHARS and not line.strip():
+                        yield start, "".join(lines)
+                        lines, size = [], 0
+            except UnicodeDecodeError as exc:
+                raise _decode_error(path, number + 1, self.encoding, exc) from None
+        if "".join(lines).strip():
+            yield start, "".join(lines)
+
+    def fingerprint(self) -> str:
+        return _file_fingerprint(self.files())
+
+
 def detect_format(path: Path) -> str:
     """Guess the source format of a path from its extension or contents."""
     if path.is_dir():
@@ -255,15 +315,21 @@ def detect_format(path: Path) -> str:
                 for item in child.iterdir():
                     if item.suffix.lower() in IMAGE_SUFFIXES:
                         return "image_folder"
+        if any(child.is_file() and child.suffix.lower() in (".txt", ".md") for child in path.iterdir()):
+            return "corpus"  # text files directly inside: a corpus, not label sub-folders
         return "text_folder"
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
-    if suffix in (".csv", ".tsv", ".txt"):
+    if suffix in (".txt", ".md", ".text"):
+        return "corpus"
+    if suffix in (".csv", ".tsv"):
         return "csv"
     if not path.exists():
         raise DataError(f"Data file {path} does not exist. Check the data paths in kit.yaml (relative to the project).")
-    raise DataError(f"Cannot tell the format of {path}. Set data.format to csv, jsonl, text_folder or image_folder.")
+    raise DataError(
+        f"Cannot tell the format of {path}. Set data.format to csv, jsonl, corpus, text_folder or image_folder."
+    )
 
 
 Opener = Callable[[str, Any, Path], Source]
@@ -299,6 +365,8 @@ def open_source(spec: str, data_config: Any, project_dir: Path, role: str, schem
         return CsvSource(path, delimiter, data_config.encoding)
     if fmt == "jsonl":
         return JsonlSource(path, data_config.encoding)
+    if fmt == "corpus":
+        return CorpusSource(path, data_config.text_column, data_config.encoding)
     if fmt == "text_folder":
         return FolderSource(path, "text", data_config.text_column, data_config.encoding)
     return FolderSource(path, "image", data_config.image_column)

@@ -69,7 +69,7 @@ def assemble(config: Config) -> Pieces:
             f"Set data.inputs, or choose another task."
         )
     sample = [row.values for _, row in zip(range(200), train_source.rows())]
-    inputs = make_inputs(config, kind, columns, task.target_columns(), sample)
+    inputs = make_inputs(config, task.input_kind(kind), columns, task.target_columns(), sample)
     feature_setting = {"text": "data.text_column", "image": "data.image_column"}.get(kind, "data.features")
     check_columns(train_source, inputs.fields, lambda column: feature_setting)
     return Pieces(task, plugin, plan, inputs, targets)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ from kit.harness.plots import plot_curves
 from kit.harness.rundir import write_json_atomic
 from kit.harness.setup import Pieces, say
 from kit.harness.strategy import make_strategy, set_precision
+from kit.inputs import PRESET_DIR
 
 MODEL_FILE = "model.keras"
 BUNDLE_FILE = "kit_model.json"
@@ -31,28 +33,54 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_datasets(config: Config, pieces: Pieces, reports: dict[str, Any]) -> dict[str, tf.data.Dataset]:
-    """Batched datasets for every split that has rows."""
+def make_datasets(
+    config: Config, pieces: Pieces, reports: dict[str, Any]
+) -> tuple[dict[str, tf.data.Dataset], dict[str, int]]:
+    """Batched datasets for every split that has rows, and how many examples each holds."""
     data = config.data
-    preprocess = None
-    if pieces.inputs.has_preprocessing():
-        inputs = pieces.inputs
-        preprocess = lambda x, y: (inputs.preprocess(x), y)  # noqa: E731
-    datasets = {}
+    datasets, sizes = {}, {}
     for split, report in reports.items():
         if report.rows == 0:
             continue
+        stream, size, preprocess, cached = _examples(pieces, split, report.rows)
+        if size == 0:
+            continue
         training = split == "train"
         datasets[split] = batched(
-            examples(pieces.plan, split, pieces.inputs.fields, pieces.targets, report.rows),
+            stream,
             preprocess,
             data.batch_size,
-            training=training and report.rows >= data.batch_size,
+            training=training and size >= data.batch_size,
             seed=config.seed,
             shuffle_buffer=data.shuffle_buffer,
-            cache=data.cache,
+            cache=data.cache and not cached,
         )
-    return datasets
+        sizes[split] = size
+    if "train" not in datasets:
+        raise TrainingError(
+            "The training data yields no examples (for generation: fewer tokens than one window of "
+            "model.sequence_length + 1). Add text or lower model.sequence_length."
+        )
+    return datasets, sizes
+
+
+def _examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Dataset, int, Any, bool]:
+    """One split's unbatched examples, their number, the preprocessing still to apply, and whether cached."""
+    stream = examples(pieces.plan, split, pieces.inputs.fields, pieces.targets, rows)
+    prepared = pieces.task.prepare(stream, pieces.inputs, split)
+    if prepared is not None:  # the task re-shapes rows into examples: cache, then count them once
+        prepared = prepared.cache()
+        size = count_examples(prepared)
+        return prepared.apply(tf.data.experimental.assert_cardinality(size)), size, None, True
+    if not pieces.inputs.has_preprocessing():
+        return stream, rows, None, False
+    inputs = pieces.inputs
+    return stream, rows, lambda x, y: (inputs.preprocess(x), y), False
+
+
+def count_examples(dataset: tf.data.Dataset) -> int:
+    """Elements of a finite dataset, counted in one pass (which also fills its cache)."""
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
 def _text_dataset(pieces: Pieces) -> Any:
@@ -84,8 +112,8 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
     seed_everything(config.seed)
     set_precision(config.train.precision)
     strategy = make_strategy(config.train.strategy)
-    datasets = make_datasets(config, pieces, reports)
-    train_rows = reports["train"].rows
+    datasets, sizes = make_datasets(config, pieces, reports)
+    train_rows = sizes["train"]
     drop = train_rows >= config.data.batch_size
     steps = config.train.steps_per_epoch or steps_per_epoch(train_rows, config.data.batch_size, drop)
     train_ds = datasets["train"].repeat() if config.train.steps_per_epoch else datasets["train"]
@@ -94,15 +122,16 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
     guard = NanGuard()
     callbacks = _callbacks(config, context, guard, has_validation="validation" in datasets)
     say(f"kit: training {model.count_params():,} parameters for {config.train.epochs} epochs of {steps} steps")
-    model.fit(
-        train_ds,
-        validation_data=datasets.get("validation"),
-        epochs=config.train.epochs,
-        steps_per_epoch=steps if config.train.steps_per_epoch else None,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself
-        verbose=_verbosity(config.train.verbose),
-    )
+    with preprocessing_detached(model):
+        model.fit(
+            train_ds,
+            validation_data=datasets.get("validation"),
+            epochs=config.train.epochs,
+            steps_per_epoch=steps if config.train.steps_per_epoch else None,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself
+            verbose=_verbosity(config.train.verbose),
+        )
     if guard.failed_at:
         epoch, batch, loss = guard.failed_at
         raise TrainingError(
@@ -111,6 +140,25 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
             f"Usual remedies: a lower train.learning_rate, train.precision: float32, or check the data for extreme values."
         )
     return model, datasets
+
+
+@contextlib.contextmanager
+def preprocessing_detached(model: keras.Model) -> Iterator[None]:
+    """Detach a keras-hub task's preprocessor while kit feeds it already-preprocessed batches.
+
+    keras-hub models (e.g. `GPT2CausalLM`) map their preprocessor over any
+    dataset given to fit/evaluate; kit's tf.data pipeline has already
+    tokenised. The preprocessor stays part of the saved model for `generate()`.
+    """
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is None:
+        yield
+        return
+    model.preprocessor = None
+    try:
+        yield
+    finally:
+        model.preprocessor = preprocessor
 
 
 def steps_per_epoch(rows: int, batch_size: int, drop_remainder: bool) -> int:
@@ -188,8 +236,11 @@ def without_optimizer(model: keras.Model) -> keras.Model:
     Adam's two moments would triple the file; resuming reads backup/, not model.keras.
     """
     # Not keras.models.clone_model: since Keras 3.x it compiles the copy with the same optimizer.
-    copy = type(model).from_config(model.get_config())
+    with preprocessing_detached(model):  # a keras-hub tokenizer's vocabulary is not in its config
+        copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
+    if getattr(model, "preprocessor", None) is not None:
+        copy.preprocessor = model.preprocessor
     return copy
 
 
@@ -199,6 +250,7 @@ def save_model(model: keras.Model, pieces: Pieces, config: Config, resolved: dic
     tmp = folder / (MODEL_FILE + ".tmp.keras")
     without_optimizer(model).save(tmp)
     tmp.replace(folder / MODEL_FILE)
+    save_backbone_preset(model, pieces.inputs, folder / PRESET_DIR)
     meta = {
         "task": config.task,
         "inputs": {"kind": pieces.inputs.kind, **pieces.inputs.save(folder)},
@@ -207,6 +259,33 @@ def save_model(model: keras.Model, pieces: Pieces, config: Config, resolved: dic
         "config": resolved,
     }
     write_json_atomic(folder / BUNDLE_FILE, meta)
+    return folder
+
+
+def save_backbone_preset(model: keras.Model, inputs: Any, folder: Path) -> Path | None:
+    """Export the trained keras-hub backbone (with its tokenizer) as a preset folder.
+
+    Another project fine-tunes it with `model.backbone: RUN_DIR`; keras-hub
+    loads it with `Backbone.from_preset(folder)` (and a decoder run with
+    `CausalLM.from_preset(folder)`). Models without a keras-hub backbone
+    (tabular, image) have no preset.
+    """
+    import shutil
+
+    import keras_hub
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(model, keras_hub.models.Task):
+        model.save_to_preset(str(tmp))
+    else:
+        backbones = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
+        if not backbones:
+            return None
+        backbones[0].save_to_preset(str(tmp))
+        inputs.preprocessor().save_to_preset(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
     return folder
 
 
@@ -225,6 +304,10 @@ def outputs_and_targets(model: keras.Model, dataset: tf.data.Dataset) -> tuple[n
 def split_metrics(
     model: keras.Model, task: Any, dataset: tf.data.Dataset, run_dir: Path | None, split: str
 ) -> dict[str, float]:
+    with preprocessing_detached(model):
+        direct = task.evaluate_model(model, dataset)
+    if direct is not None:
+        return {k: float(v) for k, v in direct.items()}
     outputs, targets = outputs_and_targets(model, dataset)
     loss_fn = keras.losses.get(task.loss()) if isinstance(task.loss(), str) else task.loss()
     metrics = {"loss": float(loss_fn(targets, outputs))}

@@ -1,0 +1,187 @@
+"""The generation task end to end: pretrain gpt-tiny on real text, generate with every sampler,
+reload the exported preset, continue training and fine-tune a classifier from the run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from kit.cli import cli
+from kit.plugins import reset_plugins
+from tests.conftest import project
+
+pytestmark = pytest.mark.slow
+
+
+def python_docs(limit: int = 120_000) -> str:
+    """Real English prose that ships with every Python: the interpreter's help topics."""
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[name] for name in sorted(topics))
+    return text[:limit]
+
+
+def generation_config(corpus, backbone="gpt-tiny", epochs=2, sequence_length=32) -> str:
+    return (
+        f"task: generation\ndata:\n  train: {corpus}\n  batch_size: 16\n"
+        f"model:\n  backbone: {backbone}\n  sequence_length: {sequence_length}\n  vocabulary_size: 600\n"
+        f"train:\n  epochs: {epochs}\n  learning_rate: 0.003\n  verbose: 0\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small pretraining run shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("generation")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "python_docs.txt").write_text(python_docs(), encoding="utf-8")
+    folder = project(root / "lm", generation_config(corpus))
+    os.environ["KIT_LOAD_PLUGINS"] = ""
+    reset_plugins()
+    result = CliRunner().invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder / "runs" / "run-1"
+
+
+def generate(runner, run_dir, *args):
+    result = runner.invoke(cli, ["generate", str(run_dir), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_pretraining_lowers_perplexity_and_saves_everything(trained):
+    history = [json.loads(line) for line in (trained / "history.jsonl").read_text().splitlines()]
+    assert history[1]["val_perplexity"] < history[0]["val_perplexity"]
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        assert 1 < metrics[split]["perplexity"] < 600  # below the vocabulary size: better than uniform
+        assert metrics[split]["tokens"] > 0
+    assert (trained / "model" / "model.keras").is_file()
+    assert (trained / "model" / "preset" / "config.json").is_file()
+    assert (trained / "model" / "preset" / "assets" / "tokenizer" / "merges.txt").is_file()
+
+
+def test_every_sampler_continues_the_prompt(runner, trained):
+    for sampler in ("greedy", "top_k", "top_p", "random", "beam"):
+        output = generate(runner, trained, "The if statement", "--sampler", sampler, "-n", "12", "--seed", "3")
+        assert output.startswith("The if statement")
+        assert len(output.strip()) > len("The if statement")
+
+
+def test_greedy_is_deterministic_and_streaming_matches_it(runner, trained):
+    batch = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16")
+    again = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16")
+    streamed = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16", "--stream")
+    assert batch == again == streamed
+
+
+def test_seeded_sampling_repeats(runner, trained):
+    first = generate(runner, trained, "A class", "--sampler", "top_k", "--seed", "11", "-n", "16")
+    second = generate(runner, trained, "A class", "--sampler", "top_k", "--seed", "11", "-n", "16")
+    assert first == second
+
+
+def test_prompts_file_gives_jsonl_with_line_numbers(runner, trained, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The for statement\n\nNames refer to\n", encoding="utf-8")
+    output = generate(runner, trained, "--prompts", str(prompts), "--sampler", "greedy", "-n", "8")
+    rows = [json.loads(line) for line in output.splitlines()]
+    assert [r["line"] for r in rows] == [1, 3]
+    assert [r["prompt"] for r in rows] == ["The for statement", "Names refer to"]
+    assert all(r["completion"] for r in rows)
+
+
+def test_exported_preset_loads_in_plain_keras_hub_and_generates_the_same(runner, trained):
+    import keras_hub
+
+    ours = generate(runner, trained, "The while statement", "--sampler", "greedy", "-n", "10")
+    lm = keras_hub.models.CausalLM.from_preset(str(trained / "model" / "preset"))
+    lm.compile(sampler="greedy")
+    prompt_tokens = int(lm.preprocessor.generate_preprocess("The while statement")["padding_mask"].numpy().sum())
+    theirs = lm.generate("The while statement", max_length=prompt_tokens + 10)
+    assert ours.strip() == theirs.strip()
+
+
+def test_generate_refuses_bad_requests(runner, trained, tmp_path):
+    cases = [
+        (["x" * 400, "-n", "4"], "context is 32 tokens"),
+        (["Hi", "--stream", "--sampler", "beam"], "cannot stream"),
+        (["Hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["Hi", "--temperature", "0"], "--temperature must be above 0"),
+        ([], "Give a PROMPT or --prompts FILE"),
+        (["--prompts", str(tmp_path / "none.txt")], "does not exist"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(cli, ["generate", str(trained), *args])
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_generate_needs_a_generation_run(runner, tmp_path, text_csv):
+    folder = project(
+        tmp_path / "c", f"task: classification\ndata:\n  train: {text_csv}\ntrain:\n  epochs: 1\n  verbose: 0\n"
+    )
+    assert runner.invoke(cli, ["run", str(folder)]).exit_code == 0
+    result = runner.invoke(cli, ["generate", str(folder / "runs" / "run-1"), "Hello"])
+    assert result.exit_code == 2
+    assert "needs a run of the generation task" in result.output
+
+
+def test_continue_pretraining_from_a_run(runner, trained, tmp_path):
+    corpus = tmp_path / "more.txt"
+    corpus.write_text(python_docs(40_000), encoding="utf-8")
+    folder = project(tmp_path / "more", generation_config(corpus, backbone=trained, epochs=1))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "runs" / "run-1" / "run.json").read_text())
+    start = json.loads((trained / "metrics.json").read_text())["test"]["perplexity"]
+    # Continuing starts from the pretrained weights: far better than a fresh model (~vocabulary size).
+    assert record["metrics"]["test"]["perplexity"] < max(start * 2, 100)
+
+
+def test_fine_tune_a_classifier_on_the_pretrained_decoder(runner, trained, tmp_path, text_csv):
+    config = (
+        f"task: classification\ndata:\n  train: {text_csv}\nmodel:\n  backbone: {trained}\n  sequence_length: 16\n"
+        f"train:\n  epochs: 10\n  learning_rate: 0.003\n  verbose: 0\n"
+    )
+    folder = project(tmp_path / "cls", config)
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    run_dir = folder / "runs" / "run-1"
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] > 0.7
+    new = tmp_path / "new.csv"
+    new.write_text("text\nwonderful delightful film\nboring tedious plot\n")
+    output = runner.invoke(cli, ["predict", str(run_dir), str(new)]).output
+    assert [json.loads(line)["label"] for line in output.splitlines() if line.startswith("{")] == ["pos", "neg"]
+
+
+def test_generation_mistakes_are_explained(runner, tmp_path, trained):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (generation_config(empty), "holds no .txt or .md files"),
+        (generation_config(trained.parent.parent / "lm.txt", sequence_length=64, backbone=trained), "does not exist"),
+        (generation_config(tmp_path / "x.txt", backbone="gpt-huge"), "not a built-in decoder backbone"),
+    ]
+    (tmp_path / "x.txt").write_text("Some text.\n")
+    for number, (config, message) in enumerate(cases):
+        folder = project(tmp_path / f"p{number}", config)
+        result = runner.invoke(cli, ["run", str(folder)])
+        assert result.exit_code == 1, result.output
+        assert message in result.output, result.output
+        assert not (folder / "runs").exists()
+
+
+def test_sequence_longer_than_the_pretrained_decoder_allows(runner, tmp_path, trained):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(python_docs(5_000), encoding="utf-8")
+    folder = project(tmp_path / "long", generation_config(corpus, backbone=trained, sequence_length=64))
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert "handles at most 32 tokens" in result.output
+    assert not (folder / "runs").exists()

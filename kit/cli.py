@@ -249,7 +249,15 @@ def generate(
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["keras", "saved_model"]), default="keras", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["keras", "saved_model", "preset"]),
+    default="keras",
+    show_default=True,
+    help="keras: model.keras + kit metadata; saved_model: TF Serving, raw features in; "
+    "preset: keras-hub preset (from_preset loads it).",
+)
 @click.option(
     "--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT)."
 )

@@ -48,6 +48,10 @@ class DataConfig:
         "them: `corpus`, plain text read in paragraph passages; a folder of label sub-folders: `text_folder`).",
         default="auto",
     )
+    unwrap_lines: bool = _doc(
+        "Corpus files: join lines broken inside a paragraph (hard-wrapped prose such as Project Gutenberg books).",
+        default=False,
+    )
     inputs: Literal["auto", "text", "tabular", "image"] = _doc(
         "What the features are; `auto`: image folders -> image, a `text` column -> text, else tabular.",
         default="auto",

@@ -132,6 +132,10 @@ class DecoderInputs(Inputs):
                 )
         return self._preprocessor
 
+    def preprocess_batch(self, x: dict[str, Any]) -> Any:
+        """Strings -> padded token ids for the model (export checks and serving)."""
+        return self.preprocessor().generate_preprocess(x[self.column])
+
     @property
     def tokenizer(self) -> Any:
         return self.preprocessor().tokenizer
@@ -158,7 +162,13 @@ class DecoderInputs(Inputs):
         return {"backbone": self.backbone_name, "sequence_length": self.sequence_length}
 
     def load(self, folder: Path, meta: dict[str, Any]) -> None:
-        self._backbone = False  # the trained weights are in model.keras
+        import keras_hub
+
+        from kit.inputs import PRESET_DIR
+
+        # model.keras holds the trained weights (and a copy of the preprocessor); the preset has the tokenizer.
+        self._preprocessor = keras_hub.models.CausalLMPreprocessor.from_preset(str(folder / PRESET_DIR))
+        self._backbone = False
 
 
 # ------------------------------------------------------------------ packing

@@ -173,6 +173,7 @@ def _render_text(text: str, variables: dict[str, Any], where: str) -> str:
     import jinja2
 
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    environment.globals["python_docs"] = python_docs
     try:
         return environment.from_string(text).render(**variables)
     except jinja2.UndefinedError as exc:
@@ -181,6 +182,22 @@ def _render_text(text: str, variables: dict[str, Any], where: str) -> str:
         ) from None
     except jinja2.TemplateSyntaxError as exc:
         raise KitError(f"Template syntax error in {where}, line {exc.lineno}: {exc.message}.") from None
+
+
+def python_docs() -> str:
+    """Sample prose for generation templates: this Python's own help topics (`pydoc_data`, PSF licence).
+
+    Written at `kit new` time rather than shipped, so it is always the text of
+    the Python the user runs.
+    """
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise KitError(
+            "This Python has no pydoc_data module (some distributions split it out), so the sample text cannot "
+            "be written. Use another template, or install your distribution's full Python standard library."
+        ) from None
+    return "\n\n".join(topics[name].strip() for name in sorted(topics)) + "\n"
 
 
 def _remove_partial(target: Path, existed: bool, written: list[Path]) -> None:

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -215,10 +216,14 @@ class FolderSource(Source):
                 if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
                     found.append((label_dir.name, path))
         if not found:
-            kinds = "image" if self.kind_hint == "image" else "text"
+            if self.kind_hint == "image":
+                raise DataError(
+                    f"{self.root} holds no image files in label sub-folders. Expected {self.root}/LABEL/FILE "
+                    f"(e.g. {self.root}/cat/001.png)."
+                )
             raise DataError(
-                f"{self.root} holds no {kinds} files in label sub-folders. Expected {self.root}/LABEL/FILE "
-                f"(e.g. {self.root}/positive/review1.txt)."
+                f"{self.root} holds no text files. Expected label sub-folders {self.root}/LABEL/FILE.txt "
+                f"(e.g. {self.root}/positive/review1.txt), or for a text corpus .txt/.md files directly inside."
             )
         return found
 
@@ -258,11 +263,12 @@ class CorpusSource(Source):
     kind_hint = "text"
     PASSAGE_CHARS = 4000
 
-    def __init__(self, path: Path, value_column: str, encoding: str = "utf-8"):
+    def __init__(self, path: Path, value_column: str, encoding: str = "utf-8", unwrap_lines: bool = False):
         self.path = Path(path)
         self.name = str(self.path)
         self.value_column = value_column
         self.encoding = encoding
+        self.unwrap_lines = unwrap_lines
 
     def files(self) -> list[Path]:
         if self.path.is_file():
@@ -282,6 +288,8 @@ class CorpusSource(Source):
     def rows(self) -> Iterator[Row]:
         for path in self.files():
             for line, passage in self._passages(path):
+                if self.unwrap_lines:  # hard-wrapped prose: a lone line break is just a space
+                    passage = re.sub(r"(?<=\S)[ \t]*\n(?=[ \t]*\S)", " ", passage)
                 yield Row(line, {self.value_column: passage}, origin=f"{path}, line {line}")
 
     def _passages(self, path: Path) -> Iterator[tuple[int, str]]:
@@ -366,7 +374,7 @@ def open_source(spec: str, data_config: Any, project_dir: Path, role: str, schem
     if fmt == "jsonl":
         return JsonlSource(path, data_config.encoding)
     if fmt == "corpus":
-        return CorpusSource(path, data_config.text_column, data_config.encoding)
+        return CorpusSource(path, data_config.text_column, data_config.encoding, data_config.unwrap_lines)
     if fmt == "text_folder":
         return FolderSource(path, "text", data_config.text_column, data_config.encoding)
     return FolderSource(path, "image", data_config.image_column)

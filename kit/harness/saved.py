@@ -186,7 +186,9 @@ def export(trained: TrainedModel, fmt: str, destination: Path | None) -> Path:
         )
     sample = trained.sample_features()
     expected = _served_outputs(trained, sample)
-    if fmt == "keras":
+    if fmt == "preset":
+        expected, actual = _export_preset(trained, sample, destination)
+    elif fmt == "keras":
         shutil.copytree(trained.folder, destination, dirs_exist_ok=True)
         reloaded = TrainedModel.__new__(TrainedModel)
         reloaded.__dict__.update(trained.__dict__)
@@ -209,6 +211,41 @@ def export(trained: TrainedModel, fmt: str, destination: Path | None) -> Path:
 def _served_outputs(trained: TrainedModel, features: dict[str, Any]) -> np.ndarray:
     x = trained.inputs.preprocess_batch(features)
     return np.asarray(trained.task.postprocess(trained.model(x, training=False)))
+
+
+def _export_preset(trained: TrainedModel, sample: dict[str, Any], destination: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Write a keras-hub preset; return (run's outputs, reloaded preset's outputs) on `sample`.
+
+    A generation run's whole causal LM (with its tokenizer) becomes the preset;
+    for other text runs it is the fine-tuned backbone and preprocessor (the
+    task head is kit's, not a keras-hub class), compared on backbone outputs.
+    """
+    import keras_hub
+
+    model = trained.model
+    x = trained.inputs.preprocess_batch(sample)
+    if isinstance(model, keras_hub.models.Task):
+        model.save_to_preset(str(destination))
+        reloaded = type(model).from_preset(str(destination))
+        return np.asarray(model(x)), np.asarray(reloaded(x))
+    backbones = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
+    if not backbones:
+        raise ModelError(
+            f"The {trained.inputs.kind} model of {trained.run_dir} has no keras-hub backbone, so there is no preset "
+            f"to write. Use --format keras or --format saved_model."
+        )
+    backbone = backbones[0]
+    backbone.save_to_preset(str(destination))
+    trained.inputs.preprocessor().save_to_preset(str(destination))
+    reloaded = keras_hub.models.Backbone.from_preset(str(destination))
+    features = {name: x[name] for name in backbone.input}
+    return _first_output(backbone(features)), _first_output(reloaded(features))
+
+
+def _first_output(outputs: Any) -> np.ndarray:
+    if isinstance(outputs, dict):
+        outputs = outputs.get("sequence_output", next(iter(outputs.values())))
+    return np.asarray(outputs)
 
 
 def _export_saved_model(trained: TrainedModel, sample: dict[str, Any], destination: Path) -> np.ndarray:

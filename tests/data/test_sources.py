@@ -125,7 +125,7 @@ def test_text_folder_source(tmp_path):
 def test_empty_folder_says_expected_layout(tmp_path):
     (tmp_path / "docs").mkdir()
     plan = plan_for(tmp_path / "docs", format="text_folder", validation_fraction=0, test_fraction=0)
-    with pytest.raises(DataError, match="holds no text files in label sub-folders"):
+    with pytest.raises(DataError, match="holds no text files. Expected label sub-folders"):
         scan(plan, [TextField("text"), LabelField("label")], "fail")
 
 
@@ -155,3 +155,44 @@ def test_label_states_round_trip():
     copy = LabelField("label")
     copy.set_state(json.loads(json.dumps(field.get_state())))
     assert copy.encode("b") == 1 and copy.size == 2
+
+
+def corpus_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "books"
+    (folder / "part2").mkdir(parents=True)
+    paragraph = "A line of prose that goes on\nand wraps onto the next line.\n\n"
+    (folder / "one.txt").write_text(paragraph * 120, encoding="utf-8")
+    (folder / "part2" / "two.md").write_text("Short second book.\n", encoding="utf-8")
+    (folder / ".hidden.txt").write_text("never read", encoding="utf-8")
+    return folder
+
+
+def test_corpus_reads_passages_of_whole_paragraphs_with_line_numbers(tmp_path):
+    folder = corpus_folder(tmp_path)
+    assert detect_format(folder) == "corpus" and detect_format(folder / "one.txt") == "corpus"
+    plan = plan_for(folder, validation_fraction=0, test_fraction=0)
+    rows = list(plan.rows("train"))
+    first_file = [r for r in rows if "one.txt" in r.origin]
+    assert len(first_file) > 1  # ~7,000 characters: more than one passage
+    assert first_file[0].line == 1 and first_file[1].line > 1
+    assert all(r.values["text"].endswith("\n\n") for r in first_file[:-1])  # cut at paragraph ends
+    assert "".join(r.values["text"] for r in first_file) == (folder / "one.txt").read_text()
+    assert rows[-1].values["text"] == "Short second book.\n"
+    assert not any("never read" in r.values["text"] for r in rows)
+
+
+def test_corpus_unwraps_hard_wrapped_lines_when_asked(tmp_path):
+    plan = plan_for(corpus_folder(tmp_path), validation_fraction=0, test_fraction=0, unwrap_lines=True)
+    text = next(plan.rows("train")).values["text"]
+    assert text.startswith("A line of prose that goes on and wraps onto the next line.\n\nA line")
+
+
+def test_corpus_errors_name_the_problem(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no .txt or .md files"):
+        list(plan_for(tmp_path / "empty", format="corpus").rows("train"))
+    bad = tmp_path / "latin.txt"
+    bad.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin.txt, near line 1.*data.encoding"):
+        list(plan_for(bad).rows("train"))
+    assert next(plan_for(bad, encoding="latin-1").rows("train")).values["text"] == "caf\xe9\n"

@@ -164,7 +164,7 @@ def test_generation_mistakes_are_explained(runner, tmp_path, trained):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        (generation_config(empty), "holds no .txt or .md files"),
+        (generation_config(empty), "or for a text corpus .txt/.md files"),
         (generation_config(trained.parent.parent / "lm.txt", sequence_length=64, backbone=trained), "does not exist"),
         (generation_config(tmp_path / "x.txt", backbone="gpt-huge"), "not a built-in decoder backbone"),
     ]
@@ -185,3 +185,15 @@ def test_sequence_longer_than_the_pretrained_decoder_allows(runner, tmp_path, tr
     assert result.exit_code == 1
     assert "handles at most 32 tokens" in result.output
     assert not (folder / "runs").exists()
+
+
+def test_export_formats_of_a_generation_run(runner, trained, tmp_path):
+    import keras_hub
+
+    for fmt in ("preset", "keras", "saved_model"):
+        destination = tmp_path / fmt
+        result = runner.invoke(cli, ["export", str(trained), "--format", fmt, "--output", str(destination)])
+        assert result.exit_code == 0, result.output
+        assert "reload check passed" in result.output
+    lm = keras_hub.models.CausalLM.from_preset(str(tmp_path / "preset"))
+    assert isinstance(lm, keras_hub.models.GPT2CausalLM)

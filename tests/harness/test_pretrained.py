@@ -60,6 +60,13 @@ def test_fine_tunes_a_local_preset_and_predicts(runner, tmp_path, text_csv):
     labels = [json.loads(line)["label"] for line in output.splitlines() if line.startswith("{")]
     assert labels == ["pos", "neg"]
     assert runner.invoke(cli, ["export", str(run_dir), "--format", "saved_model"]).exit_code == 0
+    result = runner.invoke(cli, ["export", str(run_dir), "--format", "preset"])
+    assert result.exit_code == 0, result.output
+    import keras_hub
+
+    backbone = keras_hub.models.Backbone.from_preset(str(run_dir / "export" / "preset"))
+    assert isinstance(backbone, keras_hub.models.BertBackbone)
+    assert keras_hub.models.BertTokenizer.from_preset(str(run_dir / "export" / "preset")).vocabulary_size() > 5
 
 
 def test_missing_backbone_folder(runner, tmp_path, text_csv):

@@ -123,6 +123,9 @@ def test_eval_predict_export(regression_run, runner, tmp_path):
         assert json.loads((tmp_path / fmt / "export.json").read_text())["checked_examples"] > 0
     result = runner.invoke(cli, ["export", str(regression_run), "--format", "keras", "-o", str(tmp_path / "keras")])
     assert result.exit_code == 1 and "will not overwrite" in result.output
+    result = runner.invoke(cli, ["export", str(regression_run), "--format", "preset", "-o", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "has no keras-hub backbone" in result.output
+    assert not (tmp_path / "p").exists()
 
 
 def predictions(runner, args) -> list[dict]:

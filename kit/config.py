@@ -96,6 +96,14 @@ class ModelConfig:
         "Vocabulary learned from the training text (WordPiece for bert-*, byte-level BPE for gpt-*).", default=8000
     )
     lowercase: bool = _doc("Lower-case and strip accents before tokenising text.", default=True)
+    freeze_backbone: bool = _doc(
+        "Train only the task head: the keras-hub backbone's weights stay as loaded.", default=False
+    )
+    lora_rank: int | None = _doc(
+        "Fine-tune a keras-hub backbone with LoRA adapters of this rank (its other weights frozen); "
+        "the adapters are merged into model.keras and the preset, and also saved alone in model/adapters.lora.h5.",
+        default=None,
+    )
     hidden_units: list[int] = _doc("Tabular MLP layer widths.", default_factory=lambda: [256, 128])
     dropout: float = _doc("Dropout rate in the backbone and head.", default=0.1)
 
@@ -335,6 +343,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.batch_size": (1, None),
     "data.shuffle_buffer": (1, None),
     "model.sequence_length": (4, None),
+    "model.lora_rank": (1, None),
     "model.vocabulary_size": (16, None),
     "model.dropout": (0, 0.99),
     "train.epochs": (1, None),

@@ -125,7 +125,9 @@ def test_registering_a_non_task_is_refused():
 
 
 def test_unknown_task_lists_known():
-    with pytest.raises(PluginError, match="Unknown task 'clasification'. Known: classification, regression"):
+    with pytest.raises(
+        PluginError, match="Unknown task 'clasification'. Known: classification, generation, regression"
+    ):
         get_plugins().task("clasification")
 
 

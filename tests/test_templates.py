@@ -64,7 +64,7 @@ def test_unknown_template_lists_known(tmp_path, runner, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(cli, ["new", "demo", "--template", "nope"])
     assert result.exit_code == 2
-    assert "Known templates: classification, plugin, regression" in result.output
+    assert "Known templates: classification, generation, plugin, regression" in result.output
     assert not (tmp_path / "demo").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +26,7 @@ from kit.inputs import PRESET_DIR
 
 MODEL_FILE = "model.keras"
 BUNDLE_FILE = "kit_model.json"
+ADAPTERS_FILE = "adapters.lora.h5"
 
 
 def seed_everything(seed: int) -> None:
@@ -99,6 +101,7 @@ def adapt_inputs(pieces: Pieces) -> None:
 def build_model(config: Config, pieces: Pieces, total_steps: int) -> keras.Model:
     model_inputs, representation = pieces.inputs.build()
     model = pieces.task.build_model(model_inputs, representation)
+    _fine_tuning(config, model)
     model.compile(
         optimizer=make_optimizer(config.train, total_steps),
         loss=pieces.task.loss(),
@@ -106,6 +109,40 @@ def build_model(config: Config, pieces: Pieces, total_steps: int) -> keras.Model
         jit_compile=config.train.jit_compile,
     )
     return model
+
+
+def keras_hub_backbone(model: keras.Model) -> Any:
+    """The keras-hub backbone inside `model`, or None (tabular and image models)."""
+    import keras_hub
+
+    if isinstance(model, keras_hub.models.Task):
+        return model.backbone
+    found = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
+    return found[0] if found else None
+
+
+def _fine_tuning(config: Config, model: keras.Model) -> None:
+    """model.freeze_backbone and model.lora_rank, applied before compiling."""
+    settings = config.model
+    if not settings.freeze_backbone and settings.lora_rank is None:
+        return
+    backbone = keras_hub_backbone(model)
+    if backbone is None:
+        setting = "model.freeze_backbone" if settings.freeze_backbone else "model.lora_rank"
+        raise TrainingError(f"{setting} needs a keras-hub backbone (text or generation); this model has none.")
+    if settings.freeze_backbone and settings.lora_rank is not None:
+        raise TrainingError("Set model.freeze_backbone or model.lora_rank, not both (LoRA already freezes the rest).")
+    if settings.freeze_backbone:
+        backbone.trainable = False
+    else:
+        backbone.enable_lora(settings.lora_rank)
+        # keras-hub leaves the adapted layers' biases trainable, but its adapter file holds only the
+        # low-rank kernels: freeze the biases so the adapters alone reproduce the fine-tuned backbone.
+        for layer in backbone._flatten_layers(include_self=False):
+            if getattr(layer, "lora_enabled", False) and getattr(layer, "bias", None) is not None:
+                layer.bias.trainable = False
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    say(f"kit: fine-tuning {trainable:,} of {model.count_params():,} parameters")
 
 
 def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -> tuple[keras.Model, dict]:
@@ -238,7 +275,12 @@ def without_optimizer(model: keras.Model) -> keras.Model:
     # Not keras.models.clone_model: since Keras 3.x it compiles the copy with the same optimizer.
     with preprocessing_detached(model):  # a keras-hub tokenizer's vocabulary is not in its config
         copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    # Through a weights file rather than set_weights: Keras writes LoRA layers with the adapters merged
+    # into their kernels, which is exactly what the plain (LoRA-free) copy holds.
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = os.path.join(scratch, "model.weights.h5")
+        model.save_weights(weights)
+        copy.load_weights(weights)
     if getattr(model, "preprocessor", None) is not None:
         copy.preprocessor = model.preprocessor
     return copy
@@ -251,6 +293,10 @@ def save_model(model: keras.Model, pieces: Pieces, config: Config, resolved: dic
     without_optimizer(model).save(tmp)
     tmp.replace(folder / MODEL_FILE)
     save_backbone_preset(model, pieces.inputs, folder / PRESET_DIR)
+    backbone = keras_hub_backbone(model)
+    if config.model.lora_rank is not None and backbone is not None:
+        # Merged into model.keras and the preset already (Keras saves LoRA kernels merged); alone here.
+        backbone.save_lora_weights(str(folder / ADAPTERS_FILE))
     meta = {
         "task": config.task,
         "inputs": {"kind": pieces.inputs.kind, **pieces.inputs.save(folder)},
@@ -279,10 +325,10 @@ def save_backbone_preset(model: keras.Model, inputs: Any, folder: Path) -> Path 
     if isinstance(model, keras_hub.models.Task):
         model.save_to_preset(str(tmp))
     else:
-        backbones = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
-        if not backbones:
+        backbone = keras_hub_backbone(model)
+        if backbone is None:
             return None
-        backbones[0].save_to_preset(str(tmp))
+        backbone.save_to_preset(str(tmp))
         inputs.preprocessor().save_to_preset(str(tmp))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

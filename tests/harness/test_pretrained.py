@@ -120,3 +120,60 @@ def test_hugging_face_normalizer_is_applied(tmp_path):
     tokenizer = types.SimpleNamespace(lowercase=False, strip_accents=False)
     _match_normalizer(tokenizer, tmp_path)
     assert tokenizer.lowercase and tokenizer.strip_accents
+
+
+def test_lora_fine_tuning_merges_adapters_and_saves_them_alone(runner, tmp_path, text_csv):
+    import keras_hub
+    import numpy as np
+
+    preset = tiny_preset(tmp_path / "preset")
+    folder = project(tmp_path / "p", config_text(text_csv, preset) + "  # LoRA\n")
+    (folder / "kit.yaml").write_text(
+        config_text(text_csv, preset).replace("  sequence_length", "  lora_rank: 2\n  sequence_length")
+    )
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "kit: fine-tuning" in result.output
+    model_dir = folder / "runs" / "run-1" / "model"
+    assert (model_dir / "adapters.lora.h5").is_file()
+    # The preset holds the merged weights: a plain backbone loads it, and differs from the original.
+    tuned = keras_hub.models.Backbone.from_preset(str(model_dir / "preset"))
+    original = keras_hub.models.Backbone.from_preset(str(preset))
+    changed = [not np.allclose(a, b) for a, b in zip(tuned.get_weights(), original.get_weights())]
+    assert any(changed) and not all(changed)  # query/value kernels moved, the rest stayed frozen
+    # Adapters alone re-applied to the original backbone reproduce the merged one.
+    original.load_lora_weights(str(model_dir / "adapters.lora.h5"))
+    x = {
+        "token_ids": np.array([[2, 5, 6, 3, 0]]),
+        "segment_ids": np.zeros((1, 5), "int32"),
+        "padding_mask": np.array([[1, 1, 1, 1, 0]]),
+    }
+    np.testing.assert_allclose(original(x)["sequence_output"], tuned(x)["sequence_output"], atol=1e-5)
+    new = tmp_path / "new.csv"
+    new.write_text("text\nwonderful delightful film\n")
+    assert runner.invoke(cli, ["predict", str(folder / "runs" / "run-1"), str(new)]).exit_code == 0
+
+
+def test_freeze_backbone_trains_only_the_head(runner, tmp_path, text_csv):
+    import keras_hub
+    import numpy as np
+
+    preset = tiny_preset(tmp_path / "preset")
+    folder = project(
+        tmp_path / "p",
+        config_text(text_csv, preset).replace("  sequence_length", "  freeze_backbone: true\n  sequence_length"),
+    )
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    tuned = keras_hub.models.Backbone.from_preset(str(folder / "runs" / "run-1" / "model" / "preset"))
+    original = keras_hub.models.Backbone.from_preset(str(preset))
+    assert all(np.allclose(a, b) for a, b in zip(tuned.get_weights(), original.get_weights()))
+
+
+def test_fine_tuning_settings_need_a_backbone(runner, tmp_path):
+    from tests.conftest import make_tabular
+
+    data = make_tabular(tmp_path)
+    folder = project(tmp_path / "t", f"task: regression\ndata:\n  train: {data}\n  target: y\nmodel:\n  lora_rank: 4\n")
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1 and "model.lora_rank needs a keras-hub backbone" in result.output

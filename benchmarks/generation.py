@@ -104,8 +104,9 @@ def main() -> None:
         mask = tf.sequence_mask(tf.fill([batch], args.prompt_tokens), context)
         prompt_ids = tf.where(mask, token_ids, 0)
         generated = batch * args.new_tokens
-        fast = measure(lambda: cached(model, prompt_ids, mask), args.repeats)
-        slow = measure(lambda: uncached(prompt_ids, tf.constant(args.prompt_tokens)).numpy(), args.repeats)
+        start = tf.constant(args.prompt_tokens)
+        fast = measure(lambda ids=prompt_ids, m=mask: cached(model, ids, m), args.repeats)
+        slow = measure(lambda ids=prompt_ids: uncached(ids, start).numpy(), args.repeats)
         line = (
             f"| {what} | {batch} | {args.prompt_tokens}+{args.new_tokens} | {generated / fast:,.0f} | "
             f"{generated / slow:,.0f} | {slow / fast:.2f}x |"

@@ -98,13 +98,13 @@ def main() -> None:
         what = "gpt-tiny (random weights)"
     model.compile(sampler="greedy")
     uncached = uncached_function(model)
+    start = tf.constant(args.prompt_tokens)
     lines = []
     for batch in args.batch:
         token_ids = tf.random.uniform([batch, context], 2, 30, dtype=tf.int32, seed=1)
         mask = tf.sequence_mask(tf.fill([batch], args.prompt_tokens), context)
         prompt_ids = tf.where(mask, token_ids, 0)
         generated = batch * args.new_tokens
-        start = tf.constant(args.prompt_tokens)
         fast = measure(lambda ids=prompt_ids, m=mask: cached(model, ids, m), args.repeats)
         slow = measure(lambda ids=prompt_ids: uncached(ids, start).numpy(), args.repeats)
         line = (

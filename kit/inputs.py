@@ -317,6 +317,13 @@ def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
             f"Built-in from-scratch backbones: {', '.join(TEXT_BACKBONES)}."
         ) from None
     except ValueError as exc:
+        if not looks_like_path and "Unknown preset" in str(exc):
+            from kit.decoders import GPT_BACKBONES
+
+            raise ModelError(
+                f"model.backbone '{source}' is not a built-in backbone ({', '.join([*TEXT_BACKBONES, *GPT_BACKBONES])}), "
+                f"a keras-hub preset name, or an existing folder. Check the spelling, or give the folder's path."
+            ) from None
         raise ModelError(f"{source} is not a backbone keras-hub can load as {cls.__name__}: {exc}") from None
 
 

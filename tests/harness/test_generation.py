@@ -166,7 +166,10 @@ def test_generation_mistakes_are_explained(runner, tmp_path, trained):
     cases = [
         (generation_config(empty), "or for a text corpus .txt/.md files"),
         (generation_config(trained.parent.parent / "lm.txt", sequence_length=64, backbone=trained), "does not exist"),
-        (generation_config(tmp_path / "x.txt", backbone="gpt-huge"), "not a built-in decoder backbone"),
+        (
+            generation_config(tmp_path / "x.txt", backbone="gpt-huge"),
+            "is not a built-in backbone (bert-tiny, bert-small, gpt-tiny",
+        ),
     ]
     (tmp_path / "x.txt").write_text("Some text.\n")
     for number, (config, message) in enumerate(cases):

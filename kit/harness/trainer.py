@@ -290,9 +290,10 @@ def save_model(model: keras.Model, pieces: Pieces, config: Config, resolved: dic
     """Write the trained model and what is needed to use it: model.keras + kit_model.json."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (MODEL_FILE + ".tmp.keras")
-    without_optimizer(model).save(tmp)
+    plain = without_optimizer(model)
+    plain.save(tmp)
     tmp.replace(folder / MODEL_FILE)
-    save_backbone_preset(model, pieces.inputs, folder / PRESET_DIR)
+    save_backbone_preset(plain, pieces.inputs, folder / PRESET_DIR)  # no optimizer state in the preset either
     backbone = keras_hub_backbone(model)
     if config.model.lora_rank is not None and backbone is not None:
         # Merged into model.keras and the preset already (Keras saves LoRA kernels merged); alone here.

@@ -24,7 +24,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 def tiny_model(context: int):
     import keras_hub
 
-    from kit.decoders import GPT_BACKBONES
+    from kit.inputs import GPT_BACKBONES
 
     words = ["<pad>", "<|endoftext|>", *"abcdefghijklmnopqrstuvwxyz", "Ġ", "th"]
     vocabulary = {w: i for i, w in enumerate(words)}

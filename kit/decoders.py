@@ -24,13 +24,15 @@ import tensorflow as tf
 
 from kit.data.fields import TextField
 from kit.errors import DataError, ModelError
-from kit.inputs import Inputs, builtin_backbone, load_pretrained, resolve_backbone_source
+from kit.inputs import (
+    GPT_BACKBONES,
+    Inputs,
+    builtin_backbone,
+    check_backbone_fits,
+    load_pretrained,
+    resolve_backbone_source,
+)
 
-# Built-in from-scratch decoders. Documented in the README ("Models").
-GPT_BACKBONES = {
-    "gpt-tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=512),
-    "gpt-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=1024),
-}
 # GPT2Tokenizer pads with id 0; if the end-of-text token were id 0 too,
 # generate() would stop at once. Reserve "<pad>" first.
 PAD_TOKEN, END_TOKEN = "<pad>", "<|endoftext|>"
@@ -102,21 +104,10 @@ class DecoderInputs(Inputs):
 
         source = resolve_backbone_source(self.backbone_name)
         causal_lm = load_pretrained(source, keras_hub.models.CausalLM)
-        limit = getattr(causal_lm.backbone, "max_sequence_length", None)
-        if limit and self.sequence_length > limit:
-            raise ModelError(
-                f"model.sequence_length is {self.sequence_length} but the backbone {source} handles at most "
-                f"{limit} tokens. Set model.sequence_length to {limit} or less."
-            )
+        check_backbone_fits(source, causal_lm.backbone, causal_lm.preprocessor.tokenizer, self.sequence_length)
         self._backbone = causal_lm.backbone
         self._preprocessor = causal_lm.preprocessor
         self._preprocessor.sequence_length = self.sequence_length
-        tokens = self._preprocessor.tokenizer.vocabulary_size()
-        if tokens > self._backbone.vocabulary_size:
-            raise ModelError(
-                f"The tokenizer in {source} has {tokens} tokens but the backbone only "
-                f"{self._backbone.vocabulary_size}: they do not belong together."
-            )
 
     def preprocessor(self) -> Any:
         """keras-hub's CausalLMPreprocessor for this backbone (used by `generate()`)."""
@@ -192,8 +183,3 @@ def pack_documents(dataset: tf.data.Dataset, tokenizer: Any, column: str, sequen
 
     stream = dataset.map(tokens, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     return stream.batch(sequence_length + 1, drop_remainder=True).map(split)
-
-
-def count(dataset: tf.data.Dataset) -> int:
-    """Elements in a finite dataset (one pass; with a cache, the pass fills it)."""
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))

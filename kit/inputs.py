@@ -27,6 +27,11 @@ TEXT_BACKBONES = {
     "bert-tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=256),
     "bert-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=512),
 }
+# Built-in from-scratch decoders for the generation task (kit.decoders builds them).
+GPT_BACKBONES = {
+    "gpt-tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=512),
+    "gpt-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=1024),
+}
 TABULAR_BACKBONES = ("mlp",)
 PRESET_DIR = "preset"  # inside a run's model/: the trained backbone as a keras-hub preset
 IMAGE_BACKBONES = {"cnn": (32, 64), "cnn-wide": (64, 128)}
@@ -200,21 +205,12 @@ class PretrainedTextInputs(_Text):
 
         self.source = resolve_backbone_source(self.source)
         self._backbone = load_pretrained(self.source, keras_hub.models.Backbone)
-        limit = getattr(self._backbone, "max_sequence_length", None)
-        if limit and self.config.model.sequence_length > limit:
-            raise ConfigError(
-                f"model.sequence_length is {self.config.model.sequence_length} but the backbone {self.source} "
-                f"handles at most {limit} tokens. Set model.sequence_length to {limit} or less."
-            )
         if self._preprocessor is None:
             self._preprocessor = _text_preprocessor(self.source, self._backbone, self.config.model.sequence_length)
             _match_normalizer(self._preprocessor.tokenizer, Path(self.source))
-        tokens = self._preprocessor.tokenizer.vocabulary_size()
-        if tokens > self._backbone.vocabulary_size:
-            raise ModelError(
-                f"The tokenizer in {self.source} has {tokens} tokens but the backbone only {self._backbone.vocabulary_size}: "
-                f"they do not belong together. Use a folder whose tokenizer and weights come from the same model."
-            )
+        check_backbone_fits(
+            self.source, self._backbone, self._preprocessor.tokenizer, self.config.model.sequence_length
+        )
 
     def adapt(self, text_dataset_fn: Any) -> None:
         self._load()
@@ -260,6 +256,22 @@ class PretrainedTextInputs(_Text):
         self._backbone = False  # never load the original backbone again
 
 
+def check_backbone_fits(source: str, backbone: Any, tokenizer: Any, sequence_length: int) -> None:
+    """Refuse a sequence length the backbone cannot hold, and a tokenizer from another model."""
+    limit = getattr(backbone, "max_sequence_length", None)
+    if limit and sequence_length > limit:
+        raise ConfigError(
+            f"model.sequence_length is {sequence_length} but the backbone {source} "
+            f"handles at most {limit} tokens. Set model.sequence_length to {limit} or less."
+        )
+    tokens = tokenizer.vocabulary_size()
+    if tokens > backbone.vocabulary_size:
+        raise ModelError(
+            f"The tokenizer in {source} has {tokens} tokens but the backbone only {backbone.vocabulary_size}: "
+            f"they do not belong together. Use a folder whose tokenizer and weights come from the same model."
+        )
+
+
 def _text_preprocessor(source: str, backbone: Any, sequence_length: int) -> Any:
     """The preset's text-classifier preprocessor; for decoders (no such class), its causal-LM one."""
     import keras_hub
@@ -293,7 +305,7 @@ def resolve_backbone_source(source: str) -> str:
 
 def is_pretrained_backbone(name: str) -> bool:
     """True when `model.backbone` names something other than a built-in from-scratch size."""
-    return name not in ("auto", *TEXT_BACKBONES, *TABULAR_BACKBONES, *IMAGE_BACKBONES, "gpt-tiny", "gpt-small")
+    return name not in ("auto", *TEXT_BACKBONES, *TABULAR_BACKBONES, *IMAGE_BACKBONES, *GPT_BACKBONES)
 
 
 def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
@@ -318,8 +330,6 @@ def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
         ) from None
     except ValueError as exc:
         if not looks_like_path and "Unknown preset" in str(exc):
-            from kit.decoders import GPT_BACKBONES
-
             raise ModelError(
                 f"model.backbone '{source}' is not a built-in backbone ({', '.join([*TEXT_BACKBONES, *GPT_BACKBONES])}), "
                 f"a keras-hub preset name, or an existing folder. Check the spelling, or give the folder's path."

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from kit.errors import UsageError
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
@@ -92,9 +94,11 @@ class Generator:
         limit = getattr(self.model.backbone, "max_sequence_length", None)
         return int(limit or self.preprocessor.sequence_length)
 
-    def _prompt_lengths(self, prompts: list[str], max_new_tokens: int) -> tuple[list[int], int]:
-        """Tokens in each prompt (with the start token) and the padded length to generate to."""
-        lengths = [int(self.preprocessor.generate_preprocess(p)["padding_mask"].numpy().sum()) for p in prompts]
+    def _encode(self, prompts: list[str], max_new_tokens: int) -> tuple[dict[str, Any], list[int], int]:
+        """Prompts as padded token ids, each prompt's length in tokens (start token included), and the
+        length to generate to; tokenised once, at the full context, then cut to that length."""
+        inputs = self.preprocessor.generate_preprocess(prompts, sequence_length=self.context)
+        lengths = [int(n) for n in np.sum(np.asarray(inputs["padding_mask"]), axis=1)]
         for number, (prompt, length) in enumerate(zip(prompts, lengths), start=1):
             if length >= self.context:
                 shown = prompt if len(prompt) < 60 else prompt[:57] + "..."
@@ -102,19 +106,19 @@ class Generator:
                     f"Prompt {number} ('{shown}') is {length} tokens; the model's context is {self.context} tokens, "
                     f"so nothing could follow it. Shorten the prompt."
                 )
-        return lengths, min(max(lengths) + max_new_tokens, self.context)
+        total = min(max(lengths) + max_new_tokens, self.context)
+        return {name: value[:, :total] for name, value in inputs.items()}, lengths, total
 
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
         """One completion (the new text only) per prompt, generated as one batch."""
         sampling.check()
-        lengths, total = self._prompt_lengths(prompts, sampling.max_new_tokens)
+        inputs, lengths, _ = self._encode(prompts, sampling.max_new_tokens)
         self.model.compile(sampler=sampling.make())
-        inputs = self.preprocessor.generate_preprocess(prompts, sequence_length=total)
         from kit.harness.trainer import preprocessing_detached
 
         with preprocessing_detached(self.model):  # inputs are token ids already
             outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
-        token_ids = outputs["token_ids"].numpy() if hasattr(outputs["token_ids"], "numpy") else outputs["token_ids"]
+        token_ids = np.asarray(outputs["token_ids"])
         return [self._decode(row[n : n + sampling.max_new_tokens]) for row, n in zip(token_ids, lengths)]
 
     def stream(self, prompt: str, sampling: Sampling) -> Iterator[str]:
@@ -126,9 +130,9 @@ class Generator:
             raise UsageError("Beam search picks its best sequence at the end, so it cannot stream; drop --stream.")
         if not hasattr(self.model, "_build_cache"):
             raise UsageError(f"{type(self.model).__name__} does not expose keras-hub's decoding cache; drop --stream.")
-        (length,), total = self._prompt_lengths([prompt], sampling.max_new_tokens)
+        inputs, (length,), total = self._encode([prompt], sampling.max_new_tokens)
         sampler = sampling.make()
-        token_ids = self.preprocessor.generate_preprocess([prompt], sequence_length=total)["token_ids"]
+        token_ids = inputs["token_ids"]
         _, cache = self.model._build_cache(token_ids)
         step = tf.function(self.model.call_with_cache)
         stop, new, shown = set(self._stop_ids()), [], ""
@@ -158,11 +162,7 @@ class Generator:
             if int(token) in stop:
                 break
             kept.append(int(token))
-        if not kept:
-            return ""
-        text = self.tokenizer.detokenize([kept])
-        text = text[0] if not isinstance(text, str) and len(getattr(text, "shape", [1])) else text
-        return text.numpy().decode("utf-8", "replace") if hasattr(text, "numpy") else str(text)
+        return self.tokenizer.detokenize(kept) if kept else ""  # one sequence in, one str out
 
 
 def read_prompts(path: Path) -> list[tuple[int, str]]:

@@ -21,7 +21,7 @@ from kit.data.plan import DataPlan, check_columns, parse_row, report_text, scan
 from kit.errors import ModelError, PluginError
 from kit.harness.rundir import require_run_dir, write_json_atomic
 from kit.harness.setup import data_plan, load_task, say
-from kit.harness.trainer import BUNDLE_FILE, MODEL_FILE, split_metrics
+from kit.harness.trainer import BUNDLE_FILE, MODEL_FILE, keras_hub_backbone, split_metrics
 
 
 class TrainedModel:
@@ -228,13 +228,12 @@ def _export_preset(trained: TrainedModel, sample: dict[str, Any], destination: P
         model.save_to_preset(str(destination))
         reloaded = type(model).from_preset(str(destination))
         return np.asarray(model(x)), np.asarray(reloaded(x))
-    backbones = [layer for layer in model.layers if isinstance(layer, keras_hub.models.Backbone)]
-    if not backbones:
+    backbone = keras_hub_backbone(model)
+    if backbone is None:
         raise ModelError(
             f"The {trained.inputs.kind} model of {trained.run_dir} has no keras-hub backbone, so there is no preset "
             f"to write. Use --format keras or --format saved_model."
         )
-    backbone = backbones[0]
     backbone.save_to_preset(str(destination))
     trained.inputs.preprocessor().save_to_preset(str(destination))
     reloaded = keras_hub.models.Backbone.from_preset(str(destination))

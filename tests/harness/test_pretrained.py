@@ -127,10 +127,8 @@ def test_lora_fine_tuning_merges_adapters_and_saves_them_alone(runner, tmp_path,
     import numpy as np
 
     preset = tiny_preset(tmp_path / "preset")
-    folder = project(tmp_path / "p", config_text(text_csv, preset) + "  # LoRA\n")
-    (folder / "kit.yaml").write_text(
-        config_text(text_csv, preset).replace("  sequence_length", "  lora_rank: 2\n  sequence_length")
-    )
+    config = config_text(text_csv, preset).replace("  sequence_length", "  lora_rank: 2\n  sequence_length")
+    folder = project(tmp_path / "p", config)
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 0, result.output
     assert "kit: fine-tuning" in result.output

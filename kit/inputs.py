@@ -17,24 +17,19 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kit.backbones import (  # noqa: F401  (re-exported: kit.inputs is where users look)
+    GPT_BACKBONES,
+    IMAGE_BACKBONES,
+    TABULAR_BACKBONES,
+    TEXT_BACKBONES,
+    is_pretrained_backbone,
+)
 from kit.data.fields import CategoryField, Field, ImageField, NumberField, TextField
 from kit.errors import ConfigError, DataError, ModelError
 
 TEXT_RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
-# Built-in from-scratch text backbones: small BERT-style encoders. Documented in the README.
-TEXT_BACKBONES = {
-    "bert-tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=256),
-    "bert-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=512),
-}
-# Built-in from-scratch decoders for the generation task (kit.decoders builds them).
-GPT_BACKBONES = {
-    "gpt-tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=512),
-    "gpt-small": dict(num_layers=4, num_heads=4, hidden_dim=256, intermediate_dim=1024),
-}
-TABULAR_BACKBONES = ("mlp",)
 PRESET_DIR = "preset"  # inside a run's model/: the trained backbone as a keras-hub preset
-IMAGE_BACKBONES = {"cnn": (32, 64), "cnn-wide": (64, 128)}
 
 
 class Inputs:
@@ -303,13 +298,11 @@ def resolve_backbone_source(source: str) -> str:
     return source
 
 
-def is_pretrained_backbone(name: str) -> bool:
-    """True when `model.backbone` names something other than a built-in from-scratch size."""
-    return name not in ("auto", *TEXT_BACKBONES, *TABULAR_BACKBONES, *IMAGE_BACKBONES, *GPT_BACKBONES)
-
-
 def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
     """`cls.from_preset(source)`, turning missing folders and offline hubs into clear errors."""
+    from kit.compat import fix_keras_hub
+
+    fix_keras_hub()
     path = Path(source)
     looks_like_path = source.startswith((".", "/", "~")) or path.exists() or "/" in source and "://" not in source
     if looks_like_path and not path.is_dir():

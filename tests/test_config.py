@@ -33,7 +33,9 @@ def test_unknown_key_names_file_line_and_suggestion(tmp_path):
 
 def test_wrong_type_says_expected_and_got(tmp_path):
     project(tmp_path, GOOD.replace("epochs: 3", "epochs: three"))
-    with pytest.raises(ConfigError, match=r"line 6, key 'train.epochs': expected an integer, got str 'three'"):
+    with pytest.raises(
+        ConfigError, match=r"line 6, key 'train.epochs': expected an integer or 'auto', got str 'three'"
+    ):
         load_config(tmp_path)
 
 
@@ -122,5 +124,29 @@ def test_out_of_range_values(tmp_path, override, message):
 
 def test_non_finite_numbers_are_refused(tmp_path):
     project(tmp_path, GOOD)
-    with pytest.raises(ConfigError, match="key 'train.learning_rate': expected a finite number, got float nan"):
+    with pytest.raises(
+        ConfigError, match="key 'train.learning_rate': expected a finite number or 'auto', got float nan"
+    ):
         load_config(tmp_path, ["train.learning_rate=.nan"])
+
+
+@pytest.mark.parametrize(
+    "backbone, expected",
+    [
+        ("auto", {"epochs": 10, "learning_rate": 1e-3, "warmup_fraction": 0.0}),
+        ("bert-small", {"epochs": 10, "learning_rate": 1e-3, "warmup_fraction": 0.0}),
+        ("models/minilm", {"epochs": 2, "learning_rate": 5e-5, "warmup_fraction": 0.1}),
+    ],
+)
+def test_auto_training_defaults_depend_on_a_pretrained_backbone(tmp_path, backbone, expected):
+    project(tmp_path, f"task: classification\ndata:\n  train: d.csv\nmodel:\n  backbone: {backbone}\n")
+    train = load_config(tmp_path).train
+    assert {name: getattr(train, name) for name in expected} == expected
+
+
+def test_explicit_training_values_beat_auto(tmp_path):
+    project(tmp_path, "task: classification\ndata:\n  train: d.csv\nmodel:\n  backbone: models/minilm\n")
+    config = load_config(tmp_path, ["train.learning_rate=2e-5", "train.epochs=3", "train.warmup_fraction=0"])
+    assert (config.train.learning_rate, config.train.epochs, config.train.warmup_fraction) == (2e-5, 3, 0)
+    auto = load_config(tmp_path, ["train.epochs=auto"]).train.epochs
+    assert auto == 2

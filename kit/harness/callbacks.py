@@ -1,9 +1,10 @@
-"""Keras callbacks kit adds to every run: JSON-lines history, NaN guard, checkpoint pruning."""
+"""Keras callbacks kit adds to runs: JSON-lines history, NaN guard, checkpoint pruning, backbone unfreezing."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,27 @@ class PruneCheckpoints(keras.callbacks.Callback):
         files = sorted(self.folder.glob(self.pattern))
         for old in files[: -self.keep]:
             old.unlink(missing_ok=True)
+
+
+class BackboneSchedule(keras.callbacks.Callback):
+    """Holds the backbone still for the first `frozen_epochs` epochs, then lets it learn.
+
+    Works with an optimizer from `kit.harness.optim.backbone_rate`: it sets the
+    backbone's learning-rate scale to 0 while frozen and back to the scale the
+    optimizer was built with afterwards. Set at every epoch's start, so a
+    resumed run lands in the right phase.
+    """
+
+    def __init__(self, frozen_epochs: int = 0):
+        super().__init__()
+        self.frozen_epochs = int(frozen_epochs)
+        self._scale: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        variable = self.model.optimizer.backbone_scale
+        if self._scale is None:
+            self._scale = float(variable.numpy())
+        frozen = epoch < self.frozen_epochs
+        variable.assign(0.0 if frozen else self._scale)
+        if self.frozen_epochs and epoch == self.frozen_epochs:
+            print(f"kit: epoch {epoch + 1}: backbone unfrozen", file=sys.stderr, flush=True)

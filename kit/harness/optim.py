@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -55,20 +57,81 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def make_optimizer(train: Any, total_steps: int) -> keras.optimizers.Optimizer:
-    """The optimizer named in `train`, with the schedule and gradient clipping applied."""
+def make_optimizer(
+    train: Any, total_steps: int, backbone_variables: Sequence[Any] = (), backbone_scale: float = 1.0
+) -> keras.optimizers.Optimizer:
+    """The optimizer named in `train`, with the schedule and gradient clipping applied.
+
+    With `backbone_variables`, those weights learn at `backbone_scale` times the
+    scheduled rate (see `backbone_rate`); the scale can change during training.
+    """
     schedule = WarmupDecay(
         train.learning_rate,
         total_steps=total_steps,
         warmup_steps=int(round(train.warmup_fraction * total_steps)),
         decay=train.schedule,
     )
-    common = {"learning_rate": schedule, "global_clipnorm": train.clip_norm}
+    common: dict[str, Any] = {"learning_rate": schedule, "global_clipnorm": train.clip_norm}
+    classes = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
+    cls = classes[train.optimizer]
+    if backbone_variables:
+        cls = backbone_rate(cls)
+        common.update(backbone_variables=backbone_variables, backbone_scale=backbone_scale)
     if train.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, **common)
+        return cls(momentum=0.9, **common)
     if train.optimizer == "adam":
-        return keras.optimizers.Adam(**common)
+        return cls(**common)
     # epsilon 1e-8 and no decay on biases/norms match the usual Transformer recipe.
-    optimizer = keras.optimizers.AdamW(weight_decay=train.weight_decay, epsilon=1e-8, **common)
+    optimizer = cls(weight_decay=train.weight_decay, epsilon=1e-8, **common)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
+
+
+@functools.cache
+def backbone_rate(base: type) -> type:
+    """`base` (a Keras optimizer class) with a second learning rate for a group of weights.
+
+    Keras 3 optimizers have one learning rate for all weights. Fine-tuning wants
+    the pretrained backbone to move more slowly than the new head, or not at all
+    for the first epochs. The returned class multiplies the scheduled rate (and
+    the decoupled weight decay) of `backbone_variables` by `backbone_scale`, a
+    variable that callbacks may change between steps: 0 freezes the backbone
+    while its optimizer slots exist, so unfreezing needs no recompilation.
+
+    Example:
+        >>> cls = backbone_rate(keras.optimizers.AdamW)
+        >>> optimizer = cls(learning_rate=1e-3, backbone_variables=backbone.trainable_weights, backbone_scale=0.05)
+    """
+
+    class BackboneRate(base):
+        def __init__(self, *args: Any, backbone_variables: Sequence[Any] = (), backbone_scale: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._backbone_keys = {self._var_key(v) for v in backbone_variables}
+            self._decayed_backbone_keys: set[Any] = set()
+            # A plain tf.Variable: set from callbacks, not part of the optimizer's saved state.
+            self.backbone_scale = tf.Variable(float(backbone_scale), trainable=False, name="backbone_scale")
+
+        def build(self, variables: Sequence[Any]) -> None:
+            super().build(variables)
+            if not self.weight_decay:
+                return
+            decays = super()._use_weight_decay  # the base's rule (exclusions included)
+            self._decayed_backbone_keys = {
+                self._var_key(v) for v in variables if self._var_key(v) in self._backbone_keys and decays(v)
+            }
+
+        def _use_weight_decay(self, variable: Any) -> bool:
+            # Backbone weights decay in update_step, at their own rate.
+            return self._var_key(variable) not in self._backbone_keys and super()._use_weight_decay(variable)
+
+        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
+            key = self._var_key(variable)
+            if key in self._backbone_keys:
+                learning_rate = learning_rate * ops.cast(self.backbone_scale, "float32")
+                if key in self._decayed_backbone_keys:
+                    decay = ops.cast(self.weight_decay * learning_rate, variable.dtype)
+                    variable.assign_sub(variable * decay)
+            return super().update_step(gradient, variable, learning_rate)
+
+    BackboneRate.__name__ = BackboneRate.__qualname__ = f"BackboneRate{base.__name__}"
+    return BackboneRate

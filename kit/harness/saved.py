@@ -124,6 +124,9 @@ def load_keras_model(path: Path, unsafe: bool = False) -> Any:
     import keras
 
     import kit.harness.optim  # noqa: F401  registers kit's serialisable classes
+    from kit.compat import fix_keras_hub
+
+    fix_keras_hub()
 
     try:
         # compile=False: inference needs no optimizer state (resuming uses the run's backup/).

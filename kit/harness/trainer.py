@@ -16,7 +16,7 @@ from kit.config import Config
 from kit.data.fields import TextField
 from kit.data.pipeline import batched, examples
 from kit.errors import TrainingError
-from kit.harness.callbacks import JsonHistory, NanGuard, PruneCheckpoints, read_history
+from kit.harness.callbacks import BackboneSchedule, JsonHistory, NanGuard, PruneCheckpoints, read_history
 from kit.harness.optim import make_optimizer
 from kit.harness.plots import plot_curves
 from kit.harness.rundir import write_json_atomic
@@ -102,8 +102,9 @@ def build_model(config: Config, pieces: Pieces, total_steps: int) -> keras.Model
     model_inputs, representation = pieces.inputs.build()
     model = pieces.task.build_model(model_inputs, representation)
     _fine_tuning(config, model)
+    backbone_variables, scale = _backbone_rate(config, model)
     model.compile(
-        optimizer=make_optimizer(config.train, total_steps),
+        optimizer=make_optimizer(config.train, total_steps, backbone_variables, scale),
         loss=pieces.task.loss(),
         metrics=pieces.task.metrics(),
         jit_compile=config.train.jit_compile,
@@ -121,21 +122,39 @@ def keras_hub_backbone(model: keras.Model) -> Any:
     return found[0] if found else None
 
 
+def _fine_tuning_settings(config: Config) -> list[str]:
+    """The fine-tuning settings a config uses, by name."""
+    model, train = config.model, config.train
+    used = {
+        "model.freeze_backbone": model.freeze_backbone,
+        "model.unfreeze_backbone_after": model.unfreeze_backbone_after is not None,
+        "model.lora_rank": model.lora_rank is not None,
+        "train.backbone_learning_rate": train.backbone_learning_rate is not None,
+    }
+    return [name for name, on in used.items() if on]
+
+
 def _fine_tuning(config: Config, model: keras.Model) -> None:
-    """model.freeze_backbone and model.lora_rank, applied before compiling."""
-    settings = config.model
-    if not settings.freeze_backbone and settings.lora_rank is None:
+    """Check the fine-tuning settings and apply freezing or LoRA, before compiling."""
+    settings = _fine_tuning_settings(config)
+    if not settings:
         return
     backbone = keras_hub_backbone(model)
     if backbone is None:
-        setting = "model.freeze_backbone" if settings.freeze_backbone else "model.lora_rank"
-        raise TrainingError(f"{setting} needs a keras-hub backbone (text or generation); this model has none.")
-    if settings.freeze_backbone and settings.lora_rank is not None:
-        raise TrainingError("Set model.freeze_backbone or model.lora_rank, not both (LoRA already freezes the rest).")
-    if settings.freeze_backbone:
+        raise TrainingError(f"{settings[0]} needs a keras-hub backbone (text or generation); this model has none.")
+    if "model.lora_rank" in settings and len(settings) > 1:
+        others = ", ".join(name for name in settings if name != "model.lora_rank")
+        raise TrainingError(f"Set model.lora_rank or {others}, not both (LoRA trains only its adapters).")
+    after = config.model.unfreeze_backbone_after
+    if after is not None and after >= config.train.epochs:
+        raise TrainingError(
+            f"model.unfreeze_backbone_after is {after} but training has {config.train.epochs} epochs, so the "
+            f"backbone would never train. Lower it, or use model.freeze_backbone: true."
+        )
+    if config.model.freeze_backbone and after is None:
         backbone.trainable = False
-    else:
-        backbone.enable_lora(settings.lora_rank)
+    elif config.model.lora_rank is not None:
+        backbone.enable_lora(config.model.lora_rank)
         # keras-hub leaves the adapted layers' biases trainable, but its adapter file holds only the
         # low-rank kernels: freeze the biases so the adapters alone reproduce the fine-tuned backbone.
         for layer in backbone._flatten_layers(include_self=False):
@@ -143,6 +162,23 @@ def _fine_tuning(config: Config, model: keras.Model) -> None:
                 layer.bias.trainable = False
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     say(f"kit: fine-tuning {trainable:,} of {model.count_params():,} parameters")
+
+
+def _backbone_rate(config: Config, model: keras.Model) -> tuple[list[Any], float]:
+    """The backbone weights that learn at a rate of their own, and that rate's scale (else [], 1)."""
+    train = config.train
+    if train.backbone_learning_rate is None and config.model.unfreeze_backbone_after is None:
+        return [], 1.0
+    backbone_weights = keras_hub_backbone(model).trainable_weights
+    owned = {id(w) for w in backbone_weights}
+    if all(id(w) in owned for w in model.trainable_weights):
+        raise TrainingError(
+            "Every trainable weight of this model belongs to its backbone (a causal LM's output layer is its "
+            "token embedding), so there is no head to train apart from it. Remove train.backbone_learning_rate "
+            "and model.unfreeze_backbone_after; set train.learning_rate instead."
+        )
+    scale = 1.0 if train.backbone_learning_rate is None else train.backbone_learning_rate / train.learning_rate
+    return backbone_weights, scale
 
 
 def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -> tuple[keras.Model, dict]:
@@ -234,6 +270,8 @@ def _callbacks(config: Config, context: Any, guard: NanGuard, has_validation: bo
                 monitor=monitor, patience=config.train.early_stopping_patience, restore_best_weights=True
             )
         )
+    if config.model.unfreeze_backbone_after is not None or config.train.backbone_learning_rate is not None:
+        callbacks.append(BackboneSchedule(config.model.unfreeze_backbone_after or 0))
     callbacks += _plugin_callbacks(context)
     return callbacks
 
@@ -280,7 +318,9 @@ def without_optimizer(model: keras.Model) -> keras.Model:
     with tempfile.TemporaryDirectory() as scratch:
         weights = os.path.join(scratch, "model.weights.h5")
         model.save_weights(weights)
-        copy.load_weights(weights)
+        # keras-hub tasks compile themselves when built; their fresh optimizer takes no saved state.
+        fresh_optimizer = [copy.optimizer] if getattr(copy, "optimizer", None) is not None else None
+        copy.load_weights(weights, objects_to_skip=fresh_optimizer)
     if getattr(model, "preprocessor", None) is not None:
         copy.preprocessor = model.preprocessor
     return copy

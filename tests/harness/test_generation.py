@@ -180,6 +180,15 @@ def test_generation_mistakes_are_explained(runner, tmp_path, trained):
         assert not (folder / "runs").exists()
 
 
+def test_a_causal_lm_has_no_head_for_a_backbone_learning_rate(runner, tmp_path, trained):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(python_docs(5_000), encoding="utf-8")
+    config = generation_config(corpus, backbone=trained) + "  backbone_learning_rate: 0.0001\n"
+    result = runner.invoke(cli, ["run", str(project(tmp_path / "p", config))])
+    assert result.exit_code == 1
+    assert "Every trainable weight of this model belongs to its backbone" in result.output
+
+
 def test_sequence_longer_than_the_pretrained_decoder_allows(runner, tmp_path, trained):
     corpus = tmp_path / "c.txt"
     corpus.write_text(python_docs(5_000), encoding="utf-8")

@@ -175,3 +175,42 @@ def test_fine_tuning_settings_need_a_backbone(runner, tmp_path):
     folder = project(tmp_path / "t", f"task: regression\ndata:\n  train: {data}\n  target: y\nmodel:\n  lora_rank: 4\n")
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1 and "model.lora_rank needs a keras-hub backbone" in result.output
+
+
+def test_unfreeze_after_an_epoch_with_a_lower_backbone_rate(runner, tmp_path, text_csv):
+    import keras_hub
+    import numpy as np
+
+    preset = tiny_preset(tmp_path / "preset")
+    settings = "  unfreeze_backbone_after: 1\n  sequence_length"
+    folder = project(
+        tmp_path / "p",
+        config_text(text_csv, preset).replace("  sequence_length", settings)
+        + "  epochs: 3\n  backbone_learning_rate: 0.0005\n",
+    )
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "kit: epoch 2: backbone unfrozen" in result.output
+    tuned = keras_hub.models.Backbone.from_preset(str(folder / "runs" / "run-1" / "model" / "preset"))
+    original = keras_hub.models.Backbone.from_preset(str(preset))
+    assert not all(np.allclose(a, b) for a, b in zip(tuned.get_weights(), original.get_weights()))
+
+
+@pytest.mark.parametrize(
+    "model_settings, train_settings, message",
+    [
+        ("  unfreeze_backbone_after: 6\n", "", "model.unfreeze_backbone_after is 6 but training has 6 epochs"),
+        (
+            "  lora_rank: 2\n",
+            "  backbone_learning_rate: 0.001\n",
+            "Set model.lora_rank or train.backbone_learning_rate",
+        ),
+    ],
+)
+def test_fine_tuning_settings_that_conflict(runner, tmp_path, text_csv, model_settings, train_settings, message):
+    preset = tiny_preset(tmp_path / "preset")
+    text = config_text(text_csv, preset).replace("  sequence_length", model_settings + "  sequence_length")
+    folder = project(tmp_path / "p", text + train_settings)
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output

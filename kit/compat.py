@@ -1,0 +1,75 @@
+"""Small, behaviour-gated fixes for bugs in the libraries kit builds on.
+
+Each fix checks for the bug itself (not a version number), so it turns into a
+no-op once the library is fixed. Call `fix_keras_hub()` before building or
+loading keras-hub models; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def fix_keras_hub() -> None:
+    """Apply every keras-hub fix below (once per process)."""
+    _llama_keeps_tied_embeddings()
+    _llama3_tokenizer_keeps_special_tokens()
+
+
+def _llama_keeps_tied_embeddings() -> None:
+    """`LlamaBackbone.get_config()` drops `tie_word_embeddings` (keras-hub 0.32).
+
+    A Llama with tied embeddings (Llama 3.2, SmolLM2) then comes back from its
+    own config untied, with an extra output matrix, and loading its weights
+    fails ("expected 2 variables, but received 0"): saving a fine-tuned model,
+    `save_to_preset` and `from_preset` on that preset all break.
+    """
+    from keras_hub.src.models.llama.llama_backbone import LlamaBackbone
+
+    original = LlamaBackbone.get_config
+    probe = LlamaBackbone(
+        vocabulary_size=4, num_layers=1, num_query_heads=1, hidden_dim=2, intermediate_dim=2,
+        num_key_value_heads=1, tie_word_embeddings=True,
+    )  # fmt: skip
+    if "tie_word_embeddings" in original(probe):
+        return
+
+    def get_config(self):  # type: ignore[no-untyped-def]
+        return {**original(self), "tie_word_embeddings": self.tie_word_embeddings}
+
+    LlamaBackbone.get_config = get_config
+
+
+def _llama3_tokenizer_keeps_special_tokens() -> None:
+    """`Llama3Tokenizer.get_config()` drops its begin/end tokens (keras-hub 0.32).
+
+    Rebuilt from its config (inside model.keras, or a saved preset), a
+    tokenizer converted from a Hugging Face folder falls back to Meta's
+    `<|begin_of_text|>`/`<|end_of_text|>` and fails on vocabularies that use
+    others (SmolLM2's `<|im_start|>`...), or generates past its real end token.
+    """
+    from keras_hub.src.models.llama3.llama3_tokenizer import Llama3Tokenizer
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
+
+    if Llama3Tokenizer.get_config is not BytePairTokenizer.get_config:
+        return  # keras-hub defines its own now
+
+    def get_config(self):  # type: ignore[no-untyped-def]
+        misc = {getattr(self, name) for name in self._special_token_attrs if name.startswith("special_token_")}
+        return {
+            **BytePairTokenizer.get_config(self),
+            "bos_token": self.start_token,
+            "eos_token": self.end_token,
+            "misc_special_tokens": sorted(misc),
+        }
+
+    original_from_config = Llama3Tokenizer.from_config.__func__
+
+    def from_config(cls, config):  # type: ignore[no-untyped-def]
+        if isinstance(config.get("misc_special_tokens"), list):  # JSON has no sets; __init__ wants one
+            config = {**config, "misc_special_tokens": set(config["misc_special_tokens"])}
+        return original_from_config(cls, config)
+
+    Llama3Tokenizer.get_config = get_config
+    Llama3Tokenizer.from_config = classmethod(from_config)

@@ -1,0 +1,70 @@
+"""The backbone learning-rate group: a second learning rate for some weights of one Keras optimizer."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kit.harness.callbacks import BackboneSchedule
+from kit.harness.optim import backbone_rate
+
+
+def two_part_model(seed=3):
+    """A 'backbone' Dense and a 'head' Dense, built with seeded weights."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    backbone = keras.layers.Dense(8, name="backbone")
+    head = keras.layers.Dense(1, name="head")
+    model = keras.Model(inputs, head(backbone(inputs)))
+    return model, backbone, head
+
+
+def one_step(model, optimizer, seed=0):
+    x = np.random.default_rng(seed).normal(size=(16, 4)).astype("float32")
+    y = np.random.default_rng(seed + 1).normal(size=(16, 1)).astype("float32")
+    model.compile(optimizer=optimizer, loss="mse")
+    model.train_on_batch(x, y)
+
+
+@pytest.mark.parametrize("base", [keras.optimizers.AdamW, keras.optimizers.Adam, keras.optimizers.SGD])
+def test_backbone_weights_step_as_with_their_own_learning_rate(base):
+    """One step with rate 1e-2 and backbone scale 0.1 moves the backbone exactly as rate 1e-3 would."""
+    grouped, backbone, head = two_part_model()
+    one_step(grouped, backbone_rate(base)(learning_rate=1e-2, backbone_variables=backbone.weights, backbone_scale=0.1))
+    slow, slow_backbone, _ = two_part_model()
+    one_step(slow, base(learning_rate=1e-3))
+    fast, _, fast_head = two_part_model()
+    one_step(fast, base(learning_rate=1e-2))
+    for mine, reference in zip(backbone.get_weights(), slow_backbone.get_weights()):
+        np.testing.assert_allclose(mine, reference, rtol=1e-6, atol=1e-7)
+    for mine, reference in zip(head.get_weights(), fast_head.get_weights()):
+        np.testing.assert_allclose(mine, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_scale_zero_holds_the_backbone_still_and_decay_too():
+    model, backbone, head = two_part_model()
+    before_backbone, before_head = backbone.get_weights(), head.get_weights()
+    optimizer = backbone_rate(keras.optimizers.AdamW)(
+        learning_rate=1e-2, weight_decay=0.5, backbone_variables=backbone.weights, backbone_scale=0.0
+    )
+    one_step(model, optimizer)
+    assert all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), before_backbone))
+    assert not np.allclose(head.get_weights()[0], before_head[0])
+
+
+def test_backbone_schedule_freezes_then_restores_the_scale():
+    model, backbone, _ = two_part_model()
+    model.optimizer = backbone_rate(keras.optimizers.Adam)(backbone_variables=backbone.weights, backbone_scale=0.25)
+    schedule = BackboneSchedule(frozen_epochs=2)
+    schedule.set_model(model)
+    seen = []
+    for epoch in range(4):
+        schedule.on_epoch_begin(epoch)
+        seen.append(float(model.optimizer.backbone_scale.numpy()))
+    assert seen == [0.0, 0.0, 0.25, 0.25]
+    resumed = BackboneSchedule(frozen_epochs=2)  # a resumed run starts mid-way and still lands right
+    model.optimizer.backbone_scale.assign(0.25)
+    resumed.set_model(model)
+    resumed.on_epoch_begin(1)
+    assert float(model.optimizer.backbone_scale.numpy()) == 0.0

@@ -14,6 +14,7 @@ Example::
 from kit.errors import (
     ConfigError,
     DataError,
+    Interrupted,
     KitError,
     ModelError,
     PluginError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "DataError",
+    "Interrupted",
     "KitError",
     "ModelError",
     "PluginError",

@@ -6,6 +6,7 @@ TensorFlow is imported only inside the commands that need it, so `kit --help`,
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -62,12 +63,33 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KitError as exc:
             if exc.exit_code == 2:
                 raise click.UsageError(str(exc)) from None
+            if exc.exit_code != 1:
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(exc.exit_code)
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("\nkit: interrupted; run the same command again to resume.", err=True)
             sys.exit(130)
+        except OSError as exc:
+            message = _storage_problem(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
     return wrapper
+
+
+def _storage_problem(exc: OSError) -> str | None:
+    """A message for a full, read-only or forbidden disk; None for other OS errors (real bugs)."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"The disk is full{where}. Free some space and run the same command again: what was saved before "
+            f"(a run's training state in backup/, earlier runs) is kept, and `kit run` resumes from it."
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Permission denied{where} ({exc.strerror}). Make the folder writable or choose another one."
+    return None
 
 
 class KitGroup(click.Group):

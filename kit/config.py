@@ -145,7 +145,9 @@ class TrainConfig:
     )
     monitor: str = _doc("Metric watched by early stopping and best-checkpoint selection.", default="val_loss")
     checkpoint_every_steps: int | None = _doc(
-        "Also back up the training state every N steps (resume mid-epoch).", default=None
+        "Also save the training state every N steps (it is always saved at epoch ends); a killed run resumes "
+        "from the newest one.",
+        default=None,
     )
     keep_checkpoints: int = _doc("Epoch checkpoints kept (oldest pruned first).", default=3)
     strategy: Literal["auto", "cpu", "mirrored", "multi_worker", "tpu"] = _doc(

@@ -39,6 +39,12 @@ class TrainingError(KitError):
     """Training stopped for a reason the user must address (e.g. NaN loss)."""
 
 
+class Interrupted(KitError):
+    """Training was stopped by SIGINT or SIGTERM after saving its state (exit status 130, like Ctrl-C)."""
+
+    exit_code = 130
+
+
 class UsageError(KitError):
     """The command line itself is wrong (exit status 2, like click)."""
 

@@ -284,7 +284,12 @@ def _text_preprocessor(source: str, backbone: Any, sequence_length: int) -> Any:
 
 
 def resolve_backbone_source(source: str) -> str:
-    """`model.backbone` as keras-hub loads it: a kit run directory means the preset it exported."""
+    """`model.backbone` as keras-hub loads it: a kit run directory means the preset it exported,
+    a `.gguf` file the Hugging Face folder kit converts it to (once, into its cache)."""
+    from kit import gguf
+
+    if gguf.is_gguf(source):
+        return str(gguf.hugging_face_folder(source))
     path = Path(source).expanduser()
     if (path / "model" / "kit_model.json").is_file():
         preset = path / "model" / PRESET_DIR

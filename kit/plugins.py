@@ -191,6 +191,20 @@ class Plugins:
         if info is not None:
             info.error = message if not info.error else f"{info.error}; {message}"
 
+    def check_project_plugins(self) -> None:
+        """Raise the first registration error of a project's own plugin.
+
+        A broken third-party plugin is recorded and skipped (`kit plugins`
+        shows it), so one bad package cannot stop every project; a plugin the
+        project itself names in `plugins:` must work, so its errors stop the run.
+        """
+        self.collect()
+        for info in self.info.values():
+            if info.origin == "project" and info.error:
+                raise PluginError(
+                    f"Project plugin '{info.name}' (from `plugins:` in kit.yaml) failed to register: {info.error}"
+                )
+
     def errors(self) -> list[PluginInfo]:
         return [info for info in self.info.values() if info.error]
 

@@ -105,15 +105,64 @@ def batched(
     cache: bool,
 ) -> tf.data.Dataset:
     """Preprocess, cache, shuffle (training only), batch and prefetch."""
-    if preprocess is not None:
-        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        dataset = dataset.cache()
+    dataset = prepared(dataset, preprocess, cache)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     # A smaller last batch would retrace (and with XLA recompile) the train step.
-    dataset = dataset.batch(batch_size, drop_remainder=training)
+    return finished(dataset.batch(batch_size, drop_remainder=training))
+
+
+def prepared(dataset: tf.data.Dataset, preprocess: Any, cache: bool) -> tf.data.Dataset:
+    """Examples preprocessed in parallel (order kept) and, when asked, cached in memory."""
+    if preprocess is not None:
+        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.cache() if cache else dataset
+
+
+def finished(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Deterministic order, sharding by data across workers, prefetching."""
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class TrainingStream:
+    """Shuffled training batches, pass after pass without end, starting from any global step.
+
+    Pass `p` over the examples is shuffled with a seed made of the run's seed
+    and `p` alone, so the batches from step `n` on are the same whether the
+    run started at step 0 or resumed at step `n`: the data position of an
+    interrupted run is just its optimizer's step count.
+
+    Example:
+        >>> stream = TrainingStream(examples, batch_size=32, batches_per_pass=100, seed=42, shuffle_buffer=10000)
+        >>> model.fit(stream.from_step(250), steps_per_epoch=100, initial_epoch=2, epochs=5)
+    """
+
+    def __init__(
+        self,
+        examples: tf.data.Dataset,
+        *,
+        batch_size: int,
+        batches_per_pass: int,
+        seed: int,
+        shuffle_buffer: int,
+        drop_remainder: bool = True,
+    ):
+        self.examples = examples
+        self.batch_size = batch_size
+        self.batches_per_pass = max(int(batches_per_pass), 1)
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.drop_remainder = drop_remainder
+
+    def one_pass(self, number: Any) -> tf.data.Dataset:
+        seed = tf.constant(self.seed, tf.int64) * 1_000_003 + tf.cast(number, tf.int64)
+        shuffled = self.examples.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+        return shuffled.batch(self.batch_size, drop_remainder=self.drop_remainder)
+
+    def from_step(self, step: int) -> tf.data.Dataset:
+        first_pass, skip = divmod(int(step), self.batches_per_pass)
+        passes = tf.data.Dataset.range(first_pass, 2**62)  # endless; fit's steps_per_epoch bounds each epoch
+        return finished(passes.flat_map(self.one_pass).skip(skip))

@@ -89,10 +89,26 @@ def _open_text(path: Path, encoding: str):
 
 
 def _decode_error(path: Path, line: int, encoding: str, exc: UnicodeDecodeError) -> DataError:
+    """Text files are decoded in chunks, so the reader's line is only near the bad bytes: find the real one."""
+    exact = _first_undecodable_line(path, encoding)
+    where = f"line {exact}" if exact else f"near line {line}"
     return DataError(
-        f"{path}, near line {line}: bytes are not valid {encoding} ({exc.reason}). "
+        f"{path}, {where}: bytes are not valid {encoding} ({exc.reason}). "
         f"Set data.encoding to the file's encoding (e.g. latin-1) or re-save it as UTF-8."
     )
+
+
+def _first_undecodable_line(path: Path, encoding: str) -> int | None:
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode(encoding)
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, LookupError):
+        return None
+    return None
 
 
 class CsvSource(Source):

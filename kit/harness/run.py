@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     trainer.write_outputs(run_dir, metrics)
     record.update(status="complete", metrics=metrics, wall_seconds=round(time.time() - started, 1))
     write_run(run_dir, record)
+    shutil.rmtree(run_dir / trainer.BACKUP_DIR, ignore_errors=True)  # only now: a crash before resumes from it
     say(f"kit: run complete: {run_dir}")
     return run_dir
 

@@ -9,7 +9,7 @@ Layout of a run directory::
     curves.png         training curves
     logs/              TensorBoard logs
     checkpoints/       epoch checkpoints (newest `keep`), best.weights.h5
-    backup/            training state for automatic resume (removed when complete)
+    backup/            training states for exact resume, step-N/ each (removed when complete)
     model/             the trained model: model.keras + kit_model.json (+ vocab.txt)
 """
 

@@ -23,6 +23,7 @@ def load_task(config: Config, plugins: Plugins | None = None) -> tuple[Task, str
     plugins = plugins or get_plugins()
     if config.plugins:
         plugins.load_project_plugins(config.plugins, config.project_dir)
+        plugins.check_project_plugins()
     registered = plugins.task(config.task)
     task_cls = registered.obj
     options = validate_options(task_cls.Options, config.options, config.task, config.source_file)

@@ -14,17 +14,19 @@ import tensorflow as tf
 
 from kit.config import Config
 from kit.data.fields import TextField
-from kit.data.pipeline import batched, examples
-from kit.errors import TrainingError
+from kit.data.pipeline import TrainingStream, examples, finished, prepared
+from kit.errors import Interrupted, TrainingError
 from kit.harness.callbacks import BackboneSchedule, JsonHistory, NanGuard, PruneCheckpoints, read_history
 from kit.harness.optim import make_optimizer
 from kit.harness.plots import plot_curves
+from kit.harness.resume import SaveTrainingState, restore_state
 from kit.harness.rundir import write_json_atomic
 from kit.harness.setup import Pieces, say
 from kit.harness.strategy import make_strategy, set_precision
 from kit.inputs import PRESET_DIR
 
 MODEL_FILE = "model.keras"
+BACKUP_DIR = "backup"  # training states for exact resume; removed once the model is saved
 BUNDLE_FILE = "kit_model.json"
 ADAPTERS_FILE = "adapters.lora.h5"
 
@@ -37,33 +39,38 @@ def seed_everything(seed: int) -> None:
 
 def make_datasets(
     config: Config, pieces: Pieces, reports: dict[str, Any]
-) -> tuple[dict[str, tf.data.Dataset], dict[str, int]]:
-    """Batched datasets for every split that has rows, and how many examples each holds."""
+) -> tuple[dict[str, tf.data.Dataset], dict[str, int], TrainingStream]:
+    """Batched datasets in file order for every split that has rows (for evaluation), how many
+    examples each holds, and the shuffled training stream `model.fit` reads."""
     data = config.data
-    datasets, sizes = {}, {}
+    datasets, sizes, train_examples = {}, {}, None
     for split, report in reports.items():
         if report.rows == 0:
             continue
         stream, size, preprocess, cached = _examples(pieces, split, report.rows)
         if size == 0:
             continue
-        training = split == "train"
-        datasets[split] = batched(
-            stream,
-            preprocess,
-            data.batch_size,
-            training=training and size >= data.batch_size,
-            seed=config.seed,
-            shuffle_buffer=data.shuffle_buffer,
-            cache=data.cache and not cached,
-        )
+        examples = prepared(stream, preprocess, cache=data.cache and not cached)
+        datasets[split] = finished(examples.batch(data.batch_size))
         sizes[split] = size
-    if "train" not in datasets:
+        if split == "train":
+            train_examples = examples
+    if train_examples is None:
         raise TrainingError(
             "The training data yields no examples (for generation: fewer tokens than one window of "
             "model.sequence_length + 1). Add text or lower model.sequence_length."
         )
-    return datasets, sizes
+    # A smaller last batch would retrace (and with XLA recompile) the train step: drop it, unless it is all.
+    drop = sizes["train"] >= data.batch_size
+    stream = TrainingStream(
+        train_examples,
+        batch_size=data.batch_size,
+        batches_per_pass=steps_per_epoch(sizes["train"], data.batch_size, drop),
+        seed=config.seed,
+        shuffle_buffer=data.shuffle_buffer,
+        drop_remainder=drop,
+    )
+    return datasets, sizes, stream
 
 
 def _examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Dataset, int, Any, bool]:
@@ -182,37 +189,65 @@ def _backbone_rate(config: Config, model: keras.Model) -> tuple[list[Any], float
 
 
 def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -> tuple[keras.Model, dict]:
+    """Build the model and train it, resuming exactly from the run's saved training state if there is one."""
     seed_everything(config.seed)
     set_precision(config.train.precision)
     strategy = make_strategy(config.train.strategy)
-    datasets, sizes = make_datasets(config, pieces, reports)
-    train_rows = sizes["train"]
-    drop = train_rows >= config.data.batch_size
-    steps = config.train.steps_per_epoch or steps_per_epoch(train_rows, config.data.batch_size, drop)
-    train_ds = datasets["train"].repeat() if config.train.steps_per_epoch else datasets["train"]
+    datasets, sizes, stream = make_datasets(config, pieces, reports)
+    steps = config.train.steps_per_epoch or stream.batches_per_pass
+    epochs = config.train.epochs
     with strategy.scope():
-        model = build_model(config, pieces, steps * config.train.epochs)
+        model = build_model(config, pieces, steps * epochs)
+    saver = SaveTrainingState(context.run_dir / BACKUP_DIR, config.train.checkpoint_every_steps)
+    start = restore_state(model, saver.folder)
     guard = NanGuard()
-    callbacks = _callbacks(config, context, guard, has_validation="validation" in datasets)
-    say(f"kit: training {model.count_params():,} parameters for {config.train.epochs} epochs of {steps} steps")
-    with preprocessing_detached(model):
-        model.fit(
-            train_ds,
-            validation_data=datasets.get("validation"),
-            epochs=config.train.epochs,
-            steps_per_epoch=steps if config.train.steps_per_epoch else None,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself
-            verbose=_verbosity(config.train.verbose),
-        )
+    callbacks = [guard, saver, *_callbacks(config, context, has_validation="validation" in datasets)]
+    say(f"kit: training {model.count_params():,} parameters for {epochs} epochs of {steps} steps")
+    with preprocessing_detached(model), saver.stopping_on_signals():
+        for first_epoch, end_epoch, epoch_steps, from_step in training_phases(start, steps, epochs):
+            model.fit(
+                stream.from_step(from_step),
+                validation_data=datasets.get("validation"),
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                steps_per_epoch=epoch_steps,
+                callbacks=callbacks,
+                shuffle=False,  # the stream is shuffled already
+                verbose=_verbosity(config.train.verbose),
+            )
+            if model.stop_training:  # early stopping, the NaN guard or a signal
+                break
     if guard.failed_at:
         epoch, batch, loss = guard.failed_at
         raise TrainingError(
             f"Training stopped: the loss became {loss} at epoch {epoch}, batch {batch}. "
-            f"The last good state is kept in {context.run_dir / 'backup'} and run again resumes from it. "
+            f"The last good state is kept in {saver.folder} and run again resumes from it. "
             f"Usual remedies: a lower train.learning_rate, train.precision: float32, or check the data for extreme values."
         )
+    if saver.stopped_at is not None:
+        raise Interrupted(
+            f"Training stopped by {saver.stop_requested} at step {saver.stopped_at}; its state is saved in "
+            f"{saver.folder}. Run the same command again to continue exactly where it stopped."
+        )
     return model, datasets
+
+
+def training_phases(start_step: int, steps: int, epochs: int) -> list[tuple[int, int, int, int]]:
+    """The `model.fit` calls that finish training from global step `start_step`.
+
+    Each is (initial_epoch, epochs, steps_per_epoch, first global step). Keras
+    epochs always start at their first batch, so a run stopped mid-epoch
+    finishes that epoch with a short fit of its remaining steps, then trains
+    the remaining epochs in a second one.
+    """
+    epoch, done = divmod(start_step, steps)
+    phases = []
+    if done and epoch < epochs:
+        phases.append((epoch, epoch + 1, steps - done, start_step))
+        epoch += 1
+    if epoch < epochs:
+        phases.append((epoch, epochs, steps, epoch * steps))
+    return phases
 
 
 @contextlib.contextmanager
@@ -246,16 +281,12 @@ def _verbosity(setting: Any) -> Any:
     return 1 if os.isatty(1) else 2
 
 
-def _callbacks(config: Config, context: Any, guard: NanGuard, has_validation: bool) -> list[keras.callbacks.Callback]:
+def _callbacks(config: Config, context: Any, has_validation: bool) -> list[keras.callbacks.Callback]:
     run_dir = context.run_dir
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
     monitor = config.train.monitor if has_validation or not config.train.monitor.startswith("val_") else "loss"
     callbacks: list[keras.callbacks.Callback] = [
-        guard,
-        keras.callbacks.BackupAndRestore(
-            str(run_dir / "backup"), save_freq=config.train.checkpoint_every_steps or "epoch", double_checkpoint=True
-        ),
         keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.weights.h5"), save_weights_only=True),
         PruneCheckpoints(checkpoints, keep=config.train.keep_checkpoints),
         keras.callbacks.ModelCheckpoint(

@@ -193,6 +193,6 @@ def test_corpus_errors_name_the_problem(tmp_path):
         list(plan_for(tmp_path / "empty", format="corpus").rows("train"))
     bad = tmp_path / "latin.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(DataError, match="latin.txt, near line 1.*data.encoding"):
+    with pytest.raises(DataError, match="latin.txt, line 1: .*data.encoding"):
         list(plan_for(bad).rows("train"))
     assert next(plan_for(bad, encoding="latin-1").rows("train")).values["text"] == "caf\xe9\n"

@@ -121,3 +121,89 @@ def test_hugging_face_folder_without_weights_is_explained(runner, tmp_path):
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert str(folder) in result.output
+
+
+def tiny_llama_gguf(path, text):
+    """The tiny Llama written as llama.cpp's converter would: GGUF names, permuted q/k, BPE tokenizer."""
+    import gguf
+
+    from kit.gguf import TENSOR_NAMES, permute
+
+    tokenizer = llama_tokenizer_json(text)
+    tokens = sorted(tokenizer["model"]["vocab"], key=tokenizer["model"]["vocab"].get)
+    tokens += [added["content"] for added in tokenizer["added_tokens"]]
+    weights = llama_weights(len(tokens))
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(LLAMA["layers"])
+    writer.add_embedding_length(LLAMA["hidden"])
+    writer.add_feed_forward_length(LLAMA["intermediate"])
+    writer.add_head_count(LLAMA["heads"])
+    writer.add_head_count_kv(LLAMA["kv_heads"])
+    writer.add_context_length(64)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if token in (BOS, EOS) else 1 for token in tokens])
+    writer.add_token_merges(tokenizer["model"]["merges"])
+    writer.add_bos_token_id(tokens.index(BOS))
+    writer.add_eos_token_id(tokens.index(EOS))
+    to_gguf = {hf.format(i=0): name.format(i=0) for name, hf in TENSOR_NAMES.items()}
+    for name, array in weights.items():
+        if name.endswith("q_proj.weight"):
+            array = permute(array, LLAMA["heads"])
+        elif name.endswith("k_proj.weight"):
+            array = permute(array, LLAMA["kv_heads"])
+        writer.add_tensor(to_gguf[name], array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path, weights, tokenizer
+
+
+def test_gguf_file_converts_back_to_the_hugging_face_weights(tmp_path, monkeypatch):
+    from safetensors.numpy import load_file
+
+    from kit.gguf import hugging_face_folder
+
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
+    path, weights, tokenizer = tiny_llama_gguf(tmp_path / "tiny.gguf", python_docs(20_000))
+    folder = hugging_face_folder(path)
+    converted = load_file(str(folder / "model.safetensors"))
+    assert sorted(converted) == sorted(weights)
+    for name, array in weights.items():
+        np.testing.assert_array_equal(converted[name], array, err_msg=name)  # q/k un-permuted exactly
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tie_word_embeddings"] is True and config["num_key_value_heads"] == LLAMA["kv_heads"]
+    vocabulary = {**tokenizer["model"]["vocab"], **{t["content"]: t["id"] for t in tokenizer["added_tokens"]}}
+    assert json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"] == vocabulary
+    assert json.loads((folder / "tokenizer_config.json").read_text()) == {"bos_token": BOS, "eos_token": EOS}
+    assert hugging_face_folder(path) == folder  # converted once, then reused from the cache
+
+
+def test_gguf_backbone_trains_and_generates(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
+    path, _, _ = tiny_llama_gguf(tmp_path / "tiny.gguf", python_docs(20_000))
+    result = runner.invoke(cli, ["run", str(llama_project(tmp_path, path))])
+    assert result.exit_code == 0, result.output
+    text = generate(runner, tmp_path / "p" / "runs" / "run-1", "The class", "-n", "5", "--sampler", "greedy")
+    assert text.startswith("The class")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        (b"not a gguf file at all", "is not a readable GGUF file"),
+    ],
+)
+def test_bad_gguf_backbones_are_explained(runner, tmp_path, monkeypatch, content, message):
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    result = runner.invoke(cli, ["run", str(llama_project(tmp_path, path))])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not list((tmp_path / "cache").glob("gguf/*"))  # nothing half-converted left behind

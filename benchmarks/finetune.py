@@ -52,10 +52,9 @@ def kit_model(data: Path, backbone: str, sequence_length: int, batch: int):
     reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
     trainer.adapt_inputs(pieces)
     trainer.seed_everything(config.seed)
-    datasets, sizes = trainer.make_datasets(config, pieces, reports)
-    steps = trainer.steps_per_epoch(sizes["train"], batch, True)
-    model = trainer.build_model(config, pieces, steps * config.train.epochs)
-    return model, datasets["train"].repeat()
+    _, _, stream = trainer.make_datasets(config, pieces, reports)
+    model = trainer.build_model(config, pieces, stream.batches_per_pass * config.train.epochs)
+    return model, stream.from_step(0)
 
 
 def script_model(data: Path, backbone: str, sequence_length: int, batch: int):

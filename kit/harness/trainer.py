@@ -201,7 +201,9 @@ def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -
     saver = SaveTrainingState(context.run_dir / BACKUP_DIR, config.train.checkpoint_every_steps)
     start = restore_state(model, saver.folder)
     guard = NanGuard()
-    callbacks = [guard, saver, *_callbacks(config, context, has_validation="validation" in datasets)]
+    # The saver runs after kit's epoch-end writers: a kill while they write leaves the previous state newest,
+    # so the epoch is trained and its files written again. Plugin callbacks come last.
+    callbacks = [guard, *_callbacks(config, context, "validation" in datasets), saver, *_plugin_callbacks(context)]
     say(f"kit: training {model.count_params():,} parameters for {epochs} epochs of {steps} steps")
     with preprocessing_detached(model), saver.stopping_on_signals():
         for first_epoch, end_epoch, epoch_steps, from_step in training_phases(start, steps, epochs):
@@ -303,7 +305,6 @@ def _callbacks(config: Config, context: Any, has_validation: bool) -> list[keras
         )
     if config.model.unfreeze_backbone_after is not None or config.train.backbone_learning_rate is not None:
         callbacks.append(BackboneSchedule(config.model.unfreeze_backbone_after or 0))
-    callbacks += _plugin_callbacks(context)
     return callbacks
 
 

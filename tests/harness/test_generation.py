@@ -147,7 +147,8 @@ def test_continue_pretraining_from_a_run(runner, trained, tmp_path):
 
 def test_fine_tune_a_classifier_on_the_pretrained_decoder(runner, trained, tmp_path, text_csv):
     config = (
-        f"task: classification\ndata:\n  train: {text_csv}\nmodel:\n  backbone: {trained}\n  sequence_length: 16\n"
+        f"task: classification\ndata:\n  train: {text_csv}\n  batch_size: 16\nmodel:\n  backbone: {trained}\n"
+        f"  sequence_length: 16\n"
         f"train:\n  epochs: 10\n  learning_rate: 0.003\n  verbose: 0\n"
     )
     folder = project(tmp_path / "cls", config)

@@ -73,3 +73,64 @@ def _llama3_tokenizer_keeps_special_tokens() -> None:
 
     Llama3Tokenizer.get_config = get_config
     Llama3Tokenizer.from_config = classmethod(from_config)
+
+
+@functools.cache
+def fix_keras_distribution() -> None:
+    """Let `model.fit` run under MirroredStrategy over several devices and MultiWorkerMirroredStrategy.
+
+    Keras 3.15's TensorFlow trainer has two bugs there (see ../shared/STACK.md):
+
+    1. `_maybe_symbolic_build` MEAN-reduces the first batch across replicas only
+       to learn its shapes; a bool tensor (keras-hub's padding mask) cannot be
+       reduced, and across workers the reduce fails outright. The first
+       replica's local batch has the same shapes: kit builds from that.
+    2. `reduce_per_replica` MEAN-reduces every log value along axis 0 across
+       workers; scalar logs (the loss) have no axis 0. kit reduces scalars whole.
+
+    Both are detected in Keras's source, so a Keras that fixes them is left alone.
+    """
+    import inspect
+
+    from keras.src.backend.tensorflow import trainer
+
+    if '"MEAN"' in inspect.getsource(trainer.TensorFlowTrainer._maybe_symbolic_build):
+        trainer.TensorFlowTrainer._maybe_symbolic_build = _symbolic_build_from_first_replica
+    if 'strategy.reduce("MEAN", v, axis=0)' in inspect.getsource(trainer.reduce_per_replica):
+        original = trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):  # type: ignore[no-untyped-def]
+            if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+                from keras.src import tree
+
+                def mean(value):  # type: ignore[no-untyped-def]
+                    axis = None if getattr(value, "shape", None) is None or value.shape.rank == 0 else 0
+                    return strategy.reduce("MEAN", value, axis=axis)
+
+                return tree.map_structure(mean, values)
+            return original(values, strategy, reduction)
+
+        trainer.reduce_per_replica = reduce_per_replica
+
+
+def _symbolic_build_from_first_replica(self, iterator=None, data_batch=None):  # type: ignore[no-untyped-def]
+    """Keras's `_maybe_symbolic_build`, taking the first replica's batch instead of a cross-replica mean."""
+    import tensorflow as tf
+    from keras.src import tree
+
+    if self._distribute_strategy is None:
+        return
+    if iterator is not None:
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tree.map_structure(
+                lambda x: (
+                    self.distribute_strategy.experimental_local_results(x)[0]
+                    if isinstance(x, tf.distribute.DistributedValues)
+                    else x
+                ),
+                batch,
+            )
+            break
+    with self.distribute_strategy.scope():
+        self._symbolic_build(data_batch=data_batch)

@@ -46,7 +46,11 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     # Check the data before creating anything: a malformed file leaves no empty run behind.
     reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
     from kit.harness import trainer
+    from kit.harness.strategy import make_strategy, split_cpu
 
+    # Devices and the strategy first: multi-worker collectives must be set up before any TensorFlow operation.
+    split_cpu()
+    strategy = make_strategy(config.train.strategy)
     trainer.adapt_inputs(pieces)  # loads or learns the tokenizer: a bad backbone fails here, before any run dir
     run_dir, resumed = choose_run_dir(resolved, runs_root, run_dir)
     say(f"kit: {'resuming' if resumed else 'starting'} run in {run_dir}")
@@ -57,7 +61,7 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     write_run(run_dir, record)
 
     context = RunContext(config, run_dir, pieces.task, resumed)
-    model, datasets = trainer.fit(config, pieces, reports, context)
+    model, datasets = trainer.fit(config, pieces, reports, context, strategy)
     trainer.save_model(model, pieces, config, resolved, run_dir / "model")
     metrics = trainer.final_metrics(model, pieces, datasets, run_dir)
     trainer.write_outputs(run_dir, metrics)

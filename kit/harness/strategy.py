@@ -28,6 +28,9 @@ def make_strategy(name: str) -> Any:
     """
     import tensorflow as tf
 
+    from kit.compat import fix_keras_distribution
+
+    fix_keras_distribution()
     if name == "auto":
         if _tf_config_workers() > 1:
             name = "multi_worker"
@@ -63,6 +66,25 @@ def _tpu_strategy(tf: Any) -> Any:
             f"train.strategy is tpu but no TPU was found ({exc}). Run on a TPU VM or set TPU_NAME."
         ) from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def split_cpu(environ: dict[str, str] | None = None) -> None:
+    """KIT_CPU_DEVICES=N splits the CPU into N logical devices, to try `mirrored` training on one machine.
+
+    Must run before TensorFlow executes its first operation.
+    """
+    count = (environ if environ is not None else os.environ).get("KIT_CPU_DEVICES")
+    if not count:
+        return
+    if not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"KIT_CPU_DEVICES must be a whole number of devices, got '{count}'.")
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(count))
+    except RuntimeError:  # already initialised in this process (e.g. a second run in the same Python)
+        pass
 
 
 def set_precision(policy: str) -> None:

@@ -188,11 +188,13 @@ def _backbone_rate(config: Config, model: keras.Model) -> tuple[list[Any], float
     return backbone_weights, scale
 
 
-def fit(config: Config, pieces: Pieces, reports: dict[str, Any], context: Any) -> tuple[keras.Model, dict]:
+def fit(
+    config: Config, pieces: Pieces, reports: dict[str, Any], context: Any, strategy: Any = None
+) -> tuple[keras.Model, dict]:
     """Build the model and train it, resuming exactly from the run's saved training state if there is one."""
     seed_everything(config.seed)
     set_precision(config.train.precision)
-    strategy = make_strategy(config.train.strategy)
+    strategy = strategy or make_strategy(config.train.strategy)
     datasets, sizes, stream = make_datasets(config, pieces, reports)
     steps = config.train.steps_per_epoch or stream.batches_per_pass
     epochs = config.train.epochs
@@ -412,12 +414,14 @@ def save_backbone_preset(model: keras.Model, inputs: Any, folder: Path) -> Path 
 
 
 def outputs_and_targets(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model over a batched (x, y) dataset once, keeping targets aligned."""
-    outputs, targets = [], []
-    for x, y in dataset:
-        outputs.append(np.asarray(model.predict_on_batch(x)))
-        targets.append(y.numpy())
-    return np.concatenate(outputs), np.concatenate(targets)
+    """Run the model over a batched (x, y) dataset once, keeping targets aligned.
+
+    Through `model.predict`, which splits batches across a distribution strategy's
+    replicas (`predict_on_batch` would give each replica the whole batch).
+    """
+    outputs = model.predict(dataset.map(lambda x, y: x), verbose=0)
+    targets = np.concatenate([y.numpy() for _, y in dataset])
+    return np.asarray(outputs), targets
 
 
 def split_metrics(

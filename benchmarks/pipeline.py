@@ -121,7 +121,9 @@ def main() -> None:
     if not args.data.is_file():
         parser.error(f"{args.data} does not exist; pass --data and --target")
     scratch = Path(tempfile.mkdtemp(prefix="kit-pipeline-"))
-    csv_speed, memory_speed = pipeline_ratio(project(scratch / "ratio", args.data, args.target), args.steps, args.rounds)
+    csv_speed, memory_speed = pipeline_ratio(
+        project(scratch / "ratio", args.data, args.target), args.steps, args.rounds
+    )
     line = f"| {args.data.name} | {csv_speed:.1f} | {memory_speed:.1f} | {csv_speed / memory_speed:.3f} |"
     print(line, flush=True)
     big = repeated(args.data, 10, scratch)

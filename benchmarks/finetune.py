@@ -37,23 +37,14 @@ def minilm_folder() -> str | None:
 
 def kit_model(data: Path, backbone: str, sequence_length: int, batch: int):
     """kit's model and training dataset, built the way `kit run` builds them."""
-    from kit.config import load_config
-    from kit.data.plan import scan
-    from kit.harness import trainer
-    from kit.harness.setup import assemble
+    from _kit import model_and_stream
 
     folder = Path(tempfile.mkdtemp(prefix="kit-bench-"))
     (folder / "kit.yaml").write_text(
         f"task: classification\ndata:\n  train: {data}\n  batch_size: {batch}\n"
         f"model:\n  backbone: {backbone}\n  sequence_length: {sequence_length}\ntrain:\n  verbose: 0\n"
     )
-    config = load_config(folder)
-    pieces = assemble(config)
-    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
-    trainer.adapt_inputs(pieces)
-    trainer.seed_everything(config.seed)
-    _, _, stream = trainer.make_datasets(config, pieces, reports)
-    model = trainer.build_model(config, pieces, stream.batches_per_pass * config.train.epochs)
+    _, model, stream = model_and_stream(folder)
     return model, stream.from_step(0)
 
 

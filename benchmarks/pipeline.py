@@ -48,19 +48,9 @@ def pipeline_ratio(folder: Path, steps: int, rounds: int) -> tuple[float, float]
     """(kit pipeline steps/s, in-memory steps/s), best of interleaved rounds."""
     import numpy as np
     import tensorflow as tf
+    from _kit import model_and_stream
 
-    from kit.config import load_config
-    from kit.data.plan import scan
-    from kit.harness import trainer
-    from kit.harness.setup import assemble
-
-    config = load_config(folder)
-    pieces = assemble(config)
-    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
-    trainer.adapt_inputs(pieces)
-    trainer.seed_everything(config.seed)
-    _, _, stream = trainer.make_datasets(config, pieces, reports)
-    model = trainer.build_model(config, pieces, stream.batches_per_pass * 10)
+    config, model, stream = model_and_stream(folder, schedule_epochs=10)
     # The same examples, materialised once as tensors in memory.
     batches = list(stream.from_step(0).take(stream.batches_per_pass))
     features = {k: np.concatenate([b[0][k].numpy() for b in batches]) for k in batches[0][0]}

@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,14 +32,12 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
+from kit.harness.setup import say
+
 STATE_PREFIX = "step-"
 WEIGHTS = "state.weights.h5"
 RANDOM = "random.npz"
 META = "state.json"
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def seed_states(model: keras.Model) -> list[Any]:
@@ -92,10 +89,10 @@ def restore_state(model: keras.Model, folder: Path) -> int:
         try:
             _load(model, state)
         except Exception as exc:  # noqa: BLE001 - any failure means this state is unusable
-            _say(f"kit: the saved state {state} is damaged ({type(exc).__name__}: {exc}); trying an older one.")
+            say(f"kit: the saved state {state} is damaged ({type(exc).__name__}: {exc}); trying an older one.")
             continue
         step = json.loads((state / META).read_text(encoding="utf-8"))["step"]
-        _say(f"kit: resuming from step {step} ({state.name})")
+        say(f"kit: resuming from step {step} ({state.name})")
         return step
     return 0
 
@@ -158,7 +155,7 @@ class SaveTrainingState(keras.callbacks.Callback):
             if self.stop_requested:
                 raise KeyboardInterrupt
             self.stop_requested = signal.Signals(number).name
-            _say(f"\nkit: {self.stop_requested} received: saving the training state after this step...")
+            say(f"\nkit: {self.stop_requested} received: saving the training state after this step...")
 
         handled = (signal.SIGINT, signal.SIGTERM)
         try:

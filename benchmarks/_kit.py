@@ -1,0 +1,26 @@
+"""What the benchmarks share: kit's model and training stream, built the way `kit run` builds them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def model_and_stream(folder: Path, schedule_epochs: int | None = None) -> tuple[Any, Any, Any]:
+    """(config, compiled model, TrainingStream) of the project in `folder`, without a run directory.
+
+    `schedule_epochs` sets the learning-rate schedule's length (default: the config's epochs).
+    """
+    from kit.config import load_config
+    from kit.data.plan import scan
+    from kit.harness import trainer
+    from kit.harness.setup import assemble
+
+    config = load_config(folder)
+    pieces = assemble(config)
+    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
+    trainer.adapt_inputs(pieces)
+    trainer.seed_everything(config.seed)
+    _, _, stream = trainer.make_datasets(config, pieces, reports)
+    model = trainer.build_model(config, pieces, stream.batches_per_pass * (schedule_epochs or config.train.epochs))
+    return config, model, stream

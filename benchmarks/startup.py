@@ -8,6 +8,11 @@ process) against `python -c "import click, pluggy"`, interleaved round by
 round, and reports each one's median wall time and its ratio to the baseline
 (goal: at most 1.5x). Also checks, with `python -X importtime`, that none of
 them imports TensorFlow or keras-hub. Appends the table to benchmarks/RESULTS.md.
+
+The commands run with PYTHONDONTWRITEBYTECODE removed from their environment
+and after one warm-up round, so kit's modules load from cached bytecode as
+they do on a user's machine (pip compiles it at install time); a shell that
+sets the variable would otherwise have every start recompile kit from source.
 """
 
 from __future__ import annotations
@@ -38,10 +43,13 @@ def commands(scratch: Path) -> dict[str, list[str]]:
     }
 
 
+CHILD_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
 def wall_time(argv: list[str], scratch: Path) -> float:
     shutil.rmtree(scratch / "project", ignore_errors=True)
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=scratch)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=scratch, env=CHILD_ENV)
     return time.perf_counter() - started
 
 
@@ -49,9 +57,20 @@ def heavy_imports(argv: list[str], scratch: Path) -> list[str]:
     """Which of tensorflow / keras / keras_hub the command imports."""
     shutil.rmtree(scratch / "project", ignore_errors=True)
     traced = [argv[0], "-X", "importtime", *argv[1:]]
-    result = subprocess.run(traced, capture_output=True, text=True, cwd=scratch)
+    result = subprocess.run(traced, capture_output=True, text=True, cwd=scratch, env=CHILD_ENV)
     modules = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     return sorted(name for name in ("tensorflow", "keras", "keras_hub") if name in modules)
+
+
+def install_kind() -> str:
+    """ "editable" when kit runs from a source checkout, else "regular"."""
+    import kit
+
+    return (
+        "editable"
+        if Path(kit.__file__).resolve().parent.parent == Path(__file__).resolve().parent.parent
+        else "regular"
+    )
 
 
 def main() -> None:
@@ -81,7 +100,8 @@ def main() -> None:
         f"\n### Start-up: light commands vs import click, pluggy ({datetime.date.today()}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
         f"{', KIT_LOAD_PLUGINS=' + env_note if env_note is not None else ''})\n\n"
-        f"`python benchmarks/startup.py --rounds {args.rounds}` - median wall time of a fresh process, interleaved.\n\n"
+        f"`python benchmarks/startup.py --rounds {args.rounds}` - median wall time of a fresh process, interleaved "
+        f"({install_kind()} install, bytecode cached).\n\n"
         "| command | median | vs baseline | imports TensorFlow / Keras / keras-hub |\n|---|---|---|---|\n"
     )
     with open(RESULTS, "a", encoding="utf-8") as handle:

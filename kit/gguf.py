@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kit.cache import cache_dir
 from kit.errors import ModelError
 
 # GGUF tensor names -> Hugging Face LlamaForCausalLM names ({i}: layer number).
@@ -45,11 +45,6 @@ CONTROL_TOKEN = 3  # tokenizer.ggml.token_type of special tokens
 
 def is_gguf(source: str) -> bool:
     return source.lower().endswith(".gguf")
-
-
-def cache_dir() -> Path:
-    """Where converted models live: $KIT_CACHE_DIR, else ~/.cache/kit."""
-    return Path(os.environ.get("KIT_CACHE_DIR") or Path.home() / ".cache" / "kit")
 
 
 def hugging_face_folder(gguf_file: str | Path) -> Path:

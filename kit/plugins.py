@@ -11,7 +11,6 @@ keep working.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -22,7 +21,9 @@ from typing import Any, Callable
 
 import pluggy
 
+from kit import __version__ as kit_version
 from kit import hookspecs
+from kit.entry_points import entry_points
 from kit.errors import PluginError
 
 DEFAULT_PLUGINS = (
@@ -104,16 +105,16 @@ class Plugins:
 
     def load_defaults(self) -> None:
         for module_name in DEFAULT_PLUGINS:
-            self._load_module(module_name, PluginInfo(module_name, "builtin", "kit", _version("kit")))
+            self._load_module(module_name, PluginInfo(module_name, "builtin", "kit", kit_version))
 
     def load_entry_points(self) -> None:
         allowed = _allowed_packages()
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            package = ep.dist.name if ep.dist else None
-            if allowed is not None and (package or ep.name) not in allowed and ep.name not in allowed:
+        if allowed == set():
+            return  # nothing may load: skip even the (cached) scan
+        for ep in entry_points(ENTRY_POINT_GROUP):
+            if allowed is not None and (ep.package or ep.name) not in allowed and ep.name not in allowed:
                 continue
-            version = ep.dist.version if ep.dist else None
-            info = PluginInfo(ep.name, "entry point", package, version)
+            info = PluginInfo(ep.name, "entry point", ep.package, ep.version)
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not break kit
@@ -261,13 +262,6 @@ def _one_line(exc: BaseException) -> str:
 def _user_frames(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)[-1:]
     return "".join(f"  at {f.filename}, line {f.lineno}\n" for f in frames)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 _plugins: Plugins | None = None

@@ -17,9 +17,10 @@ FILLER = "the film story cast plot director scenes and a is was with this its".s
 
 
 @pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch):
-    """Each test gets its own plugin manager; no third-party plugins unless a test adds them."""
+def fresh_plugins(monkeypatch, tmp_path_factory):
+    """Each test gets its own plugin manager and cache; no third-party plugins unless a test adds them."""
     monkeypatch.setenv("KIT_LOAD_PLUGINS", "")
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path_factory.mktemp("kit-cache")))
     reset_plugins()
     yield
     reset_plugins()

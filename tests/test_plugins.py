@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
+import time
 import types
 
 import pytest
@@ -149,3 +151,46 @@ def test_project_plugin_import_error_names_it(tmp_path):
     with pytest.raises(PluginError, match="does not exist"):
         get_plugins().load_project_plugins(["nope.py"], tmp_path)
     sys.modules.pop("kit_project_plugin_bad_plugin", None)
+
+
+def test_entry_point_scan_is_cached_until_an_install_changes_sys_path(tmp_path, monkeypatch):
+    from kit import entry_points as eps
+
+    site = tmp_path / "site"
+    (site / "cached_plugin").mkdir(parents=True)
+    (site / "cached_plugin" / "__init__.py").write_text("VALUE = 'loaded'\n")
+    dist = site / "kit_cached-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kit-cached\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[kit]\ncached = cached_plugin:VALUE\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    first = eps.entry_points("kit")
+    assert [(ep.name, ep.package, ep.version) for ep in first] == [("cached", "kit-cached", "1.0")]
+
+    def no_scan(group):
+        raise AssertionError("scanned again although nothing was installed")
+
+    real_scan = eps._scan
+    monkeypatch.setattr(eps, "_scan", no_scan)
+    cached = eps.entry_points("kit")
+    assert cached[0].scanned is None and cached[0].load() == "loaded"  # loaded by name, from the cache
+
+    # Installing another distribution changes the folder's time: the cache is stale.
+    monkeypatch.setattr(eps, "_scan", real_scan)
+    other = site / "kit_other-2.0.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: kit-other\nVersion: 2.0\n")
+    (other / "entry_points.txt").write_text("[kit]\nother = cached_plugin\n")
+    os.utime(site, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert sorted(ep.name for ep in eps.entry_points("kit")) == ["cached", "other"]
+
+
+def test_damaged_entry_point_cache_means_a_fresh_scan(monkeypatch):
+    from kit import entry_points as eps
+    from kit.cache import cache_dir
+
+    eps.entry_points("kit")
+    for cache_file in (cache_dir() / "entry-points").glob("*.json"):
+        cache_file.write_text("{not json")
+    assert eps.entry_points("kit") == [ep for ep in eps._scan("kit")]

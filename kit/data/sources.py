@@ -8,7 +8,6 @@ Readers stream: nothing loads a whole file into memory.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -58,10 +57,14 @@ class Source:
 
     def fingerprint(self) -> str:
         """A hash that changes when the data changes (recorded in run.json)."""
+        import hashlib  # lazily: 3 ms that light commands need not pay
+
         return hashlib.sha256(self.name.encode()).hexdigest()[:16]
 
 
 def _file_fingerprint(paths: list[Path]) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     for path in paths:
         digest.update(str(path.name).encode())
@@ -261,6 +264,8 @@ class FolderSource(Source):
             return BadJson(f"not valid {self.encoding} ({exc.reason}); set data.encoding")
 
     def fingerprint(self) -> str:
+        import hashlib
+
         digest = hashlib.sha256()
         for label, path in self.files():
             stat = path.stat()

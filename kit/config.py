@@ -72,7 +72,17 @@ class DataConfig:
     color_mode: Literal["grayscale", "rgb"] = _doc("Channels images are decoded to.", default="grayscale")
     batch_size: int = _doc("Examples per training step (global, across replicas).", default=32)
     shuffle_buffer: int = _doc("Examples held in the shuffle buffer.", default=10000)
-    cache: bool = _doc("Cache preprocessed examples in memory after the first epoch.", default=True)
+    cache: bool | Literal["auto"] = _doc(
+        "Hold the preprocessed examples in memory as arrays (fast: a batch is one gather) or read the file "
+        "every epoch (`false`: memory stays flat however large the file); `auto` holds them when they take "
+        "at most 1 GiB.",
+        default="auto",
+    )
+    trim_padding: bool | Literal["auto"] = _doc(
+        "Cut each batch of texts to its longest one (rounded up to 8 tokens) instead of padding all to "
+        "`model.sequence_length`; `auto`: on when training on CPU without XLA.",
+        default="auto",
+    )
     bad_rows: Literal["fail", "skip"] = _doc(
         "What to do with malformed rows: `fail` stops at the first one (with its line), `skip` counts and drops them.",
         default="fail",

@@ -2,8 +2,19 @@
 
 Rows stream from the source through a Python generator that parses and
 encodes them in chunks (one generator call per 512 rows keeps Python overhead
-low), then tf.data unbatches, applies the inputs' preprocessing (tokenising,
-image decoding), caches, shuffles, batches and prefetches.
+low), then tf.data unbatches and applies the inputs' preprocessing (tokenising,
+image decoding). From there, two ways to serve batches epoch after epoch:
+
+- `HeldExamples`: the preprocessed examples gathered once into one numpy array
+  per component; a batch is one gather of whole arrays. This is the fast path
+  and the compact one: tf.data's own `cache()` keeps every example as a
+  separate element (about 1.7 KB of bookkeeping per diamonds row, 40 times its
+  numbers) and per-element shuffle and batch cost more than a small model's step.
+- streaming: the file is read again every epoch and shuffled through a buffer,
+  so memory stays flat however large the file.
+
+`data.cache` chooses: `true` holds, `false` streams, `auto` holds when the
+examples take at most `MEMORY_LIMIT` bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from kit.data.plan import DataPlan, parse_row
 from kit.data.sources import Row
 
 CHUNK = 512
+MEMORY_LIMIT = 1 << 30  # bytes of preprocessed examples `data.cache: auto` keeps in memory
 
 
 def _tf_dtype(f: Field) -> tf.DType:
@@ -119,6 +131,93 @@ def prepared(dataset: tf.data.Dataset, preprocess: Any, cache: bool) -> tf.data.
     return dataset.cache() if cache else dataset
 
 
+class HeldExamples:
+    """Examples held in memory as one numpy array per component (the first axis counts examples).
+
+    Example:
+        >>> held = HeldExamples.collect(examples, limit=None)
+        >>> held.batches(32)  # file order, for evaluation
+    """
+
+    def __init__(self, arrays: Any):
+        self.arrays = arrays
+        self.count = len(tf.nest.flatten(arrays)[0])
+        with tf.device("/cpu:0"):  # made eagerly, once: tf.data functions capture them, host-side
+            self.tensors = tf.nest.map_structure(tf.constant, arrays)
+
+    @classmethod
+    def collect(cls, dataset: tf.data.Dataset, limit: int | None) -> HeldExamples | None:
+        """Gather `dataset`'s examples; None as soon as they pass `limit` bytes (None: no limit)."""
+        parts, size = [], 0
+        for part in dataset.batch(4096).as_numpy_iterator():
+            parts.append(part)
+            size += sum(_nbytes(array) for array in tf.nest.flatten(part))
+            if limit is not None and size > limit:
+                return None
+        if not parts:
+            return None
+        return cls(tf.nest.map_structure(lambda *pieces: np.concatenate(pieces), *parts))
+
+    def gather(self, indices: tf.Tensor) -> Any:
+        """The examples at `indices`, batched (a tf.data map function)."""
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, indices), self.tensors)
+
+    def batches(self, batch_size: int) -> tf.data.Dataset:
+        """All examples in order, `batch_size` at a time (the last batch may be smaller)."""
+        return tf.data.Dataset.range(self.count).batch(batch_size).map(self.gather)
+
+    def shuffled_batches(self, seed: tf.Tensor, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
+        """One pass in the order of a permutation drawn from `seed` (shape [2]); same seed, same batches."""
+        order = tf.argsort(tf.random.stateless_uniform([self.count], seed=seed))
+        if drop_remainder:
+            whole = (self.count // batch_size) * batch_size
+            rows = tf.reshape(order[:whole], [-1, batch_size])
+        else:  # kit streams a remainder only when all examples make less than one batch
+            rows = order[tf.newaxis, :]
+        return tf.data.Dataset.from_tensor_slices(tf.cast(rows, tf.int64)).map(self.gather)
+
+
+def _nbytes(array: np.ndarray) -> int:
+    if array.dtype == object:  # strings: the pointers plus the bytes they point to
+        return array.nbytes + sum(len(value) for value in array.flat)
+    return array.nbytes
+
+
+def hold_in_memory(examples: tf.data.Dataset, cache: bool | str) -> HeldExamples | None:
+    """The examples held in memory as `data.cache` asks (`true`, `false`, `auto`), or None to stream them."""
+    if cache is False:
+        return None
+    return HeldExamples.collect(examples, limit=None if cache is True else MEMORY_LIMIT)
+
+
+def trimmed(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Batches of token sequences cut to their longest text, rounded up to a multiple of 8.
+
+    Reviews average ~25 tokens: padding every one to a sequence length of 64
+    spends most of a Transformer's work on padding. Only features are cut (a
+    `padding_mask` marks token sequences); per-example targets are left alone,
+    and elements without a `padding_mask`, or whose targets are sequences of the
+    same length (next-token prediction), pass unchanged. Shapes then vary by
+    batch, so this is for training without XLA (at most length/8 shapes).
+    """
+    spec = dataset.element_spec
+    features = spec[0] if isinstance(spec, tuple) else spec
+    if not (isinstance(features, dict) and "padding_mask" in features):
+        return dataset
+    length = features["padding_mask"].shape[-1]
+    targets = tf.nest.flatten(spec[1:]) if isinstance(spec, tuple) else []
+    if length is None or any(t.shape.rank is not None and t.shape.rank >= 2 and t.shape[1] == length for t in targets):
+        return dataset
+
+    def cut(x: dict[str, Any], *rest: Any) -> Any:
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1))
+        keep = tf.minimum((longest + 7) // 8 * 8, length)
+        x = {k: v[:, :keep] if v.shape.rank == 2 and v.shape[1] == length else v for k, v in x.items()}
+        return (x, *rest) if rest else x
+
+    return dataset.map(cut, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def finished(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Deterministic order, sharding by data across workers, prefetching."""
     options = tf.data.Options()
@@ -135,6 +234,10 @@ class TrainingStream:
     run started at step 0 or resumed at step `n`: the data position of an
     interrupted run is just its optimizer's step count.
 
+    The examples come as a tf.data dataset (streamed and shuffled through a
+    buffer of `shuffle_buffer`) or as `HeldExamples` (each pass a full
+    permutation, drawn from the same seeds).
+
     Example:
         >>> stream = TrainingStream(examples, batch_size=32, batches_per_pass=100, seed=42, shuffle_buffer=10000)
         >>> model.fit(stream.from_step(250), steps_per_epoch=100, initial_epoch=2, epochs=5)
@@ -142,13 +245,14 @@ class TrainingStream:
 
     def __init__(
         self,
-        examples: tf.data.Dataset,
+        examples: tf.data.Dataset | HeldExamples,
         *,
         batch_size: int,
         batches_per_pass: int,
         seed: int,
         shuffle_buffer: int,
         drop_remainder: bool = True,
+        trim_padding: bool = False,
     ):
         self.examples = examples
         self.batch_size = batch_size
@@ -156,13 +260,19 @@ class TrainingStream:
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
         self.drop_remainder = drop_remainder
+        self.trim_padding = trim_padding
 
     def one_pass(self, number: Any) -> tf.data.Dataset:
-        seed = tf.constant(self.seed, tf.int64) * 1_000_003 + tf.cast(number, tf.int64)
+        number = tf.cast(number, tf.int64)
+        if isinstance(self.examples, HeldExamples):
+            seed = tf.stack([tf.constant(self.seed, tf.int64), number])
+            return self.examples.shuffled_batches(seed, self.batch_size, self.drop_remainder)
+        seed = tf.constant(self.seed, tf.int64) * 1_000_003 + number
         shuffled = self.examples.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
         return shuffled.batch(self.batch_size, drop_remainder=self.drop_remainder)
 
     def from_step(self, step: int) -> tf.data.Dataset:
         first_pass, skip = divmod(int(step), self.batches_per_pass)
         passes = tf.data.Dataset.range(first_pass, 2**62)  # endless; fit's steps_per_epoch bounds each epoch
-        return finished(passes.flat_map(self.one_pass).skip(skip))
+        batches = passes.flat_map(self.one_pass).skip(skip)
+        return finished(trimmed(batches) if self.trim_padding else batches)

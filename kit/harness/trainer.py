@@ -75,6 +75,7 @@ def make_datasets(
         shuffle_buffer=data.shuffle_buffer,
         drop_remainder=drop,
         trim_padding=trim,
+        group_by_length=trim if data.group_by_length == "auto" else data.group_by_length,
     )
     return datasets, sizes, stream
 

@@ -95,3 +95,22 @@ def test_a_text_encoder_gives_the_same_outputs_on_trimmed_batches():
     pooled_full = keras_hub_backbone(full)["pooled_output"]
     pooled_cut = keras_hub_backbone(cut)["pooled_output"]
     np.testing.assert_allclose(pooled_full, pooled_cut, atol=1e-5)
+
+
+def test_grouping_by_length_batches_texts_of_like_length_and_still_covers_every_example():
+    lengths = [1 + (i * 7) % 32 for i in range(256)]
+    x, y = next(token_batches(lengths).as_numpy_iterator())
+    held = HeldExamples.collect(tf.data.Dataset.from_tensor_slices((x, y)), limit=None)
+    grouped = TrainingStream(held, batch_size=8, batches_per_pass=32, seed=3, shuffle_buffer=1, group_by_length=True)
+    plain = TrainingStream(held, batch_size=8, batches_per_pass=32, seed=3, shuffle_buffer=1)
+
+    def spread(stream: TrainingStream) -> float:
+        batches = list(stream.from_step(0).take(32).as_numpy_iterator())
+        assert sorted(sum((list(b[1]) for b in batches), [])) == list(range(256))  # each example once a pass
+        sizes = [b[0]["padding_mask"].sum(axis=1) for b in batches]
+        return float(np.mean([s.max() - s.min() for s in sizes]))
+
+    assert spread(grouped) < spread(plain) / 4
+    first = [list(b[1]) for b in grouped.from_step(0).take(64).as_numpy_iterator()]
+    assert [list(b[1]) for b in grouped.from_step(40).take(24).as_numpy_iterator()] == first[40:]  # resumable
+    assert first[:32] != first[32:]  # a new grouping every pass

@@ -18,10 +18,8 @@ Appends both tables to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -30,9 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _kit import append_results
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "diamonds.csv"
 
 
@@ -130,21 +129,28 @@ def main() -> None:
             f"{(big_s / big_n) / (small_s / small_n):.2f}x |"
         )
         print(scales[-1], flush=True)
-    scale = "\n".join(scales)
     shutil.rmtree(scratch, ignore_errors=True)
-    stamp = f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs"
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(
-            f"\n### Input pipeline: CSV vs in-memory tensors ({stamp})\n\n"
-            f"`python benchmarks/pipeline.py` - same model and batches, best of {args.rounds} interleaved rounds of "
-            f"{args.steps} steps.\n\n| data | CSV pipeline steps/s | in-memory steps/s | ratio |\n|---|---|---|---|\n"
-            f"{line}\n"
-            f"\n### Scale: the training file repeated 10x ({stamp})\n\n"
-            "`python benchmarks/pipeline.py` - `kit run` (1 epoch, batch 256) under `/usr/bin/time -v`.\n\n"
-            "| data | `data.cache` | training examples 1x / 10x | peak RSS 1x / 10x | RSS ratio | training time per "
-            "example 1x / 10x | ratio |\n|---|---|---|---|---|---|---|\n"
-            f"{scale}\n"
-        )
+    append_results(
+        "Input pipeline: CSV vs in-memory tensors",
+        f"`python benchmarks/pipeline.py` - same model and batches, best of {args.rounds} interleaved rounds of "
+        f"{args.steps} steps.",
+        ["data", "CSV pipeline steps/s", "in-memory steps/s", "ratio"],
+        [line],
+    )
+    append_results(
+        "Scale: the training file repeated 10x",
+        "`python benchmarks/pipeline.py` - `kit run` (1 epoch, batch 256) under `/usr/bin/time -v`.",
+        [
+            "data",
+            "`data.cache`",
+            "training examples 1x / 10x",
+            "peak RSS 1x / 10x",
+            "RSS ratio",
+            "training time per example 1x / 10x",
+            "ratio",
+        ],
+        scales,
+    )
 
 
 if __name__ == "__main__":

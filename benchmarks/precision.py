@@ -16,17 +16,16 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from finetune import DATA, RESULTS, minilm_folder  # noqa: E402
+from _kit import append_results  # noqa: E402
+from finetune import DATA, minilm_folder  # noqa: E402
 
 
 def kit_model(data: Path, backbone: str, precision: str, jit: bool) -> tuple:
@@ -71,16 +70,13 @@ def main() -> None:
         line = f"| {Path(backbone).name} | {precision} | {'on' if jit else 'off'} | {speed:.1f} | {speed / reference:.2f}x |"
         print(line, flush=True)
         lines.append(line)
-    stamp = f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs"
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(
-            f"\n### Precision and XLA on CPU ({stamp})\n\n"
-            f"`python benchmarks/precision.py` - sequence length 64, batch 32, best of {args.rounds} interleaved "
-            f"rounds of {args.steps} steps after {args.warmup} warm-up steps; training examples/s.\n\n"
-            "| backbone | precision | XLA | examples/s | vs float32, XLA off (kit's default) |\n|---|---|---|---|---|\n"
-            + "\n".join(lines)
-            + "\n"
-        )
+    append_results(
+        "Precision and XLA on CPU",
+        f"`python benchmarks/precision.py` - sequence length 64, batch 32, best of {args.rounds} interleaved rounds "
+        f"of {args.steps} steps after {args.warmup} warm-up steps; training examples/s.",
+        ["backbone", "precision", "XLA", "examples/s", "vs float32, XLA off (kit's default)"],
+        lines,
+    )
 
 
 if __name__ == "__main__":

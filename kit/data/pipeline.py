@@ -217,6 +217,19 @@ def hold_in_memory(examples: tf.data.Dataset, cache: bool | str) -> HeldExamples
     return HeldExamples.collect(examples, limit=None if cache is True else MEMORY_LIMIT)
 
 
+def trimmable(spec: Any) -> bool:
+    """Whether elements of this spec are token sequences `trimmed` can cut: features with a
+    `padding_mask` of known length, and no target that is a sequence of that length."""
+    features = spec[0] if isinstance(spec, tuple) else spec
+    if not (isinstance(features, dict) and "padding_mask" in features):
+        return False
+    length = features["padding_mask"].shape[-1]
+    targets = tf.nest.flatten(spec[1:]) if isinstance(spec, tuple) else []
+    return length is not None and not any(
+        t.shape.rank is not None and t.shape.rank >= 2 and t.shape[-1] == length for t in targets
+    )
+
+
 def trimmed(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Batches of token sequences cut to their longest text, rounded up to a multiple of 8.
 
@@ -227,14 +240,10 @@ def trimmed(dataset: tf.data.Dataset) -> tf.data.Dataset:
     same length (next-token prediction), pass unchanged. Shapes then vary by
     batch, so this is for training without XLA (at most length/8 shapes).
     """
+    if not trimmable(dataset.element_spec):
+        return dataset
     spec = dataset.element_spec
-    features = spec[0] if isinstance(spec, tuple) else spec
-    if not (isinstance(features, dict) and "padding_mask" in features):
-        return dataset
-    length = features["padding_mask"].shape[-1]
-    targets = tf.nest.flatten(spec[1:]) if isinstance(spec, tuple) else []
-    if length is None or any(t.shape.rank is not None and t.shape.rank >= 2 and t.shape[1] == length for t in targets):
-        return dataset
+    length = (spec[0] if isinstance(spec, tuple) else spec)["padding_mask"].shape[-1]
 
     def cut(x: dict[str, Any], *rest: Any) -> Any:
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1))

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from kit.config import Config
 from kit.data.fields import TextField
-from kit.data.pipeline import TrainingStream, examples, finished, hold_in_memory, prepared, trimmed
+from kit.data.pipeline import TrainingStream, examples, finished, hold_in_memory, prepared, trimmable, trimmed
 from kit.errors import Interrupted, TrainingError
 from kit.harness.callbacks import BackboneSchedule, JsonHistory, NanGuard, PruneCheckpoints, read_history
 from kit.harness.optim import make_optimizer
@@ -59,7 +59,7 @@ def make_datasets(
         datasets[split] = finished(trimmed(batches) if trim else batches)
         sizes[split] = size
         if split == "train":
-            train_examples = examples
+            train_examples, train_spec = examples, batches.element_spec
     if train_examples is None:
         raise TrainingError(
             "The training data yields no examples (for generation: fewer tokens than one window of "
@@ -75,7 +75,7 @@ def make_datasets(
         shuffle_buffer=data.shuffle_buffer,
         drop_remainder=drop,
         trim_padding=trim,
-        group_by_length=trim if data.group_by_length == "auto" else data.group_by_length,
+        group_by_length=trimmable(train_spec) and (trim if data.group_by_length == "auto" else data.group_by_length),
     )
     return datasets, sizes, stream
 

@@ -20,7 +20,7 @@ def model_and_stream(folder: Path, schedule_epochs: int | None = None) -> tuple[
     pieces = assemble(config)
     reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
     trainer.adapt_inputs(pieces)
-    trainer.seed_everything(config.seed)
+    trainer.seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     _, _, stream = trainer.make_datasets(config, pieces, reports)
     model = trainer.build_model(config, pieces, stream.batches_per_pass * (schedule_epochs or config.train.epochs))
     return config, model, stream

@@ -173,7 +173,9 @@ class TrainConfig:
         "Keras dtype policy; float32 is fastest on CPU, mixed precision is for GPU/TPU.", default="float32"
     )
     jit_compile: bool | Literal["auto"] = _doc(
-        "XLA compilation: true, false or `auto` (Keras decides).", default="auto"
+        "XLA compilation: true, false or `auto` (Keras decides; with kit's deterministic ops that means off). "
+        "`true` gives up bit-for-bit repeatable runs, which XLA does not support.",
+        default="auto",
     )
     verbose: Literal["auto", 0, 1, 2] = _doc(
         "Keras progress output: 1 bar, 2 one line per epoch, 0 silent.", default="auto"

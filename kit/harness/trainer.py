@@ -31,10 +31,19 @@ BUNDLE_FILE = "kit_model.json"
 ADAPTERS_FILE = "adapters.lora.h5"
 
 
-def seed_everything(seed: int) -> None:
-    """Same seed, same run on CPU: Python, NumPy and TF seeds plus deterministic ops."""
+def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
+    """Same seed, same run on CPU: Python, NumPy and TF seeds plus, unless XLA is asked for, deterministic ops.
+
+    Keras silently turns XLA off while op determinism is enabled (`model_supports_jit`), so a run
+    with `train.jit_compile: true` trades bit-for-bit repeatability for XLA.
+    """
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+    else:  # the switch back has no public name; a process that enabled it earlier (tests) must clear it
+        from tensorflow.python.framework import config as framework_config
+
+        framework_config.disable_op_determinism()
 
 
 def make_datasets(
@@ -212,7 +221,7 @@ def fit(
     config: Config, pieces: Pieces, reports: dict[str, Any], context: Any, strategy: Any = None
 ) -> tuple[keras.Model, dict]:
     """Build the model and train it, resuming exactly from the run's saved training state if there is one."""
-    seed_everything(config.seed)
+    seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     set_precision(config.train.precision)
     strategy = strategy or make_strategy(config.train.strategy)
     datasets, sizes, stream = make_datasets(config, pieces, reports)

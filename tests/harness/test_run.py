@@ -330,3 +330,26 @@ def test_predict_input_missing_a_column(regression_run, runner, tmp_path):
         "Column 'x2' (an input of this model) is not in" in result.output
         and "Its columns are: x1, colour" in result.output
     )
+
+
+@pytest.mark.parametrize("jit", ["auto", "true"])
+def test_jit_compile_true_really_compiles_with_xla(jit, tmp_path, monkeypatch):
+    """Keras turns XLA off while op determinism is on; kit leaves determinism off when XLA is asked for."""
+    from kit.config import load_config
+    from kit.harness import trainer
+    from kit.harness.run import train
+
+    built = {}
+    build_model = trainer.build_model
+
+    def recording_build(*args, **kwargs):
+        built["model"] = build_model(*args, **kwargs)
+        return built["model"]
+
+    monkeypatch.setattr(trainer, "build_model", recording_build)
+    numbers = tmp_path / "numbers.csv"  # numbers only: a category lookup layer cannot be XLA-compiled
+    numbers.write_text("x1,x2,y\n" + "".join(f"{i % 7},{i % 5},{2 * (i % 7) - i % 5}\n" for i in range(200)))
+    folder = project(tmp_path / "proj", REGRESSION.format(train=numbers).replace("epochs: 8", "epochs: 1"))
+    train(load_config(folder, [f"train.jit_compile={jit}"]))
+    assert built["model"].jit_compile is (jit == "true")
+    trainer.seed_everything(0)  # later tests in this process expect deterministic ops

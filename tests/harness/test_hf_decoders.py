@@ -181,7 +181,10 @@ def test_gguf_file_converts_back_to_the_hugging_face_weights(tmp_path, monkeypat
     assert json.loads((folder / "tokenizer_config.json").read_text()) == {"bos_token": BOS, "eos_token": EOS}
     from tokenizers import Tokenizer  # Hugging Face's own reader accepts the converted tokenizer too
 
-    assert Tokenizer.from_file(str(folder / "tokenizer.json")).token_to_id(BOS) == vocabulary[BOS]
+    converted_tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    sample = "import os\nfor name in sorted(os.listdir('.')): print(name)  # déjà vu"
+    ids = converted_tokenizer.encode(sample).ids
+    assert converted_tokenizer.decode(ids) == sample and len(ids) < len(sample.encode())  # byte-level, merged
     assert hugging_face_folder(path) == folder  # converted once, then reused from the cache
 
 

@@ -42,3 +42,24 @@ def append_results(title: str, how: str, columns: list[str], rows: list[str]) ->
     table = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n" + "\n".join(rows) + "\n"
     with open(RESULTS, "a", encoding="utf-8") as handle:
         handle.write(f"\n### {title} ({stamp})\n\n{how}\n\n{table}")
+
+
+def run_side(argv: list[str], threads: int, side: str) -> dict:
+    """Run one side of a comparison in a fresh process with `threads` threads; its last stdout line is JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "OMP_NUM_THREADS": str(threads),
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(threads),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{side} side failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])

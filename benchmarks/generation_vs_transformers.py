@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,17 +71,9 @@ def hf_side(folder: str, batch: int, new: int, threads: int) -> dict:
 def run_side(python: str, args: argparse.Namespace, side: str, batch: int) -> dict:
     argv = [python, __file__, "--side", side, "--folder", args.folder, "--batch", str(batch)]
     argv += ["--new", str(args.new), "--threads", str(args.threads)]
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "OMP_NUM_THREADS": str(args.threads),
-        "TF_NUM_INTRAOP_THREADS": str(args.threads),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
-    result = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{side} side failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    from _kit import run_side as run_process
+
+    return run_process(argv, args.threads, side)
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -220,18 +219,9 @@ def run_side(python: str, side: str, args: argparse.Namespace, folder: Path, ext
     argv = [python, __file__, "--side", side, "--folder", str(folder), "--train", args.train, "--test", args.test]
     argv += ["--backbone", args.backbone, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     argv += ["--threads", str(args.threads), *(["--epoch"] if args.epoch else []), *extra]
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "OMP_NUM_THREADS": str(args.threads),
-        "TF_NUM_INTRAOP_THREADS": str(args.threads),
-        "TF_NUM_INTEROP_THREADS": str(args.threads),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
-    result = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{side} side failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    from _kit import run_side as run_process
+
+    return run_process(argv, args.threads, side)
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ class DataConfig:
     batch_size: int = _doc("Examples per training step (global, across replicas).", default=32)
     shuffle_buffer: int = _doc("Examples held in the shuffle buffer.", default=10000)
     cache: bool | Literal["auto"] = _doc(
-        "Hold the preprocessed examples in memory as arrays (fast: a batch is one gather) or read the file "
+        "Hold the preprocessed examples in memory as tensors (fast: a batch is one gather) or read the file "
         "every epoch (`false`: memory stays flat however large the file); `auto` holds them when they take "
         "at most 1 GiB.",
         default="auto",

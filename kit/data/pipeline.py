@@ -5,8 +5,8 @@ encodes them in chunks (one generator call per 512 rows keeps Python overhead
 low), then tf.data unbatches and applies the inputs' preprocessing (tokenising,
 image decoding). From there, two ways to serve batches epoch after epoch:
 
-- `HeldExamples`: the preprocessed examples gathered once into one numpy array
-  per component; a batch is one gather of whole arrays. This is the fast path
+- `HeldExamples`: the preprocessed examples gathered once into one tensor per
+  component; a batch is one gather from each. This is the fast path
   and the compact one: tf.data's own `cache()` keeps every example as a
   separate element (about 1.7 KB of bookkeeping per diamonds row, 40 times its
   numbers) and per-element shuffle and batch cost more than a small model's step.
@@ -115,21 +115,20 @@ def batched(
     training: bool,
     seed: int,
     shuffle_buffer: int,
-    cache: bool,
 ) -> tf.data.Dataset:
-    """Preprocess, cache, shuffle (training only), batch and prefetch."""
-    dataset = prepared(dataset, preprocess, cache)
+    """Preprocess, shuffle (training only), batch and prefetch."""
+    dataset = prepared(dataset, preprocess)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     # A smaller last batch would retrace (and with XLA recompile) the train step.
     return finished(dataset.batch(batch_size, drop_remainder=training))
 
 
-def prepared(dataset: tf.data.Dataset, preprocess: Any, cache: bool) -> tf.data.Dataset:
-    """Examples preprocessed in parallel (order kept) and, when asked, cached in memory."""
-    if preprocess is not None:
-        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.cache() if cache else dataset
+def prepared(dataset: tf.data.Dataset, preprocess: Any) -> tf.data.Dataset:
+    """Examples preprocessed in parallel, order kept (`data.cache` then decides whether they are held)."""
+    if preprocess is None:
+        return dataset
+    return dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 class HeldExamples:

@@ -78,9 +78,7 @@ class TrainedModel:
                 preprocess = lambda x, y: (self.inputs.preprocess(x), y)  # noqa: E731
             else:
                 preprocess = self.inputs.preprocess
-        return batched(
-            dataset, preprocess, self.config.data.batch_size, training=False, seed=0, shuffle_buffer=1, cache=False
-        )
+        return batched(dataset, preprocess, self.config.data.batch_size, training=False, seed=0, shuffle_buffer=1)
 
     def predict_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """Predictions for every usable row of `source`, each with its line number."""

@@ -47,24 +47,28 @@ def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
 
 
 def make_datasets(
-    config: Config, pieces: Pieces, reports: dict[str, Any]
+    config: Config, pieces: Pieces, reports: dict[str, Any], strategy: Any = None
 ) -> tuple[dict[str, tf.data.Dataset], dict[str, int], TrainingStream]:
     """Batched datasets in file order for every split that has rows (for evaluation), how many
     examples each holds, and the shuffled training stream `model.fit` reads."""
     data = config.data
-    trim = trims_padding(config)
+    trim = trims_padding(config, strategy or tf.distribute.get_strategy())
     datasets, sizes, train_examples = {}, {}, None
     for split, report in reports.items():
         if report.rows == 0:
             continue
-        stream, size, preprocess = _examples(pieces, split, report.rows)
-        if size == 0:
-            continue
-        examples = prepared(stream, preprocess, cache=False)
+        examples, size = _examples(pieces, split, report.rows)
         held = hold_in_memory(examples, data.cache)
         if held is not None:
-            examples = held
-        batches = held.batches(data.batch_size) if held is not None else examples.batch(data.batch_size)
+            examples, size, batches = held, held.count, held.batches(data.batch_size)
+        else:
+            if size is None:  # examples the task re-shaped: cache them, so counting is the only extra pass
+                examples = examples.cache()
+                size = count_examples(examples)
+                examples = examples.apply(tf.data.experimental.assert_cardinality(size))
+            batches = examples.batch(data.batch_size)
+        if size == 0:
+            continue
         datasets[split] = finished(trimmed(batches) if trim else batches)
         sizes[split] = size
         if split == "train":
@@ -89,7 +93,7 @@ def make_datasets(
     return datasets, sizes, stream
 
 
-def trims_padding(config: Config) -> bool:
+def trims_padding(config: Config, strategy: Any) -> bool:
     """`data.trim_padding` settled: `auto` trims when training runs on CPU without XLA.
 
     XLA compiles once per input shape and TPUs need static shapes, so batches of
@@ -98,22 +102,21 @@ def trims_padding(config: Config) -> bool:
     setting = config.data.trim_padding
     if setting != "auto":
         return bool(setting)
-    accelerated = tf.config.list_physical_devices("GPU") or config.train.strategy == "tpu" or os.environ.get("TPU_NAME")
+    accelerated = tf.config.list_physical_devices("GPU") or isinstance(strategy, tf.distribute.TPUStrategy)
     return config.train.jit_compile is not True and not accelerated
 
 
-def _examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Dataset, int, Any]:
-    """One split's unbatched examples, their number and the preprocessing still to apply."""
+def _examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Dataset, int | None]:
+    """One split's unbatched, preprocessed examples and their number (None when the task re-shapes rows
+    into examples: known only once they are held or counted)."""
     stream = examples(pieces.plan, split, pieces.inputs.fields, pieces.targets, rows)
-    prepared = pieces.task.prepare(stream, pieces.inputs, split)
-    if prepared is not None:  # the task re-shapes rows into examples: cache, then count them once
-        prepared = prepared.cache()
-        size = count_examples(prepared)
-        return prepared.apply(tf.data.experimental.assert_cardinality(size)), size, None
+    reshaped = pieces.task.prepare(stream, pieces.inputs, split)
+    if reshaped is not None:
+        return reshaped, None
     if not pieces.inputs.has_preprocessing():
-        return stream, rows, None
+        return stream, rows
     inputs = pieces.inputs
-    return stream, rows, lambda x, y: (inputs.preprocess(x), y)
+    return prepared(stream, lambda x, y: (inputs.preprocess(x), y)), rows
 
 
 def count_examples(dataset: tf.data.Dataset) -> int:
@@ -224,7 +227,7 @@ def fit(
     seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     set_precision(config.train.precision)
     strategy = strategy or make_strategy(config.train.strategy)
-    datasets, sizes, stream = make_datasets(config, pieces, reports)
+    datasets, sizes, stream = make_datasets(config, pieces, reports, strategy)
     steps = config.train.steps_per_epoch or stream.batches_per_pass
     epochs = config.train.epochs
     with strategy.scope():

@@ -1,15 +1,18 @@
 """Project templates and `kit new`.
 
-A template is a folder with a `template.yaml` (description, task) and the
+A template is a folder with a `template.json` (description, task) and the
 files of a project. Only `*.jinja` files are rendered (with Jinja2, undefined
 variables are errors); file and folder names may hold `{{ name }}`-style
-variables; everything else is copied byte for byte. Rendering never writes
+variables; everything else is copied byte for byte. Text whose only Jinja2
+syntax is `{{ name }}` or `{{ function() }}` is filled in directly, with the
+same result: importing Jinja2 alone takes longer than the rest of `kit new`. Rendering never writes
 outside the target, never overwrites a non-empty folder without `force`, and
 removes what it wrote when it fails.
 """
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 import shutil
@@ -23,6 +26,9 @@ from kit.errors import KitError, PluginError, UsageError
 # Dot-files are stored without the dot so packaging tools do not skip them.
 DOTFILES = {"gitignore": ".gitignore"}
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# `{{ name }}` or `{{ name() }}`, the only Jinja2 syntax the fast path fills in itself.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\(\s*\))?\s*\}\}")
+METADATA = "template.json"
 
 
 @dataclass
@@ -38,14 +44,12 @@ class Template:
 
 
 def builtin_templates() -> dict[str, Template]:
-    import yaml
-
     root = resources.files("kit_templates")
     found = {}
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        meta_file = entry / "template.yaml"
+        meta_file = entry / METADATA
         if entry.is_dir() and meta_file.is_file():
-            meta = yaml.safe_load(meta_file.read_text(encoding="utf-8")) or {}
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
             found[entry.name] = Template(
                 entry.name,
                 entry,
@@ -145,7 +149,7 @@ def new_project(
 
 def _render_tree(source: Any, target: Path, root: Path, variables: dict[str, Any], written: list[Path]) -> None:
     for entry in sorted(source.iterdir(), key=lambda e: e.name):
-        if entry.name in ("template.yaml", "__init__.py", "__pycache__"):
+        if entry.name in (METADATA, "__init__.py", "__pycache__"):
             continue
         name = _render_text(entry.name, variables, f"file name {entry.name}")
         if name.endswith(".jinja"):
@@ -168,12 +172,37 @@ def _render_tree(source: Any, target: Path, root: Path, variables: dict[str, Any
 
 
 def _render_text(text: str, variables: dict[str, Any], where: str) -> str:
-    if "{{" not in text and "{%" not in text:
+    if "{{" not in text and "{%" not in text and "{#" not in text:
         return text
+    filled = _fill_placeholders(text, variables, where)
+    return filled if filled is not None else _render_jinja(text, variables, where)
+
+
+def _fill_placeholders(text: str, variables: dict[str, Any], where: str) -> str | None:
+    """Render `text` as Jinja2 would when its only syntax is `{{ name }}` / `{{ name() }}`; else None.
+
+    Anything else - statements, comments, filters, whitespace control, CRLF
+    line ends (Jinja2 rewrites them) - is left to Jinja2 itself.
+    """
+    if "{%" in text or "{#" in text or "\r" in text or "{{" in PLACEHOLDER.sub("", text):
+        return None
+    known = {**TEMPLATE_GLOBALS, **variables}
+    for match in PLACEHOLDER.finditer(text):
+        name, called = match.group(1), match.group(2) is not None
+        if name not in known:
+            raise KitError(
+                f"Template error in {where}: '{name}' is undefined. Known variables: {', '.join(sorted(variables))}."
+            )
+        if called != callable(known[name]):
+            return None  # calling a value or printing a function: Jinja2 decides what that means
+    return PLACEHOLDER.sub(lambda m: str(known[m.group(1)]() if m.group(2) else known[m.group(1)]), text)
+
+
+def _render_jinja(text: str, variables: dict[str, Any], where: str) -> str:
     import jinja2
 
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    environment.globals["python_docs"] = python_docs
+    environment.globals.update(TEMPLATE_GLOBALS)
     try:
         return environment.from_string(text).render(**variables)
     except jinja2.UndefinedError as exc:
@@ -198,6 +227,9 @@ def python_docs() -> str:
             "be written. Use another template, or install your distribution's full Python standard library."
         ) from None
     return "\n\n".join(topics[name].strip() for name in sorted(topics)) + "\n"
+
+
+TEMPLATE_GLOBALS = {"python_docs": python_docs}
 
 
 def _remove_partial(target: Path, existed: bool, written: list[Path]) -> None:

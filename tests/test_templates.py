@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from kit.cli import cli
 from kit.errors import KitError, UsageError
-from kit.templates import Template, builtin_templates, check_name, new_project
+from kit.templates import (
+    Template,
+    _fill_placeholders,
+    _render_jinja,
+    _render_text,
+    builtin_templates,
+    check_name,
+    new_project,
+)
 
 
 def test_builtin_templates_listed(runner):
@@ -76,6 +86,80 @@ def test_undefined_variable_fails_and_leaves_nothing(tmp_path):
     with pytest.raises(KitError, match="Template error in b.txt.jinja: 'nonsense' is undefined"):
         new_project("demo", tmp_path / "out", Template("t", source, "", "test"))
     assert not (tmp_path / "out").exists()
+
+
+VARIABLES = {"name": "demo-x", "package": "demo_x", "count": 3, "nothing": None}
+
+
+def _template_texts() -> list[tuple[str, str]]:
+    """Every file and folder name and every `*.jinja` file of the built-in templates."""
+    found = []
+    for template in builtin_templates().values():
+        stack = [template.path]
+        while stack:
+            for entry in stack.pop().iterdir():
+                found.append((entry.name, entry.name))
+                if entry.is_dir():
+                    stack.append(entry)
+                elif entry.name.endswith(".jinja"):
+                    found.append((entry.name, entry.read_text(encoding="utf-8")))
+    return found
+
+
+def test_builtin_templates_render_as_jinja2_does():
+    variables = {**VARIABLES, "task": "classification", "task_name": "demo_x", "class_name": "DemoXTask"}
+    texts = _template_texts()
+    assert any("{{" in text for _, text in texts)
+    for where, text in texts:
+        assert _render_text(text, variables, where) == _render_jinja(text, variables, where), where
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{{ name }}", "a{{name}}b {{  package  }}\n", "{{ count }} {{ nothing }}", "}} {{ name }} }", "x{{ name }}\n\n"],
+)
+def test_placeholders_are_filled_without_jinja2(text):
+    filled = _fill_placeholders(text, VARIABLES, "t")
+    assert filled is not None
+    assert filled == _render_jinja(text, VARIABLES, "t")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ name | upper }}",
+        "{% if count %}{{ name }}{% endif %}",
+        "{# note #}{{ name }}",
+        "{{- name }}",
+        "{{ name }}\r\nline\r\n",
+        "{{ name() }}",  # calling a string: Jinja2's error, not ours
+        "{{ python_docs }}",  # printing a function
+        "{{ 'literal' }}",
+    ],
+)
+def test_other_jinja2_syntax_is_left_to_jinja2(text):
+    assert _fill_placeholders(text, VARIABLES, "t") is None
+
+
+def test_template_functions_are_called():
+    assert _fill_placeholders("{{ shout() }}!", {"shout": lambda: "hey"}, "t") == "hey!"
+
+
+@pytest.mark.parametrize("text", ["{{ nonsense }}", "{% if 1 %}{{ nonsense }}{% endif %}"])
+def test_undefined_variable_has_one_message_on_both_paths(text):
+    with pytest.raises(KitError, match="Template error in t: 'nonsense' is undefined. Known variables: count, name"):
+        _render_text(text, VARIABLES, "t")
+
+
+def test_kit_new_imports_neither_jinja2_nor_yaml(tmp_path):
+    code = (
+        "import sys; from kit.cli import cli\n"
+        "try:\n    cli(['new', 'demo'], prog_name='kit')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('jinja2', 'yaml') if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().endswith("[]"), result.stderr
+    assert (tmp_path / "demo" / "kit.yaml").is_file()
 
 
 def test_template_cannot_write_outside_target(tmp_path):

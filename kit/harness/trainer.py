@@ -148,7 +148,21 @@ def build_model(config: Config, pieces: Pieces, total_steps: int) -> keras.Model
         metrics=pieces.task.metrics(),
         jit_compile=config.train.jit_compile,
     )
+    build_optimizer(model)
     return model
+
+
+def build_optimizer(model: keras.Model) -> None:
+    """Create the optimizer's slot variables now rather than inside the first training step.
+
+    Without a distribution strategy Keras leaves this to the first trace of
+    the train step, and a `tf.function` that creates variables is traced twice
+    (with and without creating them). For MiniLM that second trace cost ~6 s
+    before the first step and ~250 MB of peak memory. A model that is not built
+    yet (a subclassed model builds on its first call) keeps Keras's lazy path.
+    """
+    if model.built and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def keras_hub_backbone(model: keras.Model) -> Any:

@@ -68,3 +68,50 @@ def test_backbone_schedule_freezes_then_restores_the_scale():
     resumed.set_model(model)
     resumed.on_epoch_begin(1)
     assert float(model.optimizer.backbone_scale.numpy()) == 0.0
+
+
+def traced_fit(model: keras.Model) -> int:
+    """Fit two epochs of two batches; return how often Keras traced the train step (one call per trace)."""
+    traces = []
+    train_step = model.train_step
+
+    def counting(data):
+        traces.append(1)
+        return train_step(data)
+
+    model.train_step = counting
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=8, epochs=2, verbose=0)
+    return len(traces)
+
+
+@pytest.mark.parametrize("built_first", [False, True])
+def test_slots_built_before_training_mean_one_trace(built_first):
+    from kit.harness.trainer import build_optimizer
+
+    model, _, _ = two_part_model()
+    model.compile(optimizer=keras.optimizers.AdamW(), loss="mse")
+    if built_first:
+        build_optimizer(model)
+        assert model.optimizer.built and len(model.optimizer.variables) > 1
+    # Keras alone creates the slots inside the first trace, and TensorFlow then traces the step again.
+    assert traced_fit(model) == (1 if built_first else 2)
+
+
+def test_a_model_built_on_first_call_keeps_the_lazy_path():
+    from kit.harness.trainer import build_optimizer
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Subclassed()
+    model.compile(optimizer=keras.optimizers.AdamW(), loss="mse")
+    build_optimizer(model)
+    assert not model.optimizer.built
+    traced_fit(model)
+    assert model.optimizer.built and model.dense.built

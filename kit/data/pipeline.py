@@ -19,6 +19,7 @@ examples take at most `MEMORY_LIMIT` bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -140,8 +141,8 @@ class HeldExamples:
     """
 
     def __init__(self, tensors: Any):
-        self.tensors = tensors
-        self.count = int(tf.nest.flatten(tensors)[0].shape[0])
+        self.tensors = tensors  # tensors, or DictionaryColumns for repetitive string columns
+        self.count = len(tf.nest.flatten(tensors)[0])
         features = tensors[0] if isinstance(tensors, tuple) else tensors
         self.lengths = None  # each example's number of real tokens, when the examples are token sequences
         if isinstance(features, dict) and "padding_mask" in features:
@@ -163,11 +164,11 @@ class HeldExamples:
                     return None
             if not parts:
                 return None
-            return cls(tf.nest.map_structure(lambda *pieces: tf.concat(pieces, axis=0), *parts))
+            return cls(tf.nest.map_structure(lambda *pieces: compact(tf.concat(pieces, axis=0)), *parts))
 
     def gather(self, indices: tf.Tensor) -> Any:
         """The examples at `indices`, batched (a tf.data map function)."""
-        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, indices), self.tensors)
+        return tf.nest.map_structure(lambda column: gathered(column, indices), self.tensors)
 
     def batches(self, batch_size: int) -> tf.data.Dataset:
         """All examples in order, `batch_size` at a time (the last batch may be smaller)."""
@@ -201,6 +202,36 @@ class HeldExamples:
         rows = tf.reshape(tf.gather(order, tf.argsort(key, stable=True)), [-1, batch_size])
         shuffled = tf.argsort(tf.random.stateless_uniform([tf.shape(rows)[0]], seed=seed + 1))
         return tf.reshape(tf.gather(rows, shuffled), [-1])
+
+
+@dataclass(frozen=True)
+class DictionaryColumn:
+    """A string column held as its distinct values and one int32 code per example.
+
+    Table columns such as a diamond's cut or colour repeat a few strings; TensorFlow
+    keeps 32 bytes per string, a code takes 4 (Arrow calls this dictionary encoding).
+    """
+
+    values: tf.Tensor
+    codes: tf.Tensor
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+
+def compact(column: tf.Tensor) -> tf.Tensor | DictionaryColumn:
+    """`column` dictionary-encoded when it is a string column with at most half as many distinct values as rows."""
+    if column.dtype != tf.string or column.shape.rank != 1:
+        return column
+    values, codes = tf.unique(column, out_idx=tf.int32)
+    return DictionaryColumn(values, codes) if 2 * int(values.shape[0]) <= int(column.shape[0]) else column
+
+
+def gathered(column: tf.Tensor | DictionaryColumn, indices: tf.Tensor) -> tf.Tensor:
+    """The rows of a held column at `indices`."""
+    if isinstance(column, DictionaryColumn):
+        return tf.gather(column.values, tf.gather(column.codes, indices))
+    return tf.gather(column, indices)
 
 
 def _nbytes(tensor: tf.Tensor) -> int:

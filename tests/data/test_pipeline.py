@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kit.data.pipeline import HeldExamples, TrainingStream, hold_in_memory, trimmed
+from kit.data.pipeline import DictionaryColumn, HeldExamples, TrainingStream, hold_in_memory, trimmed
 
 
 def numbered_examples(count: int) -> tf.data.Dataset:
@@ -52,6 +52,23 @@ def test_each_pass_is_a_new_shuffle_of_every_example_and_any_step_resumes_it(hel
     assert targets_of(again.from_step(0), 15) == passes  # the same seed, the same batches
     for x, y in stream.from_step(0).take(5).as_numpy_iterator():
         assert (x["x"][:, 0] == y).all()
+
+
+def test_repetitive_string_columns_are_held_as_codes_and_read_back_as_strings():
+    count = 200
+    colours = np.array(["red", "green", "blue", "violet"])[np.arange(count) % 4]
+    names = np.array([f"diamond number {i}" for i in range(count)])  # every value distinct
+    examples = tf.data.Dataset.from_tensor_slices(({"colour": colours, "name": names}, np.arange(count)))
+    held = HeldExamples.collect(examples, limit=None)
+    assert isinstance(held.tensors[0]["colour"], DictionaryColumn) and len(held.tensors[0]["colour"].values) == 4
+    assert isinstance(held.tensors[0]["name"], tf.Tensor)
+    assert held.count == count
+    for x, y in held.batches(64).as_numpy_iterator():
+        assert [c.decode() for c in x["colour"]] == list(colours[y])
+        assert [n.decode() for n in x["name"]] == list(names[y])
+    stream = TrainingStream(held, batch_size=32, batches_per_pass=6, seed=1, shuffle_buffer=1)
+    for x, y in stream.from_step(0).take(6).as_numpy_iterator():
+        assert [c.decode() for c in x["colour"]] == list(colours[y])
 
 
 def test_held_stream_drops_the_incomplete_last_batch():

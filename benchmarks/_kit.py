@@ -26,6 +26,25 @@ def model_and_stream(folder: Path, schedule_epochs: int | None = None) -> tuple[
     return config, model, stream
 
 
+def add_callback(callback: Any, name: str) -> None:
+    """Have `kit run` in this process use the Keras `callback`, registered as a plugin would (`register_callbacks`).
+
+    Only kit's built-in plugins load besides it: installed third-party ones would change what is measured.
+    """
+    import os
+
+    os.environ["KIT_LOAD_PLUGINS"] = ""
+    import kit.hookspecs
+    import kit.plugins
+
+    class CallbackPlugin:
+        @kit.hookspecs.hookimpl
+        def register_callbacks(self, register, run):
+            register(callback)
+
+    kit.plugins.get_plugins().pm.register(CallbackPlugin(), name=name)
+
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _kit import add_callback, append_results, run_side
 from vs_transformers import DATA, kit_project, minilm_folder, split_data
 
 STAGES = ["adapt_inputs", "make_datasets", "build_model", "save_model", "final_metrics"]
@@ -78,16 +79,7 @@ def measured_run(args: argparse.Namespace) -> list[dict]:
         def on_train_end(self, logs=None):
             record(f"{args.steps} training steps")
 
-    os.environ["KIT_LOAD_PLUGINS"] = ""
-    import kit.hookspecs
-    import kit.plugins
-
-    class StepsPlugin:
-        @kit.hookspecs.hookimpl
-        def register_callbacks(self, register, run):
-            register(Steps())
-
-    kit.plugins.get_plugins().pm.register(StepsPlugin(), name="bench-memory")
+    add_callback(Steps(), "bench-memory")
     run.train(load_config(Path(args.folder)), argv=["bench"])
     return stages
 
@@ -107,8 +99,6 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="kit-memory-"))
     train, test = split_data(args.data, folder)
     kit_project(folder / "kit", str(train), str(test), minilm_folder(), steps=args.steps)
-    from _kit import append_results, run_side
-
     argv = [sys.executable, __file__, "--folder", str(folder / "kit"), "--steps", str(args.steps)]
     stages = run_side(argv, args.threads, "kit")
     lines, previous = [], 0.0

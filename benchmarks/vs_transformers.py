@@ -94,15 +94,18 @@ def kit_side(args: argparse.Namespace) -> dict:
     import keras_hub  # noqa: F401 - imported by the run anyway; measured here with the framework
 
     imports_rss = peak_rss_mb()
+    from _kit import add_callback
+
     from kit.config import load_config
     from kit.harness.run import train
 
     timer = StepTimer(args.warmup)
-    os.environ["KIT_LOAD_PLUGINS"] = ""
-    import kit.plugins
 
-    kit.plugins.get_plugins()
-    register_timer(keras, timer)
+    class Timing(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            timer.on_step_end()
+
+    add_callback(Timing(), "bench-timer")
     started = time.perf_counter()
     train(load_config(folder), argv=["bench"])
     wall = time.perf_counter() - started
@@ -130,22 +133,6 @@ class StepTimer:
 
     def examples_per_s(self, batch: int) -> float:
         return (self.step - self.warmup) * batch / (self.ended - self.started)
-
-
-def register_timer(keras, timer: StepTimer) -> None:
-    import kit.hookspecs
-    import kit.plugins
-
-    class Timing(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            timer.on_step_end()
-
-    class TimerPlugin:
-        @kit.hookspecs.hookimpl
-        def register_callbacks(self, register, run):
-            register(Timing())
-
-    kit.plugins.get_plugins().pm.register(TimerPlugin(), name="bench-timer")
 
 
 # ----------------------------------------------------------------------------- Trainer side

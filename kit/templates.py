@@ -5,9 +5,9 @@ files of a project. Only `*.jinja` files are rendered (with Jinja2, undefined
 variables are errors); file and folder names may hold `{{ name }}`-style
 variables; everything else is copied byte for byte. Text whose only Jinja2
 syntax is `{{ name }}` or `{{ function() }}` is filled in directly, with the
-same result: importing Jinja2 alone takes longer than the rest of `kit new`. Rendering never writes
-outside the target, never overwrites a non-empty folder without `force`, and
-removes what it wrote when it fails.
+same result: importing Jinja2 alone takes longer than the rest of `kit new`.
+Rendering never writes outside the target, never overwrites a non-empty
+folder without `force`, and removes what it wrote when it fails.
 """
 
 from __future__ import annotations
@@ -190,9 +190,7 @@ def _fill_placeholders(text: str, variables: dict[str, Any], where: str) -> str 
     for match in PLACEHOLDER.finditer(text):
         name, called = match.group(1), match.group(2) is not None
         if name not in known:
-            raise KitError(
-                f"Template error in {where}: '{name}' is undefined. Known variables: {', '.join(sorted(variables))}."
-            )
+            raise _template_error(where, f"'{name}' is undefined", variables)
         if called != callable(known[name]):
             return None  # calling a value or printing a function: Jinja2 decides what that means
     return PLACEHOLDER.sub(lambda m: str(known[m.group(1)]() if m.group(2) else known[m.group(1)]), text)
@@ -206,11 +204,14 @@ def _render_jinja(text: str, variables: dict[str, Any], where: str) -> str:
     try:
         return environment.from_string(text).render(**variables)
     except jinja2.UndefinedError as exc:
-        raise KitError(
-            f"Template error in {where}: {exc.message}. Known variables: {', '.join(sorted(variables))}."
-        ) from None
+        raise _template_error(where, exc.message, variables) from None
     except jinja2.TemplateSyntaxError as exc:
         raise KitError(f"Template syntax error in {where}, line {exc.lineno}: {exc.message}.") from None
+
+
+def _template_error(where: str, problem: str, variables: dict[str, Any]) -> KitError:
+    """The one message for a template using what it was not given, from either rendering path."""
+    return KitError(f"Template error in {where}: {problem}. Known variables: {', '.join(sorted(variables))}.")
 
 
 def python_docs() -> str:

@@ -24,6 +24,7 @@ from kit.backbones import (  # noqa: F401  (re-exported: kit.inputs is where use
     TEXT_BACKBONES,
     is_pretrained_backbone,
 )
+from kit.data.columns import tabular_fields
 from kit.data.fields import CategoryField, Field, ImageField, NumberField, TextField
 from kit.errors import ConfigError, DataError, ModelError
 
@@ -375,10 +376,7 @@ class TabularInputs(Inputs):
             )
         if not wanted:
             raise DataError("No feature columns left: data.features is empty or every column is a target.")
-        forced = set(config.data.categorical or [])
-        self.fields = [
-            CategoryField(c) if c in forced or not _looks_numeric(c, sample) else NumberField(c) for c in wanted
-        ]
+        self.fields = tabular_fields(sample, wanted, config.data.categorical or [])
 
     def build(self) -> tuple[Any, Any]:
         inputs, parts = {}, []
@@ -422,25 +420,6 @@ class TabularInputs(Inputs):
         self.fields = [
             NumberField(c["name"]) if c["type"] == "number" else CategoryField(c["name"]) for c in meta["columns"]
         ]
-
-
-def _looks_numeric(column: str, sample: list[dict[str, Any]]) -> bool:
-    seen = False
-    for values in sample:
-        value = values.get(column)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        if isinstance(value, bool):
-            return False
-        if isinstance(value, (int, float)):
-            seen = True
-            continue
-        try:
-            float(value)
-            seen = True
-        except (TypeError, ValueError):
-            return False
-    return seen
 
 
 class ImageInputs(Inputs):

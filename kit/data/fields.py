@@ -8,12 +8,29 @@ pipeline then calls `encode` to produce what goes into tf.data.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+import os
+import re
+import sys
+from typing import Any, Iterator
+
+from kit.errors import DataError
+
+FLOAT32_MAX = 3.4028234663852886e38  # examples are fed to TensorFlow as float32
+# Largest spread whose variance (std squared) still fits a float32 Normalization layer.
+SPREAD_MAX = math.sqrt(FLOAT32_MAX)
 
 
 class BadValue(Exception):
     """A value that makes its row malformed; the message says why."""
+
+
+def _kind(raw: Any) -> str:
+    """What a value is, in JSON's words (values come from CSV, JSONL or data-set libraries)."""
+    from kit.data.sources import json_type
+
+    return json_type(raw)
 
 
 class Field:
@@ -39,7 +56,11 @@ class Field:
         """Learn from one training value."""
 
     def finish(self) -> None:
-        """Called once the training rows have been observed."""
+        """Called once the training rows have been observed; may raise `DataError` when they cannot train."""
+
+    def notes(self) -> list[str]:
+        """Remarks on what was learned that a user should see (shown with the scan's report)."""
+        return []
 
     def check(self, value: Any) -> None:
         """Validate one validation/test value against what was learned; raise BadValue."""
@@ -67,7 +88,7 @@ def _text(raw: Any) -> str:
         return str(int(raw))
     if isinstance(raw, (int, float, str)):
         return str(raw)
-    raise BadValue(f"expected text, got {type(raw).__name__}")
+    raise BadValue(f"expected text, got {_kind(raw)}")
 
 
 class TextField(Field):
@@ -94,23 +115,22 @@ class NumberField(Field):
         self.std = 1.0
 
     def parse(self, raw: Any) -> float:
-        if isinstance(raw, bool):
-            raise BadValue(f"expected a number, got {raw!r}")
         if isinstance(raw, str):
-            if not raw.strip():
-                raise BadValue("empty value where a number is expected")
-            try:
-                value = float(raw)
-            except ValueError:
-                raise BadValue(f"'{raw[:40]}' is not a number") from None
-        elif isinstance(raw, (int, float)):
-            value = float(raw)
+            value = _number_from_text(raw)
+        elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = _float(raw)
         elif raw is None:
             raise BadValue("missing value where a number is expected")
+        elif isinstance(raw, bool):
+            raise BadValue(f"expected a number, got {str(raw).lower()}")
         else:
-            raise BadValue(f"expected a number, got {type(raw).__name__}")
+            raise BadValue(f"expected a number, got {_kind(raw)}: {_shown(raw)}")
         if not math.isfinite(value):
             raise BadValue(f"{value} is not a finite number")
+        if abs(value) > FLOAT32_MAX:
+            raise BadValue(
+                f"{_shown(raw)} is too large for training in 32-bit floats (at most 3.4e38); rescale the column"
+            )
         return value
 
     def observe(self, value: float) -> None:
@@ -122,6 +142,17 @@ class NumberField(Field):
     def finish(self) -> None:
         variance = self.m2 / self.count if self.count else 1.0
         self.std = math.sqrt(variance) if variance > 0 else 1.0
+        self.constant = self.count > 1 and variance == 0
+        if self.std > SPREAD_MAX or not math.isfinite(self.std):
+            raise DataError(
+                f"Column '{self.column}': its values spread too widely (standard deviation {self.std:.3g}) to be "
+                f"normalised in 32-bit floats. Rescale the column (e.g. a log, or divide by a power of ten)."
+            )
+
+    def notes(self) -> list[str]:
+        if self.normalize and getattr(self, "constant", False):  # a target: nothing to learn
+            return [f"column '{self.column}' holds the same value ({self.mean:g}) in every training row"]
+        return []
 
     def encode(self, value: float) -> float:
         return (value - self.mean) / self.std if self.normalize else value
@@ -134,6 +165,36 @@ class NumberField(Field):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std, self.count = state["mean"], state["std"], state.get("count", 0)
+
+
+def _number_from_text(raw: str) -> float:
+    if not raw.strip():
+        raise BadValue("empty value where a number is expected")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if value is not None:
+        if math.isinf(value) and "inf" not in raw.lower():  # 1e400: a number, but beyond any float
+            raise BadValue(f"{_shown(raw)} is too large for training in 32-bit floats (at most 3.4e38)")
+        return value
+    if re.fullmatch(r"\s*[-+]?\d+,\d+\s*", raw):
+        raise BadValue(f"'{raw.strip()}' is not a number (a decimal comma? write '{raw.strip().replace(',', '.')}')")
+    raise BadValue(f"{_shown(raw)} is not a number")
+
+
+def _float(raw: int | float) -> float:
+    try:
+        return float(raw)
+    except OverflowError:  # an integer beyond any float
+        raise BadValue(f"{_shown(raw)} is too large for training in 32-bit floats (at most 3.4e38)") from None
+
+
+def _shown(raw: Any) -> str:
+    """A value as messages quote it: short, on one line."""
+    text = raw if isinstance(raw, str) else repr(raw)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return repr(text) if isinstance(raw, str) else text
 
 
 class CategoryField(Field):
@@ -149,6 +210,7 @@ class CategoryField(Field):
         super().__init__(column)
         self.counts: dict[str, int] = {}
         self.vocabulary: list[str] = []
+        self.typing_note: str | None = None  # why a mostly numeric column is read as categories
 
     def parse(self, raw: Any) -> str:
         return _text(raw).strip()
@@ -159,11 +221,47 @@ class CategoryField(Field):
     def finish(self) -> None:
         self.vocabulary = sorted(self.counts)
 
+    def notes(self) -> list[str]:
+        typing = [self.typing_note] if self.typing_note else []
+        return typing + _mostly_unique(self.column, self.counts, "values")
+
     def get_state(self) -> dict[str, Any]:
         return {"vocabulary": self.vocabulary}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.vocabulary = list(state["vocabulary"])
+
+
+def _mostly_unique(column: str, counts: dict[str, int], what: str) -> list[str]:
+    """An identifier or a number read as categories: nearly every row its own, so nothing generalises."""
+    rows = sum(counts.values())
+    if len(counts) <= 100 or len(counts) * 2 <= rows:
+        return []
+    return [
+        f"column '{column}' has {len(counts):,} distinct {what} in {rows:,} training rows, most seen once: "
+        f"is it an identifier, or a number to predict with task: regression?"
+    ]
+
+
+def _look_alikes(column: str, labels: list[str]) -> list[str]:
+    """Labels that are probably one class written two ways ('Yes'/'yes', '1'/'1.0')."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(_label_key(label), []).append(label)
+    alike = [" / ".join(repr(label) for label in group) for group in groups.values() if len(group) > 1]
+    if not alike:
+        return []
+    return [
+        f"column '{column}': labels that differ only in case, spacing or number format are different classes: "
+        + "; ".join(alike[:5])
+    ]
+
+
+def _label_key(label: str) -> str:
+    try:
+        return repr(float(label))
+    except ValueError:
+        return " ".join(label.lower().split())
 
 
 class LabelField(CategoryField):
@@ -179,11 +277,21 @@ class LabelField(CategoryField):
         value = _text(raw).strip()
         if not value:
             raise BadValue("empty label")
+        if "\n" in value or "\r" in value:  # CSV: a quote left open swallows the lines that follow
+            raise BadValue(f'the label runs over several lines ({_shown(value)}): is a quote (") left unclosed?')
         return value
 
     def finish(self) -> None:
         super().finish()
         self.index = {label: i for i, label in enumerate(self.vocabulary)}
+        if len(self.vocabulary) == 1:
+            raise DataError(
+                f"Column '{self.column}' holds one label ('{self.vocabulary[0]}') in every training row: a classifier "
+                f"needs at least two. Check data.target, or add examples of the other classes."
+            )
+
+    def notes(self) -> list[str]:
+        return _look_alikes(self.column, self.vocabulary) + _mostly_unique(self.column, self.counts, "labels")
 
     def check(self, value: str) -> None:
         if value not in self.index:
@@ -203,15 +311,167 @@ class LabelField(CategoryField):
 
 
 class ImageField(Field):
-    """An image: a file path (decoded in tf.data) or an array of pixels."""
+    """An image: a file path (decoded in tf.data) or an array of pixels.
+
+    The scan decodes every image file as the pipeline will (`check_image`),
+    so a file TensorFlow cannot decode is a malformed row with its path,
+    not a crash mid-epoch; such files stay malformed in every later pass.
+    """
 
     dtype = "str"
+
+    def __init__(self, column: str, channels: int | None = None):
+        super().__init__(column)
+        self.channels = channels  # what the pipeline decodes to (1 or 3); the scan sets it from data.color_mode
+        self.unreadable: dict[str, str] = {}  # image file -> why the pipeline could not decode it
+        self.first_shape: tuple[int, ...] | None = None  # of pixel arrays: every one must match
 
     def parse(self, raw: Any) -> Any:
         if isinstance(raw, str):
             if not raw.strip():
                 raise BadValue("empty image path")
+            if raw in self.unreadable:
+                raise BadValue(self.unreadable[raw])
             return raw
         if getattr(raw, "ndim", None) in (2, 3):  # a numpy array of pixels
+            if self.first_shape is not None and tuple(raw.shape) != self.first_shape:
+                raise BadValue(
+                    f"the image is {_size(raw.shape)} but the first one is {_size(self.first_shape)}: "
+                    f"images given as pixel arrays must all have one size"
+                )
             return raw
-        raise BadValue(f"expected an image path or pixel array, got {type(raw).__name__}")
+        raise BadValue(f"expected an image path or pixel array, got {_kind(raw)}")
+
+    def locate(self, raw: Any, folder: str) -> Any:
+        """An image path named in a CSV/JSONL file, relative to that file's folder (not to where kit runs)."""
+        if not isinstance(raw, str) or not raw.strip():
+            return raw
+        path = os.path.expanduser(raw)
+        return path if os.path.isabs(path) else os.path.join(folder, path)
+
+    def observe(self, value: Any) -> None:
+        self._require_decodable(value)
+
+    def check(self, value: Any) -> None:
+        self._require_decodable(value)
+
+    def _require_decodable(self, value: Any) -> None:
+        if not isinstance(value, str):
+            self.first_shape = self.first_shape or tuple(value.shape)
+            return
+        problem = check_image(value, self.channels or 0)
+        if problem:
+            self.unreadable[value] = problem
+            raise BadValue(problem)
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+# Pillow's decompression-bomb limit: about 270 MB once decoded to RGB, for an image kit shrinks to a few pixels.
+IMAGE_PIXELS_MAX = 89_478_485
+
+
+def check_image(path: str, channels: int) -> str | None:
+    """Why kit's pipeline could not decode the image file at `path`, or None when it can.
+
+    The file is decoded as `kit.inputs.ImageInputs.decode` does it: TensorFlow's
+    `decode_image` with `channels`, first frame of an animation. Only TensorFlow's
+    own decoder can say what TensorFlow accepts (it refuses GIF and BMP in
+    grayscale, CMYK JPEGs in grayscale, 1-bit BMPs, TIFF... which Pillow reads),
+    and it is already imported when data is scanned for a model. Pillow reads
+    the header first, so a decompression bomb is refused before it is decoded.
+    """
+    from pathlib import Path
+
+    from kit.data.sources import path_problem
+
+    problem = path_problem(Path(path), "The image file")
+    if problem:
+        return problem
+    if os.path.isdir(path):
+        return f"{path} is a folder, not an image file"
+    if os.path.getsize(path) == 0:
+        return "the image file is empty (0 bytes): replace it, or remove it"
+    header = _image_header(path)
+    if header and header[2] > IMAGE_PIXELS_MAX:
+        return (
+            f"the image is {header[1]} pixels, more than kit decodes ({IMAGE_PIXELS_MAX:,}; a decompression "
+            f"bomb or a huge scan); shrink it (kit resizes every image to data.image_size anyway)"
+        )
+    refusal = _tensorflow_refusal(path, channels)
+    return _explained(refusal, header, channels) if refusal else None
+
+
+def _image_header(path: str) -> tuple[str, str, int] | None:
+    """(format and mode, size as WxH, pixels) from the file's header, without decoding it; None if unknown."""
+    import warnings
+
+    try:
+        from PIL import Image  # matplotlib's dependency; reads headers only here
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about big images: kit's own limit decides
+            with Image.open(path) as image:
+                width, height = image.size
+                return f"{image.format} {image.mode}", f"{width}x{height}", width * height
+    except Image.DecompressionBombError:
+        return "", "over 178 million", IMAGE_PIXELS_MAX * 2
+    except Exception:  # noqa: BLE001  Pillow does not know every format TensorFlow reads: TensorFlow decides
+        return None
+
+
+def _tensorflow_refusal(path: str, channels: int) -> str | None:
+    """TensorFlow's error when decoding the file as the pipeline does, or None."""
+    import tensorflow as tf
+
+    try:
+        with _quiet_stderr():  # libjpeg prints its complaints straight to the terminal
+            image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    except tf.errors.OpError as exc:
+        return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", exc.message).strip()
+    return None if min(image.shape[:2]) > 0 else "the image has no pixels"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# TensorFlow's decoders refuse these in grayscale (data.color_mode's default).
+_COLOUR_ONLY = {"for GIF": "GIF", "for BMP": "BMP", "WebP only": "WebP"}
+
+
+def _explained(refusal: str, header: tuple[str, str, int] | None, channels: int) -> str:
+    """TensorFlow's decoding error in a user's words, with what to do."""
+    found = header[0].split()[0] if header and header[0] else ""
+    for marker, kind in _COLOUR_ONLY.items():
+        if marker in refusal:
+            return (
+                f"a {kind} image, which TensorFlow decodes only in colour: set data.color_mode: rgb, "
+                f"or convert the images to PNG"
+            )
+    if channels == 1 and header and header[0] == "JPEG CMYK":
+        return (
+            "a CMYK JPEG, which TensorFlow cannot decode to grayscale: set data.color_mode: rgb, or convert it to RGB"
+        )
+    if "Unknown image file format" in refusal:
+        what = f"a {found} image" if found else "not an image TensorFlow reads"
+        return f"the file is {what}, not PNG, JPEG, GIF or BMP: convert it, or remove it"
+    if "channels inherent" in refusal:
+        return "a BMP TensorFlow cannot decode (it reads 24- and 32-bit BMPs): convert it to PNG"
+    for kind in ("JPEG", "PNG", "GIF", "BMP"):
+        if kind.lower() in refusal.lower():
+            return f"damaged or truncated {kind} data ({refusal}): replace the file, or remove it"
+    return f"TensorFlow cannot decode the image ({refusal}): re-save it as PNG, or remove it"

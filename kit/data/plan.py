@@ -9,6 +9,7 @@ malformed row stops the run at once (with its line) instead of mid-epoch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,19 +37,29 @@ class SplitReport:
     rows: int = 0
     bad: int = 0
     examples: list[str] = field(default_factory=list)  # the first few problems, with their place
+    notes: list[str] = field(default_factory=list)  # remarks a user should see (look-alike labels, files left out)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "bad_rows": self.bad, "first_problems": self.examples}
+        return {"rows": self.rows, "bad_rows": self.bad, "first_problems": self.examples, "notes": self.notes}
 
 
 class DataPlan:
     """The sources of each split, and how rows are assigned to splits."""
 
-    def __init__(self, data_config: Any, project_dir: Path, seed: int, schemes: dict[str, Callable[..., Source]]):
+    def __init__(
+        self,
+        data_config: Any,
+        project_dir: Path,
+        seed: int,
+        schemes: dict[str, Callable[..., Source]],
+        train_described: str = "data.train",
+    ):
+        """`train_described` is what messages call the training source (`kit predict`: "The input")."""
         self.config = data_config
         self.seed = seed
+        self.described = {"train": train_described, "validation": "data.validation", "test": "data.test"}
         self.sources: dict[str, Source] = {
-            "train": open_source(data_config.train, data_config, project_dir, "train", schemes)
+            "train": open_source(data_config.train, data_config, project_dir, "train", schemes, train_described)
         }
         self.shared: dict[str, float] = {}  # split -> fraction taken off the training source
         for split, spec, fraction in (
@@ -57,6 +68,7 @@ class DataPlan:
         ):
             if spec:
                 self.sources[split] = open_source(spec, data_config, project_dir, split, schemes)
+                _refuse_leak(self.sources["train"], self.sources[split], split)
             elif fraction > 0:
                 self.shared[split] = fraction
         if sum(self.shared.values()) >= 1:
@@ -90,6 +102,27 @@ class DataPlan:
         return {split: source.fingerprint() for split, source in self.sources.items()}
 
 
+def _refuse_leak(train: Source, other: Source, split: str) -> None:
+    """Scoring a model on the rows it trained on says nothing: refuse it rather than report perfect metrics."""
+    if not _same_data(train, other):
+        return
+    raise DataError(
+        f"data.{split} is the training data itself ({other.name}): {split} metrics would score examples the model "
+        f"trained on. Remove data.{split} to split {split} rows off the training data (data.{split}_fraction), "
+        f"or point it at held-out examples."
+    )
+
+
+def _same_data(one: Source, other: Source) -> bool:
+    first, second = getattr(one, "path", None), getattr(other, "path", None)
+    if first is not None and second is not None:
+        try:
+            return os.path.samefile(first, second)
+        except OSError:
+            return False
+    return one.name == other.name
+
+
 def parse_row(row: Row, fields: list[Field]) -> list[Any]:
     """Parse one row with every field; raise BadValue naming the column."""
     values = row.values
@@ -101,16 +134,20 @@ def parse_row(row: Row, fields: list[Field]) -> list[Any]:
     for f in fields:
         if f.column not in values:
             raise BadValue(f"missing column '{f.column}'")
+        raw = values[f.column]
+        if isinstance(f, ImageField) and row.folder:
+            raw = f.locate(raw, row.folder)
         try:
-            parsed.append(f.parse(values[f.column]))
+            parsed.append(f.parse(raw))
         except BadValue as exc:
             raise BadValue(f"column '{f.column}': {exc}") from None
     return parsed
 
 
-def check_value(f: Field, value: Any) -> None:
+def check_value(f: Field, value: Any, learning: bool = False) -> None:
+    """`f.check` a value (or, from training rows, `f.observe` it); a BadValue names the column."""
     try:
-        f.check(value)
+        f.observe(value) if learning else f.check(value)
     except BadValue as exc:
         raise BadValue(f"column '{f.column}': {exc}") from None
 
@@ -122,7 +159,7 @@ def check_columns(source: Source, fields: list[Field], setting: Callable[[str], 
         if f.column not in columns:
             raise DataError(
                 f"Column '{f.column}' ({setting(f.column)}) is not in {source.name}. "
-                f"Its columns are: {', '.join(columns)}."
+                f"Its columns are: {', '.join(columns)}.{source.hint()}"
             )
 
 
@@ -132,29 +169,58 @@ def scan(plan: DataPlan, fields: list[Field], policy: str, learn: bool = True) -
     With policy "fail", the first malformed row raises `DataError` quoting its
     place; with "skip", malformed rows are counted and left out. With
     `learn=False` (evaluating a trained model) every split is only checked.
+    Image files are decoded as the pipeline will decode them.
     """
+    _prepare_images(plan, fields)
     reports = {}
     for split in plan.splits():
-        report = SplitReport()
-        source = plan.source(split)
-        learning = learn and split == "train"
-        for row in plan.rows(split):
-            try:
-                values = parse_row(row, fields)
-                for f, value in zip(fields, values):
-                    f.observe(value) if learning else check_value(f, value)
-            except BadValue as exc:
-                _bad_row(report, source, row, str(exc), policy)
-                continue
-            report.rows += 1
-        if learning:
-            for f in fields:
-                f.finish()
-        if split == "train":
-            _remember_image_shape(plan, fields)
-        reports[split] = report
+        if split in plan.sources and split != "train":
+            _require_columns(plan, split, fields)
+        reports[split] = _scan_split(plan, split, fields, policy, learn and split == "train")
     _require_rows(reports, plan)
     return reports
+
+
+def _scan_split(plan: DataPlan, split: str, fields: list[Field], policy: str, learning: bool) -> SplitReport:
+    report = SplitReport()
+    source = plan.source(split)
+    for row in plan.rows(split):
+        try:
+            values = parse_row(row, fields)
+            for f, value in zip(fields, values):
+                check_value(f, value, learning)
+        except BadValue as exc:
+            _bad_row(report, source, row, str(exc), policy)
+            continue
+        report.rows += 1
+    if learning and report.rows:
+        _finish(fields, source)
+        report.notes += [note for f in fields for note in f.notes()]
+    if split == "train":
+        _remember_image_shape(fields)
+    if split in plan.sources:  # what the source itself found (files left out); once, with its own split
+        report.notes += source.notes
+    return report
+
+
+def _finish(fields: list[Field], source: Source) -> None:
+    for f in fields:
+        try:
+            f.finish()
+        except DataError as exc:
+            raise DataError(f"{source.name}: {exc}") from None
+
+
+def _require_columns(plan: DataPlan, split: str, fields: list[Field]) -> None:
+    """Validation and test files need the training columns: say so once, not on every row."""
+    source = plan.sources[split]
+    columns = source.columns()
+    missing = [f.column for f in fields if f.column not in columns]
+    if missing:
+        raise DataError(
+            f"{plan.described[split]} {source.name} has no column '{missing[0]}', which the model uses. "
+            f"Its columns are: {', '.join(columns)}. Give it the same columns as the training data."
+        )
 
 
 def _bad_row(report: SplitReport, source: Source, row: Row, reason: str, policy: str) -> None:
@@ -166,22 +232,46 @@ def _bad_row(report: SplitReport, source: Source, row: Row, reason: str, policy:
         report.examples.append(f"{place}: {reason}")
 
 
-def _remember_image_shape(plan: DataPlan, fields: list[Field]) -> None:
+def _prepare_images(plan: DataPlan, fields: list[Field]) -> None:
+    """Image files are checked by decoding them to the channels the pipeline will ask for."""
+    for f in fields:
+        if isinstance(f, ImageField) and f.channels is None:
+            f.channels = 1 if getattr(plan.config, "color_mode", "rgb") == "grayscale" else 3
+
+
+def _remember_image_shape(fields: list[Field]) -> None:
     for f in fields:
         if isinstance(f, ImageField):
-            for row in plan.rows("train"):
-                value = row.values.get(f.column)
-                f.array_shape = getattr(value, "shape", None)  # None: the images are file paths
-                break
+            f.array_shape = f.first_shape  # None: the images are file paths
 
 
 def _require_rows(reports: dict[str, SplitReport], plan: DataPlan) -> None:
     train = reports["train"]
     if train.rows == 0:
+        what = "training rows" if plan.described["train"] == "data.train" else "rows"
         raise DataError(
-            f"No usable training rows in {plan.sources['train'].name} "
+            f"No usable {what} in {plan.sources['train'].name} "
             f"({train.bad} malformed). " + (train.examples[0] if train.examples else "The source is empty.")
         )
+    for split, report in reports.items():
+        if split != "train" and report.rows == 0:
+            read = sum(reports[s].rows + reports[s].bad for s in ("train", *plan.shared))
+            raise DataError(_empty_split(plan, split, report, read))
+
+
+def _empty_split(plan: DataPlan, split: str, report: SplitReport, read: int) -> str:
+    """A split with no rows would train and report without its metrics, without a word: say why instead."""
+    if split in plan.sources:
+        return f"No usable rows in {plan.described[split]} {plan.sources[split].name} ({report.bad} malformed). " + (
+            report.examples[0] if report.examples else f"Put {split} examples there, or remove data.{split}."
+        )
+    fraction = plan.shared[split]
+    return (
+        f"The {split} split is empty: data.{split}_fraction is {fraction} but none of the {read} rows read "
+        f"from {plan.sources['train'].name} fell into it (each row goes to a split by a seeded hash; a corpus "
+        f"gives one row per passage of about 4,000 characters). Add data, set data.{split} to a file of {split} "
+        f"examples, or set data.{split}_fraction: 0 to go without {split} metrics."
+    )
 
 
 def report_text(reports: dict[str, SplitReport]) -> str:
@@ -192,4 +282,5 @@ def report_text(reports: dict[str, SplitReport]) -> str:
         if report.bad:
             line += f", {report.bad} malformed rows skipped (first: {report.examples[0]})"
         lines.append(line)
+        lines += [f"  note: {note}" for note in report.notes]
     return "\n".join(lines)

@@ -69,7 +69,7 @@ def assemble(config: Config) -> Pieces:
             f"Task '{task.name}' does not take {kind} inputs (it takes: {', '.join(task.input_kinds)}). "
             f"Set data.inputs, or choose another task."
         )
-    sample = [row.values for _, row in zip(range(200), train_source.rows())]
+    sample = (row.values for row in train_source.rows())  # tabular columns are typed from every row
     inputs = make_inputs(config, task.input_kind(kind), columns, task.target_columns(), sample)
     feature_setting = {"text": "data.text_column", "image": "data.image_column"}.get(kind, "data.features")
     check_columns(train_source, inputs.fields, lambda column: feature_setting)

@@ -78,7 +78,7 @@ def malformed_jsonl(root, mp):
     return ["run", str(project(root / "p", REGRESSION.format(data=root / "d.jsonl")))]
 
 
-@case("data", "data.validation_fraction + data.test_fraction must be below 1")
+@case("data", "leaves no training rows")
 def splits_leave_nothing_to_train(root, mp):
     """Validation + test fractions that leave no training rows"""
     return [

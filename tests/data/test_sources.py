@@ -75,7 +75,7 @@ def test_empty_text_and_unknown_validation_label(tmp_path):
 
 def test_wrong_encoding_is_explained(tmp_path):
     path = tmp_path / "latin.csv"
-    path.write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
+    path.write_bytes("text,label\ncaf\xe9,pos\nth\xe9,neg\n".encode("latin-1"))
     with pytest.raises(DataError, match="not valid utf-8.*data.encoding"):
         scan(plan_for(path, validation_fraction=0, test_fraction=0), [TextField("text"), LabelField("label")], "fail")
     reports = scan(
@@ -83,7 +83,7 @@ def test_wrong_encoding_is_explained(tmp_path):
         [TextField("text"), LabelField("label")],
         "fail",
     )
-    assert reports["train"].rows == 1
+    assert reports["train"].rows == 2
 
 
 def test_empty_file_and_missing_file(tmp_path):
@@ -107,7 +107,7 @@ def test_jsonl_bad_lines(tmp_path):
     )
     assert reports["train"].rows == 2
     assert "line 2: invalid JSON" in reports["train"].examples[0]
-    assert "line 3: expected a JSON object, got list" in reports["train"].examples[1]
+    assert "line 3: expected a JSON object, got an array" in reports["train"].examples[1]
 
 
 def test_text_folder_source(tmp_path):

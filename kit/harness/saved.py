@@ -56,7 +56,7 @@ class TrainedModel:
         )
         config = dataclasses.replace(self.config, data=data)
         config.source_file = Path.cwd() / "kit.yaml"  # relative paths on the command line mean the cwd
-        plan = data_plan(config)
+        plan = data_plan(config, train_described="The input")  # not "data.train": it came from the command line
         fields = self.inputs.fields + (self.task.fields if with_targets else [])
         role = {f.column: "a target" for f in self.task.fields}
         check_columns(plan.sources["train"], fields, lambda column: role.get(column, "an input of this model"))

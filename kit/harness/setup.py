@@ -30,11 +30,11 @@ def load_task(config: Config, plugins: Plugins | None = None) -> tuple[Task, str
     return task_cls(config, options), registered.plugin
 
 
-def data_plan(config: Config, plugins: Plugins | None = None) -> DataPlan:
+def data_plan(config: Config, plugins: Plugins | None = None, train_described: str = "data.train") -> DataPlan:
     plugins = plugins or get_plugins()
     plugins.collect()
     schemes = {name: item.obj for name, item in plugins.data_sources.items.items()}
-    return DataPlan(config.data, config.project_dir, config.seed, schemes)
+    return DataPlan(config.data, config.project_dir, config.seed, schemes, train_described)
 
 
 @dataclass

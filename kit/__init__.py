@@ -11,6 +11,7 @@ Example::
         register(MyTask)
 """
 
+from kit.backbone import Backbone, Built, InputKind
 from kit.errors import (
     ConfigError,
     DataError,
@@ -28,8 +29,11 @@ from kit.task import Task
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backbone",
+    "Built",
     "ConfigError",
     "DataError",
+    "InputKind",
     "Interrupted",
     "KitError",
     "ModelError",

@@ -20,7 +20,6 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from kit.backbones import is_pretrained_backbone
 from kit.errors import ConfigError
 
 CONFIG_FILE = "kit.yaml"
@@ -53,11 +52,21 @@ class DataConfig:
         "Corpus files: join lines broken inside a paragraph (hard-wrapped prose such as Project Gutenberg books).",
         default=False,
     )
-    inputs: Literal["auto", "text", "tabular", "image"] = _doc(
-        "What the features are; `auto`: image folders -> image, a `text` column -> text, else tabular.",
+    inputs: str = _doc(
+        "The input kind (see `kit tasks --json`): `text`, `text_pair`, `tokens`, `tabular`, `image`, a plugin's "
+        "own, or `auto`: the only kind the task takes, else detected from the data (an image folder or "
+        "`data.image_column` -> image, two text columns -> text_pair, `data.tokens_column` -> tokens, "
+        "`data.text_column` -> text, anything else -> tabular).",
         default="auto",
     )
-    text_column: str = _doc("Column holding the text for text inputs.", default="text")
+    text_column: str | list[str] = _doc(
+        "Column holding the text for text inputs; two columns (`[premise, hypothesis]`) for a pair of texts.",
+        default="text",
+    )
+    tokens_column: str = _doc(
+        "Column holding each example's words (a JSON list, or a text split at spaces) for the `tokens` kind.",
+        default="tokens",
+    )
     image_column: str = _doc("Column holding the image (path or array) for image inputs.", default="image")
     target: list[str] | None = _doc(
         "Target column(s); default: the task's own (`label` for classification).", default=None
@@ -103,9 +112,10 @@ class ModelConfig:
     """The backbone and its size."""
 
     backbone: str = _doc(
-        "`auto` (bert-tiny for text, gpt-tiny for generation, mlp for tabular, cnn for images), a built-in name, "
-        "or for text a pretrained model: a keras-hub preset folder, a Hugging Face folder, a kit run directory "
-        "(its exported backbone), or a keras-hub preset name (online).",
+        "`auto` (the input kind's default: bert-tiny for text, gpt-tiny for generation, mlp for tables, cnn for "
+        "images), a built-in name (`kit backbones`), or a pretrained model: a keras-hub preset folder, a Hugging "
+        "Face folder, a kit run directory (the backbone it saved), a .gguf file (generation), or a keras-hub "
+        "preset name (online).",
         default="auto",
     )
     sequence_length: int = _doc("Tokens per text example (longer texts are truncated).", default=64)
@@ -198,8 +208,9 @@ class Config:
     train: TrainConfig = _doc("Training section.", default_factory=TrainConfig)
     options: dict[str, Any] = _doc("Options of the task type (see `kit tasks --json`).", default_factory=dict)
 
-    # Where the config came from; not part of the YAML schema.
+    # Where the config came from, and `model.backbone` parsed; not part of the YAML schema.
     source_file: Path | None = field(default=None, compare=False, repr=False, metadata={"internal": True})
+    backbone_ref: Any = field(default=None, compare=False, repr=False, metadata={"internal": True})
 
     @property
     def project_dir(self) -> Path:
@@ -261,9 +272,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, value = parse_override(item)
         set_dotted(raw, key, value)
         lines.pop(key, None)
-    config = build_config(raw, _Where(file, lines))
-    config.source_file = file.resolve()
-    return config
+    return build_config(raw, _Where(file, lines), source_file=file.resolve(), project_plugins=True)
 
 
 def find_config_file(path: str | Path) -> Path:
@@ -345,11 +354,36 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 # ------------------------------------------------------------- validation
 
 
-def build_config(raw: dict[str, Any], where: _Where | None = None) -> Config:
-    """Validate a plain mapping against the `Config` schema, then settle its `auto` training values."""
-    config = _build_dataclass(Config, raw, "", where or _Where(None))
-    resolve_auto_training(config.train, is_pretrained_backbone(config.model.backbone))
+def build_config(
+    raw: dict[str, Any], where: _Where | None = None, source_file: Path | None = None, project_plugins: bool = False
+) -> Config:
+    """Validate a plain mapping against the `Config` schema, parse `model.backbone`, settle `auto` training values.
+
+    With `project_plugins`, the modules the config names in `plugins:` are loaded first (they may
+    register backbones). Configs read back from a run folder never load them: a run folder is
+    untrusted, and loading it must not run code.
+    """
+    where = where or _Where(None)
+    config = _build_dataclass(Config, raw, "", where)
+    config.source_file = source_file
+    if project_plugins and config.plugins:
+        from kit.plugins import get_plugins
+
+        get_plugins().load_project_plugins(config.plugins, config.project_dir)
+    config.backbone_ref = backbone_reference(config, where)
+    resolve_auto_training(config.train, config.backbone_ref.pretrained)
     return config
+
+
+def backbone_reference(config: Config, where: _Where) -> Any:
+    """`model.backbone` parsed against the built-in names plugins registered (`kit.references`)."""
+    from kit.plugins import get_plugins
+    from kit.references import parse_reference
+
+    try:
+        return parse_reference(config.model.backbone, config.project_dir, get_plugins().backbone_origins())
+    except ConfigError as exc:
+        raise ConfigError(f"{where('model.backbone')}: {exc}") from None
 
 
 # `auto` training settings. Fine-tuning a pretrained backbone wants a learning rate ~20x lower,
@@ -568,9 +602,8 @@ def resolved_dict(config: Config) -> dict[str, Any]:
             data[key] = config.resolve_path(data[key])
     plain["plugins"] = [config.resolve_path(p) if p.endswith(".py") else p for p in config.plugins]
     plain["runs_dir"] = config.resolve_path(config.runs_dir or "runs")
-    backbone = config.model.backbone
-    if (config.project_dir / backbone).expanduser().is_dir() or backbone.startswith((".", "~")):
-        plain["model"]["backbone"] = config.resolve_path(backbone)
+    if config.backbone_ref is not None and config.backbone_ref.path is not None:
+        plain["model"]["backbone"] = str(config.backbone_ref.path)
     if not plain.get("name"):
         plain["name"] = config.project_dir.name
     return plain

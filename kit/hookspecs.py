@@ -22,6 +22,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     import click
 
+    from kit.backbone import Backbone, InputKind
     from kit.task import Task
 
 hookspec = pluggy.HookspecMarker("kit")
@@ -41,6 +42,43 @@ def register_tasks(register: Callable[[type[Task]], None]) -> None:
         @kit.hookimpl
         def register_tasks(register):
             register(SentimentTask)
+    """
+
+
+@hookspec
+def register_input_kinds(register: Callable[[type[InputKind]], None]) -> None:
+    """Register input kinds: what the features of one example are.
+
+    Call ``register(KindClass)`` once per kind. ``KindClass`` must be a subclass
+    of `kit.InputKind` with a unique ``name``; tasks list the kinds they take in
+    ``input_kinds``, projects may pick one with ``data.inputs: NAME``. kit's own
+    kinds (text, text_pair, tokens, tabular, image) are registered this way.
+
+    Example::
+
+        @kit.hookimpl
+        def register_input_kinds(register):
+            register(AudioClips)
+    """
+
+
+@hookspec
+def register_backbones(register: Callable[[type[Backbone]], None]) -> None:
+    """Register backbone families: how features become a representation.
+
+    Call ``register(FamilyClass)`` once per family. ``FamilyClass`` must be a
+    subclass of `kit.Backbone` with a unique ``name``; the built-in names in its
+    ``sizes`` (``model.backbone: NAME``) must be unique across plugins too. A
+    family that loads pretrained models says which references it takes in
+    ``accepts()``. kit's own families (bert, roberta, pretrained-text, mlp, cnn,
+    pretrained-image, and generation's gpt and pretrained-decoder) are
+    registered this way.
+
+    Example::
+
+        @kit.hookimpl
+        def register_backbones(register):
+            register(SpectrogramCNN)
     """
 
 

@@ -24,12 +24,20 @@ import pluggy
 from kit import __version__ as kit_version
 from kit import hookspecs
 from kit.entry_points import entry_points
-from kit.errors import PluginError
+from kit.errors import ConfigError, PluginError
 
 DEFAULT_PLUGINS = (
+    "kit_plugins.inputs",
+    "kit_plugins.backbones.bert",
+    "kit_plugins.backbones.roberta",
+    "kit_plugins.backbones.pretrained_text",
+    "kit_plugins.backbones.mlp",
+    "kit_plugins.backbones.cnn",
+    "kit_plugins.backbones.pretrained_image",
     "kit_plugins.classification",
-    "kit_plugins.generation",
     "kit_plugins.regression",
+    "kit_plugins.token_classification",
+    "kit_plugins.generation",
     "kit_plugins.sources",
 )
 ENTRY_POINT_GROUP = "kit"
@@ -99,6 +107,9 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self.tasks = Registry("task")
         self.data_sources = Registry("data source")
+        self.input_kinds = Registry("input kind")
+        self.backbones = Registry("backbone family")
+        self.backbone_names = Registry("backbone")  # built-in model.backbone names -> their family's name
         self._collected: set[str] = set()  # plugins whose registration hooks have run
 
     # -- loading
@@ -163,29 +174,48 @@ class Plugins:
         pending = {name for name, _ in self.pm.list_name_plugin()} - self._collected
         if not pending:
             return
-        self._call_each("register_tasks", self.tasks, _check_task, pending)
-        self._call_each("register_data_sources", self.data_sources, _check_source, pending)
+        self._register_each("register_input_kinds", self.input_kinds, _check_kind, pending)
+        self._register_each("register_backbones", self.backbones, self._check_backbone, pending)
+        self._register_each("register_tasks", self.tasks, _check_task, pending)
+        self._register_each("register_data_sources", self.data_sources, _check_source, pending)
         self._collected |= pending
 
-    def _call_each(
-        self, hook_name: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]
-    ) -> None:
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in caller.get_hookimpls():
-            plugin = impl.plugin_name
-            if plugin not in only:
+    def call_each(self, hook: str, register_for: Callable[[str], Callable[..., None]], only: set[str] | None = None,
+                  **kwargs: Any) -> dict[str, BaseException]:  # fmt: skip
+        """Call `hook` on one plugin at a time, through pluggy's own hook calling (wrappers and tracing work).
+
+        Each plugin gets `register=register_for(plugin_name)`, so whatever it registers is
+        recorded against it. Returns the exceptions raised, by plugin name; a plugin that
+        raises does not stop the others. `only` limits the call to those plugins.
+        """
+        names = [impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()]
+        errors: dict[str, BaseException] = {}
+        for name in names:
+            if only is not None and name not in only:
                 continue
-
-            def register(*args: Any, _plugin: str = plugin) -> None:
-                name, obj = check(_plugin, *args)
-                registry.add(name, obj, _plugin)
-
+            others = [self.pm.get_plugin(other) for other in names if other != name]
             try:
-                impl.function(register=register)
-            except PluginError as exc:
-                self._note_error(plugin, str(exc))
-            except Exception as exc:
-                self._note_error(plugin, f"{hook_name} raised {_one_line(exc)}")
+                self.pm.subset_hook_caller(hook, remove_plugins=others)(register=register_for(name), **kwargs)
+            except Exception as exc:  # a plugin's bug is reported against it
+                errors[name] = exc
+        return errors
+
+    def _register_each(self, hook: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]) -> None:
+        def register_for(plugin: str) -> Callable[..., None]:
+            def register(*args: Any) -> None:
+                name, obj = check(plugin, *args)
+                registry.add(name, obj, plugin)
+
+            return register
+
+        for plugin, exc in self.call_each(hook, register_for, only).items():
+            self._note_error(plugin, str(exc) if isinstance(exc, PluginError) else f"{hook} raised {_one_line(exc)}")
+
+    def _check_backbone(self, plugin: str, family: Any) -> tuple[str, Any]:
+        name, family = _check_backbone(plugin, family)
+        for size in family.sizes:  # built-in names are unique across plugins, like family names
+            self.backbone_names.add(size, name, plugin)
+        return name, family
 
     def _note_error(self, plugin: str, message: str) -> None:
         info = self.info.get(plugin)
@@ -213,6 +243,45 @@ class Plugins:
         self.collect()
         return self.tasks.get(name)
 
+    def input_kind(self, name: str) -> Registered:
+        self.collect()
+        return self.input_kinds.get(name)
+
+    def backbone_origins(self) -> dict[str, str]:
+        """Every built-in `model.backbone` name with the plugin that registered it."""
+        self.collect()
+        return {name: item.plugin for name, item in self.backbone_names.items.items()}
+
+    def backbone_for(self, reference: Any, kind: str) -> Registered:
+        """The backbone family that builds `kind` inputs from `reference` (a `BackboneRef`, not auto)."""
+        self.collect()
+        if reference.form == "name":
+            family = self.backbones.get(self.backbone_names.get(reference.name).obj)
+            if kind not in family.obj.input_kinds:
+                raise ConfigError(
+                    f"model.backbone '{reference.name}' ({family.obj.name} family, from {family.plugin}) builds "
+                    f"{', '.join(family.obj.input_kinds)} inputs, not {kind}. {self._families_for(kind)}"
+                )
+            return family
+        found = [item for item in self.backbones.items.values() if kind in item.obj.input_kinds and _accepts(item, reference)]
+        if not found:
+            raise ConfigError(f"No backbone family loads model.backbone {reference} for {kind} inputs. {self._families_for(kind)}")
+        if len(found) > 1:
+            owners = " and ".join(f"'{item.obj.name}' ({item.plugin})" for item in found)
+            raise PluginError(
+                f"Backbone families {owners} both load {reference} for {kind} inputs; kit cannot choose. "
+                f"Uninstall one of them, or limit what loads with KIT_LOAD_PLUGINS."
+            )
+        return found[0]
+
+    def _families_for(self, kind: str) -> str:
+        """What can build `kind`: built-in names and the families that load pretrained models, with origins."""
+        families = {name: item for name, item in self.backbones.items.items() if kind in item.obj.input_kinds}
+        names = [f"{size} ({item.plugin})" for size, item in sorted(self.backbone_names.items.items()) if item.obj in families]
+        loaders = [f"{name} ({item.plugin})" for name, item in families.items() if item.obj.loads_pretrained()]
+        text = f"Backbones for {kind} inputs: {', '.join(names) or 'none'}"
+        return text + (f"; pretrained models load through {', '.join(loaders)}." if loaders else ".")
+
 
 def _check_task(plugin: str, task_cls: Any) -> tuple[str, Any]:
     from kit.task import Task  # light module: no TensorFlow
@@ -223,6 +292,43 @@ def _check_task(plugin: str, task_cls: Any) -> tuple[str, Any]:
     if not name or not isinstance(name, str):
         raise PluginError(f"Plugin '{plugin}' registered task class {task_cls.__name__} without a `name`.")
     return name, task_cls
+
+
+def _check_kind(plugin: str, kind_cls: Any) -> tuple[str, Any]:
+    from kit.backbone import InputKind
+
+    if not (isinstance(kind_cls, type) and issubclass(kind_cls, InputKind)):
+        raise PluginError(f"Plugin '{plugin}' registered {kind_cls!r} as an input kind; it must subclass kit.InputKind.")
+    if not kind_cls.name or not isinstance(kind_cls.name, str):
+        raise PluginError(f"Plugin '{plugin}' registered input kind {kind_cls.__name__} without a `name`.")
+    return kind_cls.name, kind_cls
+
+
+def _check_backbone(plugin: str, family: Any) -> tuple[str, Any]:
+    from kit.backbone import Backbone
+
+    if not (isinstance(family, type) and issubclass(family, Backbone)):
+        raise PluginError(f"Plugin '{plugin}' registered {family!r} as a backbone; it must subclass kit.Backbone.")
+    name = getattr(family, "name", "")
+    if not name or not isinstance(name, str):
+        raise PluginError(f"Plugin '{plugin}' registered backbone family {family.__name__} without a `name`.")
+    kinds = family.input_kinds
+    if isinstance(kinds, str) or not kinds or not all(isinstance(k, str) and k for k in kinds):
+        raise PluginError(f"Backbone family '{name}' (plugin '{plugin}') must list its input_kinds, e.g. ('text',).")
+    if not isinstance(family.sizes, dict):
+        raise PluginError(f"Backbone family '{name}' (plugin '{plugin}'): sizes must map names to settings.")
+    return name, family
+
+
+def _accepts(item: Registered, reference: Any) -> bool:
+    """A family's `accepts`, with its bugs reported as the plugin's."""
+    try:
+        return bool(item.obj.accepts(reference))
+    except Exception as exc:
+        raise PluginError(
+            f"Backbone family '{item.obj.name}' (plugin '{item.plugin}') failed deciding whether it loads "
+            f"{reference}: {_one_line(exc)}"
+        ) from None
 
 
 def _check_source(plugin: str, scheme: Any, opener: Any = None) -> tuple[str, Any]:

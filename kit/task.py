@@ -1,13 +1,16 @@
 """The task-type contract every task plugin implements.
 
-A task type turns examples into a trained model and predictions. kit owns the
-*inputs* side (reading sources, text/tabular/image features, the backbone);
-a task owns the *target* side:
+A task type turns examples into a trained model and predictions. It declares
+the input kinds it takes (`input_kinds`: one text, a pair of texts, words,
+a table row, an image, or a plugin's kind; see `kit.InputKind`), and kit
+builds those inputs with the backbone family `model.backbone` names (see
+`kit.Backbone`). The task owns the *target* side:
 
 - `target_fields`: which columns are targets and how each is parsed and
   encoded (a label vocabulary, a normalised number...), learned from the
   training rows;
-- `build_head`: the layer(s) on top of the backbone's representation;
+- `build_head` (or `build_model`): the layer(s) on top of the backbone's
+  representation;
 - `loss` and `metrics`: Keras objects for `model.compile`;
 - `evaluate`: final metrics in the task's own terms (original units, labels);
 - `predictions`: model outputs turned into what a user reads.
@@ -24,7 +27,7 @@ Example::
         name = "sentiment"
         description = "Positive/negative text classification."
         default_target = "label"
-        input_kinds = ("text",)
+        input_kinds = ("text", "text_pair")
 
         def target_fields(self, columns):
             return [LabelField(columns[0])]
@@ -50,6 +53,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from kit.backbone import Backbone, Built
     from kit.config import Config
     from kit.data.fields import Field
 
@@ -60,14 +64,15 @@ class Task:
     Attributes:
         name: the name projects use in `task:`; unique across plugins.
         description: one line shown by `kit tasks`.
-        default_target: target column(s) used when `data.target` is unset.
-        input_kinds: which feature kinds the task accepts (text, tabular, image).
+        default_target: target column(s) used when `data.target` is unset (a name or a tuple of names).
+        input_kinds: the input kinds the task takes, by name (text, text_pair, tokens, tabular, image,
+            or a plugin's); with `data.inputs: auto`, the only one, or the one the data shows.
         Options: an optional dataclass validating the `options:` section.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    default_target: ClassVar[Sequence[str]] = ("label",)
+    default_target: ClassVar[str | Sequence[str]] = ("label",)
     input_kinds: ClassVar[Sequence[str]] = ("text", "tabular", "image")
     Options: ClassVar[type | None] = None
 
@@ -80,7 +85,8 @@ class Task:
 
     def target_columns(self) -> list[str]:
         """The target columns: `data.target` if set, else `default_target`."""
-        return list(self.config.data.target or self.default_target)
+        default = [self.default_target] if isinstance(self.default_target, str) else self.default_target
+        return list(self.config.data.target or default)
 
     def setup_fields(self) -> list[Field]:
         """Create the target fields (called once per run; states are learned later)."""
@@ -91,32 +97,48 @@ class Task:
         """Return one `kit.data.Field` per target column."""
         raise NotImplementedError(f"{type(self).__name__} must implement target_fields()")
 
-    def input_kind(self, guessed: str) -> str:
-        """The inputs kind to build, given the one guessed from the data (text, tabular, image).
-
-        Default: the guess. The generation task turns "text" into "decoder"
-        (a GPT-style backbone with a causal-LM tokenizer).
-        """
-        return guessed
-
-    def prepare(self, dataset: Any, inputs: Any, split: str) -> Any:
+    def prepare(self, dataset: Any, backbone: Backbone, split: str) -> Any:
         """Reshape the unbatched example stream of one split before batching.
 
         Default: `None`, meaning "use the examples as they are" (one example per
-        row). A task whose examples are not rows returns a new unbatched
-        `tf.data.Dataset` of `(x, y)` pairs: the generation task tokenises
-        documents and packs them into fixed-length next-token windows. kit
-        caches the result and counts its elements to size the epochs.
+        row, preprocessed by the backbone). A task whose examples are not rows
+        returns a new unbatched `tf.data.Dataset` of `(x, y)` pairs: the
+        generation task tokenises documents with `backbone.tokenizer` and packs
+        them into fixed-length next-token windows. kit caches the result and
+        counts its elements to size the epochs.
         """
         return None
 
+    def check_example(self, features: dict[str, Any], targets: dict[str, Any]) -> None:
+        """Check one parsed example as a whole (each column is checked by its field already).
+
+        Raise `kit.data.BadValue` to mark the row malformed: the scan reports it with its
+        line, or leaves it out with `data.bad_rows: skip`. `token_classification` checks
+        that there is one tag per word. Default: nothing to check.
+        """
+
     # -- model
 
-    def build_model(self, inputs: Any, representation: Any) -> Any:
-        """Put the head on the backbone's representation and return a `keras.Model`."""
+    def build_model(self, built: Built) -> Any:
+        """Put the head on the backbone's representation and return a `keras.Model`.
+
+        `built` (a `kit.Built`) holds the model inputs, the representation, and the keras-hub
+        backbone and preprocessor where there are some. Default: a functional model from
+        `built.inputs` to `build_head(built.representation)`. Use only Keras and keras-hub
+        layers (or your own registered serialisable ones) so `model.keras` loads in safe mode.
+        """
         import keras
 
-        return keras.Model(inputs, self.build_head(representation), name=f"{self.name}_model")
+        return keras.Model(built.inputs, self.build_head(built.representation), name=f"{self.name}_model")
+
+    def model_to_save(self, model: Any, backbone: Backbone) -> Any:
+        """The model written to `model.keras` (weights already trained). Default: `model` itself.
+
+        The generation task trains a causal LM without its preprocessor (kit feeds token ids)
+        and returns it here with the preprocessor attached, so `generate("text")` works on the
+        saved model with plain keras-hub.
+        """
+        return model
 
     def build_head(self, representation: Any) -> Any:
         """Return the output tensor computed from `representation` (a KerasTensor)."""
@@ -149,8 +171,13 @@ class Task:
         """Write extra report files (plots, tables) for a split; return their paths."""
         return []
 
-    def predictions(self, outputs: np.ndarray) -> list[dict[str, Any]]:
-        """Turn a batch of model outputs into one JSON-able dict per example."""
+    def predictions(self, outputs: np.ndarray, features: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Turn a batch of model outputs into one JSON-able dict per example.
+
+        `features` holds the batch's encoded input features by column (numpy), for tasks
+        whose predictions quote the input (`token_classification` returns entity spans).
+        A subclass may leave the parameter out: kit passes it only when it is declared.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement predictions()")
 
     def postprocess(self, outputs: Any) -> Any:

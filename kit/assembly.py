@@ -1,0 +1,144 @@
+"""From a config to the pieces of a run: task, data plan, input kind, backbone family and fields.
+
+Shared by training (which learns field statistics and the backbone's
+vocabulary) and by using a trained run (which restores them from the run's
+`kit_model.json`). Everything is looked up in the plugin registries: kit's
+own tasks, kinds and families are plugins like any other. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kit.backbone import Backbone, InputKind
+from kit.config import Config, validate_options
+from kit.data.fields import Field
+from kit.data.plan import DataPlan, check_columns
+from kit.errors import ConfigError, PluginError
+from kit.plugins import Plugins, Registered, get_plugins
+from kit.references import parse_reference
+from kit.task import Task
+
+
+@dataclass
+class Pieces:
+    """Everything needed to build the datasets and the model of one project.
+
+    Attributes:
+        task: the `kit.Task` instance, with its target fields.
+        plugin: the plugin that registered the task.
+        plan: which source feeds each split (None when restored from a run).
+        kind: the `kit.InputKind` instance, with its feature fields.
+        backbone: the `kit.Backbone` family instance that builds the kind.
+        backbone_plugin: the plugin that registered that family.
+    """
+
+    task: Task
+    plugin: str
+    plan: DataPlan | None
+    kind: InputKind
+    backbone: Backbone
+    backbone_plugin: str
+
+    @property
+    def targets(self) -> list[Field]:
+        return self.task.fields
+
+    @property
+    def fields(self) -> list[Field]:
+        return self.kind.fields + self.task.fields
+
+    def check_example(self, values: list[Any]) -> None:
+        """The task's check of one parsed row (`values` in the order of `fields`)."""
+        split = len(self.kind.fields)
+        features = {f.column: v for f, v in zip(self.kind.fields, values[:split])}
+        targets = {f.column: v for f, v in zip(self.task.fields, values[split:])}
+        self.task.check_example(features, targets)
+
+
+def load_task(config: Config, plugins: Plugins | None = None) -> tuple[Task, str]:
+    """The task named in the config, with its options validated, and its plugin's name."""
+    plugins = plugins or get_plugins()
+    plugins.check_project_plugins()
+    registered = plugins.task(config.task)
+    options = validate_options(registered.obj.Options, config.options, config.task, config.source_file)
+    return registered.obj(config, options), registered.plugin
+
+
+def data_plan(config: Config, plugins: Plugins | None = None) -> DataPlan:
+    plugins = plugins or get_plugins()
+    plugins.collect()
+    schemes = {name: item.obj for name, item in plugins.data_sources.items.items()}
+    return DataPlan(config.data, config.project_dir, config.seed, schemes)
+
+
+def choose_kind(config: Config, task: Task, columns: list[str], hint: str | None, plugins: Plugins) -> Registered:
+    """The input kind: `data.inputs`, else the only one the task takes, else the one the data shows."""
+    accepted = [_kind(plugins, name, f"task '{task.name}' (input_kinds)") for name in task.input_kinds]
+    if config.data.inputs != "auto":
+        chosen = _kind(plugins, config.data.inputs, "data.inputs")
+        if chosen.name not in task.input_kinds:
+            raise ConfigError(
+                f"Task '{task.name}' does not take {chosen.name} inputs (it takes: {', '.join(task.input_kinds)}). "
+                f"Set data.inputs to one of those, or choose another task."
+            )
+        return chosen
+    if len(accepted) == 1:
+        return accepted[0]
+    found = [item for item in accepted if item.obj.detect(config, columns, hint)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        found = [item for item in accepted if getattr(item.obj, "fallback", False)]
+        if len(found) == 1:
+            return found[0]
+    names = ", ".join(item.name for item in (found or accepted))
+    raise ConfigError(
+        f"kit cannot tell which input kind this data is ({names} all fit its columns: {', '.join(columns)}). "
+        f"Set data.inputs to one of {', '.join(task.input_kinds)}."
+    )
+
+
+def _kind(plugins: Plugins, name: str, where: str) -> Registered:
+    try:
+        return plugins.input_kind(name)
+    except PluginError as exc:
+        raise ConfigError(f"{where}: {exc}".replace("See `kit tasks`", "See `kit tasks --json`")) from None
+
+
+def make_backbone(config: Config, kind: InputKind, plugins: Plugins) -> tuple[Backbone, str]:
+    """The backbone family instance for `model.backbone` (the kind's default when `auto`) and its plugin."""
+    reference = config.backbone_ref
+    if reference.form == "auto":
+        reference = parse_reference(kind.default_backbone, config.project_dir, plugins.backbone_origins())
+    registered = plugins.backbone_for(reference, kind.name)
+    return registered.obj(reference, kind, config), registered.plugin
+
+
+def assemble(config: Config, plugins: Plugins | None = None) -> Pieces:
+    """Task, data plan, input kind and backbone, with their columns checked against the training source."""
+    plugins = plugins or get_plugins()
+    task, plugin = load_task(config, plugins)
+    plan = data_plan(config, plugins)
+    source = plan.sources["train"]
+    targets = task.setup_fields()
+    check_columns(source, targets, lambda column: "data.target")
+    columns = source.columns()
+    kind = choose_kind(config, task, columns, source.kind_hint, plugins).obj(config)
+    kind.setup(source, task.target_columns())
+    check_not_targets(kind, task)
+    check_columns(source, kind.fields, kind.setting)
+    backbone, backbone_plugin = make_backbone(config, kind, plugins)
+    return Pieces(task, plugin, plan, kind, backbone, backbone_plugin)
+
+
+def check_not_targets(kind: InputKind, task: Task) -> None:
+    """Refuse a target column used as an input: the model would learn to copy the answer."""
+    targets = set(task.target_columns())
+    for f in kind.fields:
+        if f.column in targets:
+            raise ConfigError(
+                f"Column '{f.column}' is both a target (data.target) and an input ({kind.setting(f.column)}): the "
+                f"model would read the answer. Remove it from {kind.setting(f.column)}, or predict another column."
+            )

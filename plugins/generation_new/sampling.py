@@ -1,0 +1,180 @@
+"""Continuing prompts with a trained generation run: samplers, batched and streamed decoding.
+
+Batches go through keras-hub's `CausalLM.generate()` (compiled, with the
+key/value cache) and one of keras-hub's samplers. `--stream` runs the same
+cached decoder one token at a time from Python, so each token can be printed
+as soon as it exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from kit.errors import UsageError
+
+SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+
+
+@dataclass
+class Sampling:
+    """How to pick each next token.
+
+    Attributes:
+        sampler: greedy (most likely token), top_k, top_p (nucleus), random
+            (the whole distribution) or beam (beam search, `beams` wide).
+        max_new_tokens: tokens generated after the prompt (fewer when the end
+            token comes first or the model's context is full).
+        temperature: divides the logits; below 1 is more conservative.
+        top_k / top_p / beams: the sampler's own setting.
+        seed: makes random samplers repeatable.
+    """
+
+    sampler: str = "top_k"
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.9
+    beams: int = 4
+    seed: int | None = None
+
+    def check(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"Unknown sampler '{self.sampler}'. Choose one of: {', '.join(SAMPLERS)}.")
+        for name, value, low in (("max-new-tokens", self.max_new_tokens, 1), ("top-k", self.top_k, 1)):
+            if value < low:
+                raise UsageError(f"--{name} must be at least {low}, got {value}.")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}.")
+        if not self.temperature > 0:
+            raise UsageError(f"--temperature must be above 0, got {self.temperature}.")
+        if self.beams < 1:
+            raise UsageError(f"--beams must be at least 1, got {self.beams}.")
+
+    def make(self) -> Any:
+        """The keras-hub sampler object."""
+        import keras_hub
+
+        samplers = keras_hub.samplers
+        common = {"temperature": self.temperature}
+        if self.sampler == "greedy":
+            return samplers.GreedySampler(**common)
+        if self.sampler == "top_k":
+            return samplers.TopKSampler(k=self.top_k, seed=self.seed, **common)
+        if self.sampler == "top_p":
+            return samplers.TopPSampler(p=self.top_p, seed=self.seed, **common)
+        if self.sampler == "random":
+            return samplers.RandomSampler(seed=self.seed, **common)
+        return samplers.BeamSampler(num_beams=self.beams, **common)
+
+
+class Generator:
+    """A generation run's causal LM, ready to continue prompts."""
+
+    def __init__(self, run_dir: Path, unsafe: bool = False):
+        import keras_hub
+
+        from kit.inference import TrainedModel
+
+        trained = TrainedModel(run_dir, unsafe)
+        self.model = trained.model
+        if not isinstance(self.model, keras_hub.models.CausalLM) or self.model.preprocessor is None:
+            raise UsageError(
+                f"{run_dir} is a '{trained.task.name}' run; kit generate needs a run of the generation task. "
+                f"Use kit predict for it instead."
+            )
+        self.preprocessor = self.model.preprocessor
+        self.tokenizer = self.preprocessor.tokenizer
+        self.context = self._context_length()
+
+    def _context_length(self) -> int:
+        limit = getattr(self.model.backbone, "max_sequence_length", None)
+        return int(limit or self.preprocessor.sequence_length)
+
+    def _encode(self, prompts: list[str], max_new_tokens: int) -> tuple[dict[str, Any], list[int], int]:
+        """Prompts as padded token ids, each prompt's length in tokens (start token included), and the
+        length to generate to; tokenised once, at the full context, then cut to that length."""
+        inputs = self.preprocessor.generate_preprocess(prompts, sequence_length=self.context)
+        lengths = [int(n) for n in np.sum(np.asarray(inputs["padding_mask"]), axis=1)]
+        for number, (prompt, length) in enumerate(zip(prompts, lengths), start=1):
+            if length >= self.context:
+                shown = prompt if len(prompt) < 60 else prompt[:57] + "..."
+                raise UsageError(
+                    f"Prompt {number} ('{shown}') is {length} tokens; the model's context is {self.context} tokens, "
+                    f"so nothing could follow it. Shorten the prompt."
+                )
+        total = min(max(lengths) + max_new_tokens, self.context)
+        return {name: value[:, :total] for name, value in inputs.items()}, lengths, total
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        """One completion (the new text only) per prompt, generated as one batch."""
+        sampling.check()
+        inputs, lengths, _ = self._encode(prompts, sampling.max_new_tokens)
+        self.model.compile(sampler=sampling.make())
+        preprocessor, self.model.preprocessor = self.model.preprocessor, None  # inputs are token ids already
+        try:
+            outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
+        finally:
+            self.model.preprocessor = preprocessor
+        token_ids = np.asarray(outputs["token_ids"])
+        return [self._decode(row[n : n + sampling.max_new_tokens]) for row, n in zip(token_ids, lengths)]
+
+    def stream(self, prompt: str, sampling: Sampling) -> Iterator[str]:
+        """Yield the completion of one prompt piece by piece, as tokens are generated."""
+        import tensorflow as tf
+
+        sampling.check()
+        if sampling.sampler == "beam":
+            raise UsageError("Beam search picks its best sequence at the end, so it cannot stream; drop --stream.")
+        if not hasattr(self.model, "_build_cache"):
+            raise UsageError(f"{type(self.model).__name__} does not expose keras-hub's decoding cache; drop --stream.")
+        inputs, (length,), total = self._encode([prompt], sampling.max_new_tokens)
+        sampler = sampling.make()
+        token_ids = inputs["token_ids"]
+        _, cache = self.model._build_cache(token_ids)
+        step = tf.function(self.model.call_with_cache)
+        stop, new, shown = set(self._stop_ids()), [], ""
+        token = token_ids[:, length - 1 : length]
+        for index in range(length, total):
+            logits, _, cache = step(token, cache, tf.constant(index - 1, tf.int32))
+            next_id = int(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :]))[0])
+            if next_id in stop:
+                break
+            new.append(next_id)
+            text = self._decode(new)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                yield text[len(shown) :]
+                shown = text
+            token = tf.constant([[next_id]], dtype=token_ids.dtype)
+
+    def _stop_ids(self) -> tuple[int, ...]:
+        ids = [self.tokenizer.end_token_id]
+        if hasattr(self.tokenizer, "end_token2_id"):
+            ids.append(self.tokenizer.end_token2_id)
+        return tuple(ids)
+
+    def _decode(self, ids: Any) -> str:
+        stop = set(self._stop_ids())
+        kept = []
+        for token in ids:
+            if int(token) in stop:
+                break
+            kept.append(int(token))
+        return self.tokenizer.detokenize(kept) if kept else ""  # one sequence in, one str out
+
+
+def read_prompts(path: Path) -> list[tuple[int, str]]:
+    """(line number, prompt) for every non-blank line of a prompts file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"Prompts file {path} does not exist.") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"Prompts file {path} is not UTF-8 text. Re-save it as UTF-8, one prompt per line.") from None
+    prompts = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not prompts:
+        raise UsageError(f"Prompts file {path} has no prompts: write one prompt per line.")
+    return prompts

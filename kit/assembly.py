@@ -17,7 +17,7 @@ from kit.data.fields import Field
 from kit.data.plan import DataPlan, check_columns
 from kit.errors import ConfigError, PluginError
 from kit.plugins import Plugins, Registered, get_plugins
-from kit.references import parse_reference
+from kit.references import BackboneRef, parse_reference
 from kit.task import Task
 
 
@@ -131,6 +131,49 @@ def assemble(config: Config, plugins: Plugins | None = None) -> Pieces:
     check_columns(source, kind.fields, kind.setting)
     backbone, backbone_plugin = make_backbone(config, kind, plugins)
     return Pieces(task, plugin, plan, kind, backbone, backbone_plugin)
+
+
+def restore(config: Config, bundle: dict[str, Any], plugins: Plugins | None = None) -> Pieces:
+    """The pieces of a trained run from its kit_model.json: task, input kind and backbone family, looked up
+    among the installed plugins only (a run folder names them; it never brings code), with learned states."""
+    plugins = plugins or get_plugins()
+    plugins.collect()
+    task_entry = _installed(plugins.tasks, bundle["task"], "task")
+    task = task_entry.obj(config, validate_options(task_entry.obj.Options, config.options, config.task, None))
+    task.setup_fields()
+    _set_states(task.fields, bundle["targets"])
+    kind = _installed(plugins.input_kinds, bundle["inputs"]["kind"], "input kind").obj(config)
+    kind.load(bundle["inputs"], task.target_columns())
+    _set_states(kind.fields, bundle["features"])
+    saved = bundle["backbone"]
+    family = _installed(plugins.backbones, {"name": saved["family"], "plugin": saved.get("plugin")}, "backbone family")
+    return Pieces(task, task_entry.plugin, None, kind, family.obj(config.backbone_ref, kind, config), family.plugin)
+
+
+def saved_reference(bundle: dict[str, Any]) -> BackboneRef:
+    """The backbone reference a run was trained with, as recorded (its folder need not exist here)."""
+    saved = bundle["backbone"]
+    return BackboneRef(str(saved["reference"]), str(saved.get("form", "name")), name=saved.get("name"))
+
+
+def _installed(registry: Any, wanted: Any, what: str) -> Registered:
+    """The registered object a run needs, or a clear error naming the plugin to install."""
+    name = wanted["name"] if isinstance(wanted, dict) else wanted
+    plugin = wanted.get("plugin") if isinstance(wanted, dict) else None
+    if name not in registry.items:
+        source = f" (registered by the plugin '{plugin}' where it was trained)" if plugin else ""
+        raise PluginError(
+            f"This run needs the {what} '{name}'{source}, which no installed plugin provides. Install that "
+            f"plugin (`pip install` its package); kit never loads code from a run folder."
+        )
+    return registry.items[name]
+
+
+def _set_states(fields: list[Field], saved: list[dict[str, Any]]) -> None:
+    by_column = {item["column"]: item["state"] for item in saved}
+    for f in fields:
+        if f.column in by_column:
+            f.set_state(by_column[f.column])
 
 
 def check_not_targets(kind: InputKind, task: Task) -> None:

@@ -243,4 +243,3 @@ class Backbone:
 
         dtypes = {"str": tf.string, "int32": tf.int32, "float32": tf.float32}
         return {f.column: tf.TensorSpec([None, *f.shape], dtypes[f.dtype], name=f.column) for f in self.kind.fields}
-

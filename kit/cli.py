@@ -6,90 +6,13 @@ TensorFlow is imported only inside the commands that need it, so `kit --help`,
 
 from __future__ import annotations
 
-import errno
-import functools
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
-from kit.errors import KitError
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow without its start-up log lines (CUDA probing, oneDNN notices).
-
-    Its C++ logging ignores some environment settings, so the import runs with
-    file descriptor 2 pointed at a temporary file, which is replayed if the
-    import fails. KIT_TF_LOGS=1 shows everything.
-    """
-    if os.environ.get("KIT_TF_LOGS"):
-        return
-    # Level 3 also hides C++ "errors" such as tensorflow-text's op-definition
-    # notices; real failures still surface as Python exceptions.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow
-
-            tensorflow.config.list_physical_devices()  # device probing logs too
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Show a `KitError` as a one-line message with its exit status, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KitError as exc:
-            if exc.exit_code == 2:
-                raise click.UsageError(str(exc)) from None
-            if exc.exit_code != 1:
-                click.echo(f"Error: {exc}", err=True)
-                sys.exit(exc.exit_code)
-            raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("\nkit: interrupted; run the same command again to resume.", err=True)
-            sys.exit(130)
-        except OSError as exc:
-            message = _storage_problem(exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from None
-
-    return wrapper
-
-
-def _storage_problem(exc: OSError) -> str | None:
-    """A message for a full, read-only or forbidden disk; None for other OS errors (real bugs)."""
-    where = f" writing {exc.filename}" if exc.filename else ""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"The disk is full{where}. Free some space and run the same command again: what was saved before "
-            f"(a run's training state in backup/, earlier runs) is kept, and `kit run` resumes from it."
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"Permission denied{where} ({exc.strerror}). Make the folder writable or choose another one."
-    return None
+from kit.commands import handle_errors, quiet_tensorflow
 
 
 class KitGroup(click.Group):
@@ -101,10 +24,8 @@ class KitGroup(click.Group):
         self._plugins_added = True
         from kit.plugins import get_plugins
 
-        try:
-            get_plugins().pm.hook.register_commands(cli=self)
-        except Exception as exc:  # a broken plugin must not break the CLI
-            click.echo(f"kit: warning: a plugin failed in register_commands: {exc}", err=True)
+        for plugin, exc in get_plugins().add_commands(self).items():  # a broken plugin must not break the CLI
+            click.echo(f"kit: warning: plugin '{plugin}' failed in register_commands: {exc}", err=True)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -150,7 +71,7 @@ def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None
     from kit.config import load_config
 
     config = load_config(project, overrides)
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from kit.harness.run import train
 
     train(config, run_dir, argv=["kit", *sys.argv[1:]])
@@ -163,14 +84,14 @@ def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None
 @handle_errors
 def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
     """Print the metrics of a trained run as JSON (re-computed with --data)."""
-    _quiet_tensorflow()
-    from kit.harness.saved import TrainedModel
+    quiet_tensorflow()
+    from kit.inference import TrainedModel, read_bundle
+    from kit.rundir import RunDir
 
     if source is None:
-        from kit.harness.rundir import require_run_dir
-
-        require_run_dir(run_dir)
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        run = RunDir(run_dir)
+        read_bundle(run)
+        metrics = json.loads(run.metrics_file.read_text(encoding="utf-8"))
     else:
         metrics = TrainedModel(run_dir, unsafe).evaluate(source)
     click.echo(json.dumps(metrics, indent=2))
@@ -189,84 +110,13 @@ def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
 @handle_errors
 def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -> None:
     """Predict every row of INPUT (CSV, JSONL, folder) with a trained run."""
-    _quiet_tensorflow()
-    from kit.harness.saved import TrainedModel, write_predictions
+    quiet_tensorflow()
+    from kit.inference import TrainedModel, write_predictions
 
     trained = TrainedModel(run_dir, unsafe)
     count = write_predictions(trained.predict_rows(input_data), output)
     if output:
         click.echo(f"kit: wrote {count} predictions to {output}", err=True)
-
-
-@cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.argument("prompt", required=False)
-@click.option(
-    "--prompts", "prompts_file", type=click.Path(path_type=Path), help="A file of prompts, one per line (JSONL out)."
-)
-@click.option(
-    "--sampler",
-    type=click.Choice(["greedy", "top_k", "top_p", "random", "beam"]),
-    default="top_k",
-    show_default=True,
-    help="How the next token is picked.",
-)
-@click.option("--max-new-tokens", "-n", type=int, default=64, show_default=True, help="Tokens to add to each prompt.")
-@click.option("--temperature", "-t", type=float, default=1.0, show_default=True, help="Below 1: safer; above: bolder.")
-@click.option("--top-k", type=int, default=50, show_default=True, help="Candidates kept by top_k.")
-@click.option("--top-p", type=float, default=0.9, show_default=True, help="Probability mass kept by top_p.")
-@click.option("--beams", type=int, default=4, show_default=True, help="Beam width for beam.")
-@click.option("--seed", type=int, default=None, help="Make random samplers repeatable.")
-@click.option("--stream", is_flag=True, help="Print tokens as they are generated (one prompt).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts generated together (--prompts).")
-@click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
-@handle_errors
-def generate(
-    run_dir: Path,
-    prompt: str | None,
-    prompts_file: Path | None,
-    stream: bool,
-    batch_size: int,
-    unsafe: bool,
-    **sampling: Any,
-) -> None:
-    """Continue PROMPT (or every line of --prompts) with a trained generation run.
-
-    \b
-    Examples:
-      kit generate runs/run-1 "It is a truth universally acknowledged"
-      kit generate runs/run-1 "Emma" --sampler greedy -n 40
-      kit generate runs/run-1 --prompts prompts.txt --sampler top_p --top-p 0.95 --seed 1
-    """
-    from kit.errors import UsageError
-
-    if (prompt is None) == (prompts_file is None):
-        raise UsageError("Give a PROMPT or --prompts FILE (one of them).")
-    if stream and prompts_file is not None:
-        raise UsageError("--stream prints one prompt's tokens as they come; use it with a PROMPT, not --prompts.")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}.")
-    from kit.harness.generate import Sampling, read_prompts
-
-    settings = Sampling(**sampling)
-    settings.check()
-    prompts = read_prompts(prompts_file) if prompts_file is not None else [(0, prompt or "")]
-    _quiet_tensorflow()
-    from kit.harness.generate import Generator
-
-    generator = Generator(run_dir, unsafe)
-    if prompts_file is None:
-        pieces = generator.stream(prompts[0][1], settings) if stream else generator.generate([prompts[0][1]], settings)
-        click.echo(prompts[0][1], nl=False)
-        for piece in pieces:
-            click.echo(piece, nl=False)
-        click.echo()
-        return
-    for start in range(0, len(prompts), batch_size):
-        group = prompts[start : start + batch_size]
-        completions = generator.generate([text for _, text in group], settings)
-        for (line, text), completion in zip(group, completions):
-            click.echo(json.dumps({"line": line, "prompt": text, "completion": completion}, ensure_ascii=False))
 
 
 @cli.command()
@@ -287,9 +137,9 @@ def generate(
 @handle_errors
 def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool) -> None:
     """Export a trained run and check that the reloaded export predicts the same."""
-    _quiet_tensorflow()
-    from kit.harness.saved import TrainedModel
-    from kit.harness.saved import export as export_model
+    quiet_tensorflow()
+    from kit.exports import export as export_model
+    from kit.inference import TrainedModel
 
     destination = export_model(TrainedModel(run_dir, unsafe), fmt, output)
     click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
@@ -327,6 +177,37 @@ def tasks(as_json: bool) -> None:
             )
     for name, plugins_named in plugins.tasks.conflicts.items():
         click.echo(f"kit: warning: task '{name}' is registered by {' and '.join(plugins_named)}", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@handle_errors
+def backbones(as_json: bool) -> None:
+    """List backbone families: their built-in names, the input kinds they build, and their plugins."""
+    from kit.plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.collect()
+    rows = []
+    for name in plugins.backbones.names():
+        item = plugins.backbones.items[name]
+        family = item.obj
+        rows.append(
+            {
+                "family": name,
+                "description": family.description,
+                "names": sorted(family.sizes),
+                "inputs": list(family.input_kinds),
+                "pretrained": family.loads_pretrained(),
+                "plugin": item.plugin,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        names = ", ".join(row["names"]) or ("(pretrained models)" if row["pretrained"] else "")
+        click.echo(f"{row['family']:<20} {names:<28} inputs: {', '.join(row['inputs'])}  [{row['plugin']}]")
 
 
 @cli.command("plugins")

@@ -355,13 +355,18 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def build_config(
-    raw: dict[str, Any], where: _Where | None = None, source_file: Path | None = None, project_plugins: bool = False
+    raw: dict[str, Any],
+    where: _Where | None = None,
+    source_file: Path | None = None,
+    project_plugins: bool = False,
+    reference: Any = None,
 ) -> Config:
     """Validate a plain mapping against the `Config` schema, parse `model.backbone`, settle `auto` training values.
 
     With `project_plugins`, the modules the config names in `plugins:` are loaded first (they may
     register backbones). Configs read back from a run folder never load them: a run folder is
-    untrusted, and loading it must not run code.
+    untrusted, and loading it must not run code; such a config also gets its backbone
+    `reference` from the run (the pretrained folder it names may not exist on this machine).
     """
     where = where or _Where(None)
     config = _build_dataclass(Config, raw, "", where)
@@ -370,7 +375,7 @@ def build_config(
         from kit.plugins import get_plugins
 
         get_plugins().load_project_plugins(config.plugins, config.project_dir)
-    config.backbone_ref = backbone_reference(config, where)
+    config.backbone_ref = reference if reference is not None else backbone_reference(config, where)
     resolve_auto_training(config.train, config.backbone_ref.pretrained)
     return config
 

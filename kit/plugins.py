@@ -180,13 +180,18 @@ class Plugins:
         self._register_each("register_data_sources", self.data_sources, _check_source, pending)
         self._collected |= pending
 
-    def call_each(self, hook: str, register_for: Callable[[str], Callable[..., None]], only: set[str] | None = None,
-                  **kwargs: Any) -> dict[str, BaseException]:  # fmt: skip
+    def call_each(
+        self,
+        hook: str,
+        register_for: Callable[[str], Callable[..., None]] | None = None,
+        only: set[str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, BaseException]:
         """Call `hook` on one plugin at a time, through pluggy's own hook calling (wrappers and tracing work).
 
-        Each plugin gets `register=register_for(plugin_name)`, so whatever it registers is
-        recorded against it. Returns the exceptions raised, by plugin name; a plugin that
-        raises does not stop the others. `only` limits the call to those plugins.
+        With `register_for`, each plugin gets `register=register_for(plugin_name)`, so whatever it
+        registers is recorded against it. Returns the exceptions raised, by plugin name; a plugin
+        that raises does not stop the others. `only` limits the call to those plugins.
         """
         names = [impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()]
         errors: dict[str, BaseException] = {}
@@ -194,13 +199,16 @@ class Plugins:
             if only is not None and name not in only:
                 continue
             others = [self.pm.get_plugin(other) for other in names if other != name]
+            arguments = {**kwargs, **({"register": register_for(name)} if register_for else {})}
             try:
-                self.pm.subset_hook_caller(hook, remove_plugins=others)(register=register_for(name), **kwargs)
+                self.pm.subset_hook_caller(hook, remove_plugins=others)(**arguments)
             except Exception as exc:  # a plugin's bug is reported against it
                 errors[name] = exc
         return errors
 
-    def _register_each(self, hook: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]) -> None:
+    def _register_each(
+        self, hook: str, registry: Registry, check: Callable[..., tuple[str, Any]], only: set[str]
+    ) -> None:
         def register_for(plugin: str) -> Callable[..., None]:
             def register(*args: Any) -> None:
                 name, obj = check(plugin, *args)
@@ -208,7 +216,7 @@ class Plugins:
 
             return register
 
-        for plugin, exc in self.call_each(hook, register_for, only).items():
+        for plugin, exc in self.call_each(hook, register_for, only=only).items():
             self._note_error(plugin, str(exc) if isinstance(exc, PluginError) else f"{hook} raised {_one_line(exc)}")
 
     def _check_backbone(self, plugin: str, family: Any) -> tuple[str, Any]:
@@ -235,6 +243,14 @@ class Plugins:
                 raise PluginError(
                     f"Project plugin '{info.name}' (from `plugins:` in kit.yaml) failed to register: {info.error}"
                 )
+
+    def add_commands(self, cli: Any) -> dict[str, BaseException]:
+        """Let every plugin add its commands to the `kit` click group; returns the failures by plugin."""
+        return self.call_each("register_commands", cli=cli)
+
+    def add_plugin(self, plugin: Any, name: str, origin: str) -> None:
+        """Register an already-imported plugin object (tests; `kit.testing.register_task_class`)."""
+        self._register(plugin, PluginInfo(name, origin))
 
     def errors(self) -> list[PluginInfo]:
         return [info for info in self.info.values() if info.error]
@@ -263,9 +279,13 @@ class Plugins:
                     f"{', '.join(family.obj.input_kinds)} inputs, not {kind}. {self._families_for(kind)}"
                 )
             return family
-        found = [item for item in self.backbones.items.values() if kind in item.obj.input_kinds and _accepts(item, reference)]
+        found = [
+            item for item in self.backbones.items.values() if kind in item.obj.input_kinds and _accepts(item, reference)
+        ]
         if not found:
-            raise ConfigError(f"No backbone family loads model.backbone {reference} for {kind} inputs. {self._families_for(kind)}")
+            raise ConfigError(
+                f"No backbone family loads model.backbone {reference} for {kind} inputs. {self._families_for(kind)}"
+            )
         if len(found) > 1:
             owners = " and ".join(f"'{item.obj.name}' ({item.plugin})" for item in found)
             raise PluginError(
@@ -277,7 +297,11 @@ class Plugins:
     def _families_for(self, kind: str) -> str:
         """What can build `kind`: built-in names and the families that load pretrained models, with origins."""
         families = {name: item for name, item in self.backbones.items.items() if kind in item.obj.input_kinds}
-        names = [f"{size} ({item.plugin})" for size, item in sorted(self.backbone_names.items.items()) if item.obj in families]
+        names = [
+            f"{size} ({item.plugin})"
+            for size, item in sorted(self.backbone_names.items.items())
+            if item.obj in families
+        ]
         loaders = [f"{name} ({item.plugin})" for name, item in families.items() if item.obj.loads_pretrained()]
         text = f"Backbones for {kind} inputs: {', '.join(names) or 'none'}"
         return text + (f"; pretrained models load through {', '.join(loaders)}." if loaders else ".")
@@ -298,7 +322,9 @@ def _check_kind(plugin: str, kind_cls: Any) -> tuple[str, Any]:
     from kit.backbone import InputKind
 
     if not (isinstance(kind_cls, type) and issubclass(kind_cls, InputKind)):
-        raise PluginError(f"Plugin '{plugin}' registered {kind_cls!r} as an input kind; it must subclass kit.InputKind.")
+        raise PluginError(
+            f"Plugin '{plugin}' registered {kind_cls!r} as an input kind; it must subclass kit.InputKind."
+        )
     if not kind_cls.name or not isinstance(kind_cls.name, str):
         raise PluginError(f"Plugin '{plugin}' registered input kind {kind_cls.__name__} without a `name`.")
     return kind_cls.name, kind_cls

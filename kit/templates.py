@@ -66,26 +66,21 @@ def all_templates() -> dict[str, Template]:
     from kit.plugins import get_plugins
 
     templates = builtin_templates()
-    plugins = get_plugins()
-    for impl in plugins.pm.hook.register_templates.get_hookimpls():
 
-        def register(
-            name: str, path: Any, description: str = "", task: str | None = None, _plugin: str = impl.plugin_name
-        ) -> None:
+    def register_for(plugin: str) -> Any:
+        def register(name: str, path: Any, description: str = "", task: str | None = None) -> None:
             if name in templates:
                 raise PluginError(
-                    f"Plugin '{_plugin}' registers template '{name}', already provided by {templates[name].origin}."
+                    f"Plugin '{plugin}' registers template '{name}', already provided by {templates[name].origin}."
                 )
-            templates[name] = Template(name, Path(path), description, _plugin, task)
+            templates[name] = Template(name, Path(path), description, plugin, task)
 
-        try:
-            impl.function(register=register)
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginError(
-                f"Plugin '{impl.plugin_name}' failed in register_templates: {type(exc).__name__}: {exc}"
-            ) from None
+        return register
+
+    for plugin, exc in get_plugins().call_each("register_templates", register_for).items():
+        if isinstance(exc, PluginError):
+            raise exc
+        raise PluginError(f"Plugin '{plugin}' failed in register_templates: {type(exc).__name__}: {exc}") from None
     return templates
 
 

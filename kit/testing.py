@@ -56,10 +56,7 @@ def register_task_class(task_class: type[kit.Task]) -> None:
         register(task_class)
 
     module.register_tasks = register_tasks  # type: ignore[attr-defined]
-    plugins.pm.register(module, name=module.__name__)
-    from kit.plugins import PluginInfo
-
-    plugins.info[module.__name__] = PluginInfo(module.__name__, "test")
+    plugins.add_plugin(module, module.__name__, "test")
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -104,7 +101,7 @@ def check_task(
     """
     from kit.config import build_config
     from kit.harness.run import train
-    from kit.harness.saved import TrainedModel
+    from kit.inference import TrainedModel
 
     _check_class(task_class)
     assert len(rows) >= 20, "check_task needs at least 20 rows (a fifth each goes to validation and test)"

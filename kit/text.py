@@ -118,6 +118,26 @@ class TextEncoder(Backbone):
         # A CausalLMPreprocessor also returns next-token targets: keep the features.
         return packed[0] if isinstance(packed, tuple) else packed
 
+    def preprocess_batch(self, features: dict[str, Any]) -> dict[str, Any]:
+        """A batch of examples: keras-hub's preprocessors take batches; words are packed one example at a time."""
+        if self.kind.name != "tokens":
+            return self.preprocess(features)
+        import tensorflow as tf
+
+        column = self.kind.columns()[0]
+        length = self.sequence_length
+        spec = {"token_ids": tf.int32, "padding_mask": tf.bool, "word_starts": tf.int32, "word_mask": tf.bool}
+        if "segment_ids" in self.backbone_input_names():
+            spec["segment_ids"] = tf.int32
+        signature = {name: tf.TensorSpec([length], dtype) for name, dtype in spec.items()}
+
+        # In a graph, as in tf.data: keras-hub tokenizers called eagerly return Python lists.
+        @tf.function
+        def pack(words: Any) -> Any:
+            return tf.map_fn(self.pack_words, words, fn_output_signature=signature)
+
+        return pack(tf.convert_to_tensor(features[column]))
+
     def build(self) -> Built:
         import keras
 
@@ -201,14 +221,42 @@ class TextEncoder(Backbone):
 
     def save(self, folder: Path) -> dict[str, Any]:
         """The preprocessor (tokenizer included) as a keras-hub preset folder; the weights live in model.keras."""
-        self.preprocessor.save_to_preset(str(folder / PREPROCESSOR_DIR))
-        return {"preprocessor_dir": PREPROCESSOR_DIR}
-
-    def load(self, folder: Path, state: dict[str, Any]) -> None:
+        save_preprocessor(self.preprocessor, self.backbone, folder / PREPROCESSOR_DIR)
         import keras_hub
 
-        self._preprocessor = load_preset(str(folder / state["preprocessor_dir"]), keras_hub.models.Preprocessor)
+        causal = isinstance(self.preprocessor, keras_hub.models.CausalLMPreprocessor)
+        return {"preprocessor_dir": PREPROCESSOR_DIR, "preprocessor": "causal_lm" if causal else "text_classifier"}
+
+    def load(self, folder: Path, state: dict[str, Any]) -> None:
+        self._preprocessor = load_saved_preprocessor(folder / PREPROCESSOR_DIR, state.get("preprocessor"))
         self._preprocessor.build(None)
+
+
+def save_preprocessor(preprocessor: Any, backbone: Any, folder: Path) -> None:
+    """A preprocessor as a keras-hub preset folder that loads without the weights.
+
+    keras-hub's `from_preset` reads the backbone's config.json to pick classes, so that
+    goes in too; the trained weights themselves live in model.keras.
+    """
+    import keras
+
+    preprocessor.save_to_preset(str(folder))
+    config = keras.saving.serialize_keras_object(backbone)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def load_saved_preprocessor(folder: Path, kind: Any) -> Any:
+    """A run's saved text preprocessor. `kind` comes from the run folder, so it only picks between two
+    keras-hub base classes (whose `from_preset` checks the saved class is one of theirs)."""
+    import keras_hub
+
+    bases = {
+        "text_classifier": keras_hub.models.TextClassifierPreprocessor,
+        "causal_lm": keras_hub.models.CausalLMPreprocessor,
+    }
+    if kind not in bases:
+        raise ModelError(f"{folder.parent / 'kit_model.json'} names an unknown preprocessor {kind!r}; it is damaged.")
+    return load_preset(str(folder), bases[kind])
 
 
 def word_inputs(length: int) -> dict[str, Any]:
@@ -251,7 +299,9 @@ def word_piece_vocabulary(texts: Any, vocabulary_size: int, lowercase: bool = Tr
     )
 
 
-def train_bpe(texts: Iterable[str], vocabulary_size: int, special_tokens: list[str]) -> tuple[dict[str, int], list[str]]:
+def train_bpe(
+    texts: Iterable[str], vocabulary_size: int, special_tokens: list[str]
+) -> tuple[dict[str, int], list[str]]:
     """A byte-level BPE vocabulary and merges learned from `texts` (Hugging Face `tokenizers`, as GPT-2 and
     RoBERTa were made), for keras-hub's byte-pair tokenizers. `special_tokens` take the first ids."""
     from tokenizers import ByteLevelBPETokenizer

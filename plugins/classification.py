@@ -17,8 +17,11 @@ class Classification(kit.Task):
     """Predict one label per example (softmax head, cross-entropy loss)."""
 
     name = "classification"
-    description = "Assign one label per example (text, tabular or image); accuracy, precision, recall, F1, AUC."
+    description = (
+        "Assign one label per example (text, text pair, tabular or image); accuracy, precision, recall, F1, AUC."
+    )
     default_target = ("label",)
+    input_kinds = ("text", "text_pair", "tabular", "image")
 
     def target_fields(self, columns: list[str]) -> list[LabelField]:
         if len(columns) != 1:
@@ -60,7 +63,7 @@ class Classification(kit.Task):
     def write_reports(self, run_dir: Path, split: str, targets: Any, outputs: Any) -> list[Path]:
         import json
 
-        from kit.harness.plots import plot_confusion
+        from kit.plots import plot_confusion
 
         matrix = confusion_matrix(targets, outputs.argmax(axis=-1), len(self.labels)).tolist()
         json_path = run_dir / f"confusion_{split}.json"

@@ -103,7 +103,9 @@ class Tabular(kit.InputKind):
         wanted = data.features or [c for c in columns if c not in self.target_columns]
         missing = [c for c in wanted if c not in columns]
         if missing:
-            raise kit.DataError(f"data.features names {', '.join(missing)}, not in the data. Columns are: {', '.join(columns)}.")
+            raise kit.DataError(
+                f"data.features names {', '.join(missing)}, not in the data. Columns are: {', '.join(columns)}."
+            )
         if not wanted:
             raise kit.DataError("No feature columns left: every column is a target. Add feature columns to the data.")
         # Typed from every row: one stray word in a numeric column is a malformed row, not 450 categories.

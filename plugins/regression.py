@@ -16,9 +16,9 @@ class Regression(kit.Task):
     """Predict numeric targets (linear head, mean-squared-error loss on normalised targets)."""
 
     name = "regression"
-    description = "Predict one or several numbers (tabular or text); MAE, RMSE, R² in original units."
+    description = "Predict one or several numbers (tabular, text, text pair or image); MAE, RMSE, R² in original units."
     default_target = ("target",)
-    input_kinds = ("tabular", "text", "image")
+    input_kinds = ("tabular", "text", "text_pair", "image")
 
     def target_fields(self, columns: list[str]) -> list[NumberField]:
         return [NumberField(column, normalize=True) for column in columns]

@@ -15,6 +15,7 @@ words joined by single spaces.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import kit
@@ -27,7 +28,9 @@ class TokenClassification(kit.Task):
     """Label every word (BIO/IOBES tags); a head over each word's first sub-word token."""
 
     name = "token_classification"
-    description = "One label per word (named entities, BIO tags); entity precision, recall, F1 as seqeval computes them."
+    description = (
+        "One label per word (named entities, BIO tags); entity precision, recall, F1 as seqeval computes them."
+    )
     default_target = ("tags",)
     input_kinds = ("tokens",)
 
@@ -61,7 +64,7 @@ class TokenClassification(kit.Task):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
 
     def metrics(self) -> list[Any]:
-        return [WordAccuracy(name="accuracy")]
+        return [word_accuracy_class()(name="accuracy")]
 
     def evaluate(self, targets: Any, outputs: Any) -> dict[str, float]:
         true, predicted = self.sentences(targets, outputs.argmax(axis=-1))
@@ -147,8 +150,8 @@ def entity_metrics(true: list[list[str]], predicted: list[list[str]]) -> dict[st
     guess = {(n, *e) for n, tags in enumerate(predicted) for e in entities(tags)}
     metrics = _prf(len(gold & guess), len(guess), len(gold))
     for kind in sorted({e[1] for e in gold}):
-        of_kind = lambda found: {e for e in found if e[1] == kind}  # noqa: E731
-        metrics[f"f1_{kind}"] = _prf(len(of_kind(gold) & of_kind(guess)), len(of_kind(guess)), len(of_kind(gold)))["f1"]
+        gold_kind, guess_kind = {e for e in gold if e[1] == kind}, {e for e in guess if e[1] == kind}
+        metrics[f"f1_{kind}"] = _prf(len(gold_kind & guess_kind), len(guess_kind), len(gold_kind))["f1"]
     words = sum(len(tags) for tags in true)
     correct = sum(a == b for t, p in zip(true, predicted) for a, b in zip(t, p))
     metrics["accuracy"] = correct / words if words else 0.0
@@ -163,7 +166,9 @@ def _prf(correct: int, predicted: int, gold: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def _word_accuracy_class() -> type:
+@functools.cache
+def word_accuracy_class() -> type:
+    """`WordAccuracy`, a Keras metric: defined on first use, so importing the plugin does not import Keras."""
     import keras
 
     @keras.saving.register_keras_serializable(package="kit_plugins")
@@ -177,13 +182,6 @@ def _word_accuracy_class() -> type:
             super().update_state(right, sample_weight=real)
 
     return WordAccuracy
-
-
-def __getattr__(name: str) -> Any:  # WordAccuracy is a Keras class: defined when first used, not at import
-    if name == "WordAccuracy":
-        globals()[name] = _word_accuracy_class()
-        return globals()[name]
-    raise AttributeError(name)
 
 
 @kit.hookimpl

@@ -20,7 +20,7 @@ examples take at most `MEMORY_LIMIT` bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -50,10 +50,13 @@ def _numpy_dtype(f: Field) -> Any:
     return object if dtype == tf.string else dtype.as_numpy_dtype
 
 
-def encoded_chunks(rows: Iterator[Row], features: list[Field], targets: list[Field]) -> Iterator[Any]:
+def encoded_chunks(
+    rows: Iterator[Row], features: list[Field], targets: list[Field], check: Callable[[list[Any]], None] | None = None
+) -> Iterator[Any]:
     """Parse and encode rows, skipping malformed ones, in chunks of numpy arrays.
 
     Each chunk is `(features, targets)`, or just `features` when there are no targets.
+    `check` is the row-level check the scan applied (`kit.data.plan.scan`).
     """
     fields = features + targets
     buffers: list[list[Any]] = [[] for _ in fields]
@@ -62,6 +65,8 @@ def encoded_chunks(rows: Iterator[Row], features: list[Field], targets: list[Fie
             values = parse_row(row, fields)
             for f, value in zip(targets, values[len(features) :]):
                 f.check(value)
+            if check is not None:
+                check(values)
         except BadValue:
             continue  # counted and reported by the scan
         for buffer, f, value in zip(buffers, fields, values):
@@ -93,14 +98,20 @@ def _signature(features: list[Field], targets: list[Field]) -> Any:
 
 
 def examples(
-    plan: DataPlan, split: str, features: list[Field], targets: list[Field], count: int | None = None
+    plan: DataPlan,
+    split: str,
+    features: list[Field],
+    targets: list[Field],
+    count: int | None = None,
+    check: Callable[[list[Any]], None] | None = None,
 ) -> tf.data.Dataset:
     """Unbatched (features, target) examples of one split, encoded (features alone without targets).
 
-    `count` (the usable rows the scan found) lets Keras know the epoch length.
+    `count` (the usable rows the scan found) lets Keras know the epoch length; `check` is the
+    scan's row-level check, so the rows it found malformed are left out here too.
     """
     dataset = tf.data.Dataset.from_generator(
-        lambda: encoded_chunks(plan.rows(split), features, targets),
+        lambda: encoded_chunks(plan.rows(split), features, targets, check),
         output_signature=_signature(features, targets),
     ).unbatch()
     if count is not None:

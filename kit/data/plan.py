@@ -163,30 +163,42 @@ def check_columns(source: Source, fields: list[Field], setting: Callable[[str], 
             )
 
 
-def scan(plan: DataPlan, fields: list[Field], policy: str, learn: bool = True) -> dict[str, SplitReport]:
+def scan(
+    plan: DataPlan,
+    fields: list[Field],
+    policy: str,
+    learn: bool = True,
+    check: Callable[[list[Any]], None] | None = None,
+) -> dict[str, SplitReport]:
     """Validate every row of every split; learn field statistics from training rows.
 
     With policy "fail", the first malformed row raises `DataError` quoting its
     place; with "skip", malformed rows are counted and left out. With
     `learn=False` (evaluating a trained model) every split is only checked.
-    Image files are decoded as the pipeline will decode them.
+    Image files are decoded as the pipeline will decode them. `check`, given a
+    row's parsed values, may raise `BadValue` about the row as a whole (the task's
+    `check_example`: one tag per word).
     """
     _prepare_images(plan, fields)
     reports = {}
     for split in plan.splits():
         if split in plan.sources and split != "train":
             _require_columns(plan, split, fields)
-        reports[split] = _scan_split(plan, split, fields, policy, learn and split == "train")
+        reports[split] = _scan_split(plan, split, fields, policy, learn and split == "train", check)
     _require_rows(reports, plan)
     return reports
 
 
-def _scan_split(plan: DataPlan, split: str, fields: list[Field], policy: str, learning: bool) -> SplitReport:
+def _scan_split(
+    plan: DataPlan, split: str, fields: list[Field], policy: str, learning: bool, check: Callable[..., None] | None
+) -> SplitReport:
     report = SplitReport()
     source = plan.source(split)
     for row in plan.rows(split):
         try:
             values = parse_row(row, fields)
+            if check is not None:
+                check(values)
             for f, value in zip(fields, values):
                 check_value(f, value, learning)
         except BadValue as exc:

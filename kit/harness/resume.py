@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
-from kit.harness.setup import say
+from kit.console import say
 
 STATE_PREFIX = "step-"
 WEIGHTS = "state.weights.h5"

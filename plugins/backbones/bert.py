@@ -31,7 +31,7 @@ class BertFromScratch(TextEncoder):
         model = self.config.model
         texts = self.training_texts(training_features)
         self.vocabulary = word_piece_vocabulary(texts, model.vocabulary_size, model.lowercase)
-        self.preprocessor  # build the lookup tables eagerly, not inside a tf.data graph
+        _ = self.preprocessor  # build the lookup tables eagerly, not inside a tf.data graph
 
     def make_preprocessor(self) -> Any:
         import keras_hub

@@ -30,7 +30,9 @@ class MLP(kit.Backbone):
 
         fields = self.kind.fields
         inputs = {
-            f.column: keras.Input(shape=(), dtype="float32" if isinstance(f, NumberField) else "string", name=safe_name(f.column))
+            f.column: keras.Input(
+                shape=(), dtype="float32" if isinstance(f, NumberField) else "string", name=safe_name(f.column)
+            )
             for f in fields
         }
         parts = [part for part in (self.numbers(inputs), *self.categories(inputs)) if part is not None]

@@ -25,7 +25,9 @@ IMAGE_MODELS = ("vit", "deit", "dinov2", "dinov2_with_registers", "dinov3_vit", 
 def is_image_model(reference: Any) -> bool:
     model_type = reference.model_type().lower()
     folder = Path(reference.location()) if reference.form in ("folder", "run") else None
-    if folder is not None and ((folder / "preprocessor_config.json").is_file() or (folder / "image_converter.json").is_file()):
+    if folder is not None and (
+        (folder / "preprocessor_config.json").is_file() or (folder / "image_converter.json").is_file()
+    ):
         return True
     return any(model_type == name or model_type.startswith(name) for name in IMAGE_MODELS)
 

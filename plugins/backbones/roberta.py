@@ -36,7 +36,7 @@ class RobertaFromScratch(TextEncoder):
     def adapt(self, training_features: Any) -> None:
         texts = strings(self.training_texts(training_features))
         self.vocabulary, self.merges = train_bpe(texts, self.config.model.vocabulary_size, SPECIAL_TOKENS)
-        self.preprocessor
+        _ = self.preprocessor  # build the lookup tables eagerly, not inside a tf.data graph
 
     def make_preprocessor(self) -> Any:
         import keras_hub

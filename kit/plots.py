@@ -1,4 +1,4 @@
-"""Plots written into run directories (matplotlib, no display needed)."""
+"""Plots written into run directories (matplotlib, no display needed). Public: tasks draw their reports with it."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import kit
 from kit_plugins.generation.backbones import CausalText, GPTFromScratch, PretrainedDecoder
 from kit_plugins.generation.task import GenerationTask
+
+import kit
 
 
 @kit.hookimpl

@@ -17,7 +17,15 @@ from typing import Any
 
 import kit
 from kit.data import TextField
-from kit.text import PREPROCESSOR_DIR, check_fits, load_preset, strings, train_bpe
+from kit.text import (
+    PREPROCESSOR_DIR,
+    check_fits,
+    load_preset,
+    load_saved_preprocessor,
+    save_preprocessor,
+    strings,
+    train_bpe,
+)
 
 # GPT2Tokenizer pads with id 0; if the end-of-text token were id 0 too,
 # generate() would stop at once. Reserve "<pad>" first.
@@ -79,21 +87,23 @@ class Decoder(kit.Backbone):
     def make_preprocessor(self) -> Any:
         raise NotImplementedError
 
+    def preprocess_batch(self, features: dict[str, Any]) -> dict[str, Any]:
+        """Prompts -> padded token ids, as `generate()` prepares them (exports and serving)."""
+        return self.preprocessor.generate_preprocess(features[self.column])
+
     def build(self) -> kit.Built:
         import keras
 
-        backbone = self.make_backbone()
+        backbone = self._backbone = self.make_backbone()
         inputs = {name: keras.Input(shape=(None,), dtype=t.dtype, name=name) for name, t in backbone.input.items()}
         return kit.Built(inputs, backbone(inputs), backbone=backbone, preprocessor=self.preprocessor)
 
     def save(self, folder: Path) -> dict[str, Any]:
-        self.preprocessor.save_to_preset(str(folder / PREPROCESSOR_DIR))
+        save_preprocessor(self.preprocessor, self._backbone, folder / PREPROCESSOR_DIR)
         return {"preprocessor_dir": PREPROCESSOR_DIR, "sequence_length": self.sequence_length}
 
     def load(self, folder: Path, state: dict[str, Any]) -> None:
-        import keras_hub
-
-        self._preprocessor = load_preset(str(folder / state["preprocessor_dir"]), keras_hub.models.CausalLMPreprocessor)
+        self._preprocessor = load_saved_preprocessor(folder / PREPROCESSOR_DIR, "causal_lm")
 
 
 class GPTFromScratch(Decoder):
@@ -112,7 +122,7 @@ class GPTFromScratch(Decoder):
     def adapt(self, training_features: Any) -> None:
         texts = strings(training_features().map(lambda x: x[self.column]))
         self.vocabulary, self.merges = train_bpe(texts, self.config.model.vocabulary_size, [PAD_TOKEN, END_TOKEN])
-        self.preprocessor
+        _ = self.preprocessor  # build the lookup tables eagerly, not inside a tf.data graph
 
     def make_preprocessor(self) -> Any:
         import keras_hub

@@ -1,0 +1,106 @@
+"""Helpers for `kit` commands, built-in or added by plugins through `register_commands`. Public API.
+
+Example, a plugin's command::
+
+    import click
+    import kit
+    from kit.commands import handle_errors, quiet_tensorflow
+
+    @click.command()
+    @click.argument("run_dir")
+    @handle_errors
+    def summarise(run_dir):
+        "Summarise a trained run."
+        quiet_tensorflow()
+        from kit.inference import TrainedModel
+        click.echo(TrainedModel(run_dir).model.summary())
+
+    @kit.hookimpl
+    def register_commands(cli):
+        cli.add_command(summarise)
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from kit.errors import KitError
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow without its start-up log lines (CUDA probing, oneDNN notices).
+
+    Its C++ logging ignores some environment settings, so the import runs with
+    file descriptor 2 pointed at a temporary file, which is replayed if the
+    import fails. KIT_TF_LOGS=1 shows everything.
+    """
+    if os.environ.get("KIT_TF_LOGS"):
+        return
+    # Level 3 also hides C++ "errors" such as tensorflow-text's op-definition
+    # notices; real failures still surface as Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device probing logs too
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Show a `KitError` as a one-line message with its exit status, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KitError as exc:
+            if exc.exit_code == 2:
+                raise click.UsageError(str(exc)) from None
+            if exc.exit_code != 1:
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(exc.exit_code)
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("\nkit: interrupted; run the same command again to resume.", err=True)
+            sys.exit(130)
+        except OSError as exc:
+            message = _storage_problem(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+    return wrapper
+
+
+def _storage_problem(exc: OSError) -> str | None:
+    """A message for a full, read-only or forbidden disk; None for other OS errors (real bugs)."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"The disk is full{where}. Free some space and run the same command again: what was saved before "
+            f"(a run's training state in backup/, earlier runs) is kept, and `kit run` resumes from it."
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Permission denied{where} ({exc.strerror}). Make the folder writable or choose another one."
+    return None

@@ -1,0 +1,80 @@
+"""What a finished run saves: model.keras, kit_model.json, the backbone preset, LoRA adapters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import keras
+
+from kit.assembly import Pieces
+from kit.config import Config
+from kit.rundir import RunDir, write_json_atomic
+
+BUNDLE_FORMAT = 2  # of kit_model.json: 2 names the input kind and the backbone family
+
+
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """An uncompiled copy with the same weights, so model.keras holds no optimizer state.
+
+    Adam's two moments would triple the file; resuming reads backup/, not model.keras.
+    """
+    # Not keras.models.clone_model: since Keras 3.x it compiles the copy with the same optimizer.
+    copy = type(model).from_config(model.get_config())
+    # Through a weights file rather than set_weights: Keras writes LoRA layers with the adapters merged
+    # into their kernels, which is exactly what the plain (LoRA-free) copy holds.
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = os.path.join(scratch, "model.weights.h5")
+        model.save_weights(weights)
+        # keras-hub tasks compile themselves when built; their fresh optimizer takes no saved state.
+        fresh_optimizer = [copy.optimizer] if getattr(copy, "optimizer", None) is not None else None
+        copy.load_weights(weights, objects_to_skip=fresh_optimizer)
+    return copy
+
+
+def save_model(model: keras.Model, built: Any, pieces: Pieces, config: Config, resolved: dict, run: RunDir) -> None:
+    """Write the trained model and what is needed to use it: model.keras, kit_model.json, the preset."""
+    folder = run.model_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    plain = without_optimizer(model)
+    saved = pieces.task.model_to_save(plain, pieces.backbone)
+    tmp = folder / ".model.keras.tmp.keras"
+    saved.save(tmp)
+    tmp.replace(run.model_file)
+    save_preset(pieces.backbone, built, run)
+    if config.model.lora_rank is not None and built.backbone is not None:
+        # Merged into model.keras and the preset already (Keras saves LoRA kernels merged); alone here.
+        built.backbone.save_lora_weights(str(run.adapters_file))
+    write_json_atomic(run.bundle_file, bundle(pieces, folder, resolved))
+
+
+def save_preset(backbone: Any, built: Any, run: RunDir) -> None:
+    """The trained keras-hub backbone (with its preprocessor) as a preset another project fine-tunes."""
+    tmp = run.preset_dir.with_name(run.preset_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if backbone.save_preset(built, tmp):
+        shutil.rmtree(run.preset_dir, ignore_errors=True)
+        tmp.rename(run.preset_dir)
+
+
+def bundle(pieces: Pieces, folder: Any, resolved: dict) -> dict[str, Any]:
+    """kit_model.json: what restores the task, the input kind and the backbone family for inference."""
+    backbone = pieces.backbone
+    return {
+        "format": BUNDLE_FORMAT,
+        "task": {"name": pieces.task.name, "plugin": pieces.plugin},
+        "inputs": {"kind": pieces.kind.name, **pieces.kind.save()},
+        "backbone": {
+            "family": backbone.name,
+            "plugin": pieces.backbone_plugin,
+            "reference": str(backbone.reference),
+            "form": backbone.reference.form,
+            "name": backbone.reference.name,
+            **backbone.save(folder),
+        },
+        "features": [{"column": f.column, "state": f.get_state()} for f in pieces.kind.fields],
+        "targets": [{"column": f.column, "state": f.get_state()} for f in pieces.targets],
+        "config": resolved,
+    }

@@ -73,15 +73,29 @@ def data_plan(config: Config, plugins: Plugins | None = None) -> DataPlan:
     return DataPlan(config.data, config.project_dir, config.seed, schemes)
 
 
+def accepted_kinds(task: Task, plugins: Plugins) -> list[Registered]:
+    """The registered kinds a task takes: those it names, then ("*") every other per-example kind."""
+    plugins.collect()
+    named = [name for name in task.input_kinds if name != "*"]
+    accepted = [_kind(plugins, name, f"task '{task.name}' (input_kinds)") for name in named]
+    if "*" in task.input_kinds:
+        accepted += [
+            item
+            for name, item in sorted(plugins.input_kinds.items.items())
+            if name not in named and item.obj.per_example
+        ]
+    return accepted
+
+
 def choose_kind(config: Config, task: Task, columns: list[str], hint: str | None, plugins: Plugins) -> Registered:
     """The input kind: `data.inputs`, else the only one the task takes, else the one the data shows."""
-    accepted = [_kind(plugins, name, f"task '{task.name}' (input_kinds)") for name in task.input_kinds]
+    accepted = accepted_kinds(task, plugins)
     if config.data.inputs != "auto":
         chosen = _kind(plugins, config.data.inputs, "data.inputs")
-        if chosen.name not in task.input_kinds:
+        if chosen.name not in {item.name for item in accepted}:
             raise ConfigError(
-                f"Task '{task.name}' does not take {chosen.name} inputs (it takes: {', '.join(task.input_kinds)}). "
-                f"Set data.inputs to one of those, or choose another task."
+                f"Task '{task.name}' does not take {chosen.name} inputs (it takes: "
+                f"{', '.join(item.name for item in accepted)}). Set data.inputs to one of those, or choose another task."
             )
         return chosen
     if len(accepted) == 1:
@@ -96,7 +110,7 @@ def choose_kind(config: Config, task: Task, columns: list[str], hint: str | None
     names = ", ".join(item.name for item in (found or accepted))
     raise ConfigError(
         f"kit cannot tell which input kind this data is ({names} all fit its columns: {', '.join(columns)}). "
-        f"Set data.inputs to one of {', '.join(task.input_kinds)}."
+        f"Set data.inputs to one of {', '.join(item.name for item in accepted)}."
     )
 
 

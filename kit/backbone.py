@@ -58,6 +58,8 @@ class InputKind:
         default_backbone: the `model.backbone` used when it is `auto`.
         fallback: chosen by `data.inputs: auto` when no kind the task takes `detect`s the
             data (the built-in `tabular` kind is the fallback).
+        per_example: True when backbones give one vector per example (so any task whose
+            `input_kinds` holds "*" takes this kind); False for per-word kinds such as `tokens`.
 
     Subclasses implement `columns()` and `make_fields()`; `detect()` lets
     `data.inputs: auto` choose the kind from the data. A kind's feature fields
@@ -69,6 +71,7 @@ class InputKind:
     description: ClassVar[str] = ""
     default_backbone: ClassVar[str] = ""
     fallback: ClassVar[bool] = False
+    per_example: ClassVar[bool] = True
 
     def __init__(self, config: Config):
         self.config = config

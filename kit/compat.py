@@ -15,6 +15,7 @@ def fix_keras_hub() -> None:
     """Apply every keras-hub fix below (once per process)."""
     _llama_keeps_tied_embeddings()
     _llama3_tokenizer_keeps_special_tokens()
+    _byte_pair_tokenizers_tokenize_as_in_graphs()
 
 
 def _llama_keeps_tied_embeddings() -> None:
@@ -73,6 +74,32 @@ def _llama3_tokenizer_keeps_special_tokens() -> None:
 
     Llama3Tokenizer.get_config = get_config
     Llama3Tokenizer.from_config = classmethod(from_config)
+
+
+# Spaces before punctuation and indented lines: where keras-hub 0.32's two byte-pair paths part ways.
+_WHITESPACE_PROBE = 'x   ::= "[" a\n      | b\n  c'
+
+
+def _byte_pair_tokenizers_tokenize_as_in_graphs() -> None:
+    """Byte-pair tokenizers (GPT-2, RoBERTa, Llama 3...) split text the same way eagerly as in tf.data.
+
+    keras-hub 0.32 runs a pure-Python path (Hugging Face `tokenizers` with a Llama 3
+    split pattern) when called eagerly, and a TensorFlow path inside `tf.function`
+    and `tf.data`; they cut runs of spaces differently (12 vs 11 tokens on indented
+    text). kit trains in tf.data, and the TensorFlow path is the one that matches
+    GPT-2's own pre-tokenizer, so every eager call (`kit predict`, `kit generate`,
+    export checks, serving) takes it too.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
+
+    alphabet = [chr(c) for c in range(ord("!"), ord("~") + 1)] + ["Ġ", "Ċ", "ĠĠ"]
+    probe = BytePairTokenizer(vocabulary={char: i for i, char in enumerate(alphabet)}, merges=["Ġ Ġ"])
+    eager = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
+    graph = tf.function(probe)(tf.constant(_WHITESPACE_PROBE)).numpy().tolist()
+    if eager != graph:
+        BytePairTokenizer._use_tf_workflow = lambda self: True
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from kit.data.sources import is_scheme
 from kit.errors import ConfigError
 
 CONFIG_FILE = "kit.yaml"
@@ -225,12 +226,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
-
-
-def is_scheme(value: str) -> bool:
-    """True for `tfds:mnist`-style sources (but not Windows drive letters)."""
-    head, sep, _ = value.partition(":")
-    return bool(sep) and len(head) > 1 and head.isidentifier()
 
 
 # ---------------------------------------------------------------- loading

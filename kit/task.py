@@ -66,7 +66,9 @@ class Task:
         description: one line shown by `kit tasks`.
         default_target: target column(s) used when `data.target` is unset (a name or a tuple of names).
         input_kinds: the input kinds the task takes, by name (text, text_pair, tokens, tabular, image,
-            or a plugin's); with `data.inputs: auto`, the only one, or the one the data shows.
+            or a plugin's); "*" adds every other registered kind with one vector per example, so a
+            plugin's new kind works with the task. With `data.inputs: auto`: the only one, or the one
+            the data shows.
         Options: an optional dataclass validating the `options:` section.
     """
 

@@ -39,6 +39,15 @@ class TaskCheck:
     predictions: list[dict[str, Any]]
 
 
+def register_plugin(module: Any, name: str | None = None) -> None:
+    """Load a plugin module (input kinds, backbone families, data sources...) in this process, as an
+    installed plugin would be. Does nothing when it is loaded already."""
+    plugins = get_plugins()
+    name = name or getattr(module, "__name__", repr(module))
+    if name not in plugins.info:
+        plugins.add_plugin(module, name, "test")
+
+
 def register_task_class(task_class: type[kit.Task]) -> None:
     """Make `task_class` available to kit in this process, as an installed plugin would.
 
@@ -80,6 +89,7 @@ def check_task(
     target: list[str] | str | None = None,
     config: dict[str, Any] | None = None,
     register: bool = True,
+    plugins: list[Any] = (),  # type: ignore[assignment]
 ) -> TaskCheck:
     """Run `task_class` through build -> train -> evaluate -> save/reload -> predict.
 
@@ -92,6 +102,8 @@ def check_task(
         config: extra `kit.yaml` settings, merged over small, fast defaults.
         register: register the class as a plugin first (False when it is
             already installed through an entry point).
+        plugins: plugin modules to load first, e.g. one registering the input kind
+            or backbone family the task is checked with.
 
     Returns:
         A `TaskCheck` with the run directory, metrics and predictions.
@@ -105,6 +117,8 @@ def check_task(
 
     _check_class(task_class)
     assert len(rows) >= 20, "check_task needs at least 20 rows (a fifth each goes to validation and test)"
+    for module in plugins:
+        register_plugin(module)
     if register:
         register_task_class(task_class)
     data_file = write_rows(tmp_path / "data.jsonl", rows)

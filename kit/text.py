@@ -87,6 +87,9 @@ class TextEncoder(Backbone):
     @property
     def preprocessor(self) -> Any:
         if self._preprocessor is None:
+            from kit.compat import fix_keras_hub
+
+            fix_keras_hub()  # tokenise eagerly exactly as tf.data does
             self._preprocessor = self.make_preprocessor()
             self._preprocessor.build(None)  # its packer exists only once built
         return self._preprocessor
@@ -255,7 +258,7 @@ def load_saved_preprocessor(folder: Path, kind: Any) -> Any:
         "causal_lm": keras_hub.models.CausalLMPreprocessor,
     }
     if kind not in bases:
-        raise ModelError(f"{folder.parent / 'kit_model.json'} names an unknown preprocessor {kind!r}; it is damaged.")
+        raise ModelError(f"The run's model in {folder.parent} names an unknown preprocessor {kind!r}; it is damaged.")
     return load_preset(str(folder), bases[kind])
 
 

@@ -21,7 +21,7 @@ class Classification(kit.Task):
         "Assign one label per example (text, text pair, tabular or image); accuracy, precision, recall, F1, AUC."
     )
     default_target = ("label",)
-    input_kinds = ("text", "text_pair", "tabular", "image")
+    input_kinds = ("text", "text_pair", "tabular", "image", "*")
 
     def target_fields(self, columns: list[str]) -> list[LabelField]:
         if len(columns) != 1:

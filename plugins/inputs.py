@@ -68,6 +68,7 @@ class Tokens(kit.InputKind):
     name = "tokens"
     description = "Words with one label each (data.tokens_column: a list of words per row, or a text split at spaces)."
     default_backbone = "bert-tiny"
+    per_example = False  # one vector per word
 
     def columns(self) -> list[str]:
         return [self.config.data.tokens_column]

@@ -18,7 +18,7 @@ class Regression(kit.Task):
     name = "regression"
     description = "Predict one or several numbers (tabular, text, text pair or image); MAE, RMSE, R² in original units."
     default_target = ("target",)
-    input_kinds = ("tabular", "text", "text_pair", "image")
+    input_kinds = ("tabular", "text", "text_pair", "image", "*")
 
     def target_fields(self, columns: list[str]) -> list[NumberField]:
         return [NumberField(column, normalize=True) for column in columns]

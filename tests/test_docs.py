@@ -49,10 +49,10 @@ def test_every_hook_has_a_test(hook):
 
 
 def test_documented_data_source_works(tmp_path):
+    from kit.assembly import data_plan
     from kit.config import DataConfig
     from kit.data import NumberField
     from kit.data.plan import scan
-    from kit.harness.setup import data_plan
 
     plugins = get_plugins()
     plugins.pm.register(hook_example("register_data_sources"), name="docs_sources")
@@ -108,3 +108,34 @@ def test_every_task_method_is_in_the_hook_reference():
     internal = {"target_columns", "setup_fields"}  # called by kit, not overridden
     missing = [name for name in public if name not in internal and f"`{name}(" not in documented]
     assert not missing, f"document these kit.Task methods in docs/hooks.md: {missing}"
+
+
+def test_documented_input_kind_and_backbone_work_through_every_verb(runner, tmp_path):
+    """docs/backbones.md's example: a plugin's new input kind and family, with the built-in classification."""
+    import json
+    import random
+
+    from kit.testing import register_plugin
+
+    register_plugin(module_from(python_blocks("backbones.md")[0], "docs_series"))
+    rng = random.Random(0)
+    rows = []
+    for _ in range(200):
+        rising = rng.random() < 0.5
+        series = [(i if rising else 32 - i) + rng.gauss(0, 3) for i in range(32)]
+        rows.append([" ".join(f"{v:.2f}" for v in series), "rising" if rising else "falling"])
+    from tests.conftest import project, write_csv
+
+    data = write_csv(tmp_path / "sensors.csv", ["series", "label"], rows)
+    folder = project(tmp_path / "p", f"task: classification\ndata:\n  train: {data}\ntrain:\n  epochs: 10\n  learning_rate: 0.01\n  verbose: 0\n")
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output
+    run_dir = folder / "runs" / "run-1"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["inputs"] == "series" and record["backbone"]["family"] == "conv1d"
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] > 0.9
+    assert runner.invoke(cli, ["predict", str(run_dir), str(data)]).output.count('"label"') == 200
+    assert runner.invoke(cli, ["eval", str(run_dir), "--data", str(data)]).exit_code == 0
+    for fmt in ("keras", "saved_model"):
+        result = runner.invoke(cli, ["export", str(run_dir), "--format", fmt])
+        assert result.exit_code == 0, result.output

@@ -194,3 +194,91 @@ def test_damaged_entry_point_cache_means_a_fresh_scan(monkeypatch):
     for cache_file in (cache_dir() / "entry-points").glob("*.json"):
         cache_file.write_text("{not json")
     assert eps.entry_points("kit") == [ep for ep in eps._scan("kit")]
+
+
+# ------------------------------------------------------------------ input kinds and backbone families
+
+
+def plugin_module(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook, function in hooks.items():
+        setattr(module, hook, kit.hookimpl(function))
+    return module
+
+
+def test_builtins_register_input_kinds_and_backbone_families():
+    plugins = get_plugins()
+    plugins.collect()
+    assert {"text", "text_pair", "tokens", "tabular", "image", "causal_text"} <= set(plugins.input_kinds.names())
+    assert {"bert", "roberta", "pretrained-text", "mlp", "cnn", "pretrained-image", "gpt"} <= set(plugins.backbones.names())
+    assert plugins.backbone_origins()["bert-tiny"] == "kit_plugins.backbones.bert"
+    assert plugins.backbone_origins()["gpt-tiny"] == "kit_plugins.generation"
+
+
+def test_a_backbone_name_claimed_twice_names_both_plugins(monkeypatch):
+    monkeypatch.delenv("KIT_LOAD_PLUGINS")
+
+    class Clash(kit.Backbone):
+        name = "clash"
+        input_kinds = ("text",)
+        sizes = {"bert-tiny": {}}
+
+    module = plugin_module("clashing", register_backbones=lambda register: register(Clash))
+    with_entry_points(monkeypatch, FakeEntryPoint("clashing", lambda: module))
+    plugins = get_plugins()
+    plugins.collect()
+    assert "'kit_plugins.backbones.bert' and 'clashing' both register a backbone named 'bert-tiny'" in plugins.info[
+        "clashing"
+    ].error
+    assert plugins.backbone_origins()["bert-small"] == "kit_plugins.backbones.bert"  # the built-in keeps working
+
+
+@pytest.mark.parametrize(
+    "hook, registered, message",
+    [
+        ("register_input_kinds", object, "must subclass kit.InputKind"),
+        ("register_backbones", dict, "must subclass kit.Backbone"),
+        ("register_backbones", type("NoKinds", (kit.Backbone,), {"name": "nokinds"}), "must list its input_kinds"),
+        ("register_input_kinds", type("Nameless", (kit.InputKind,), {}), "without a `name`"),
+    ],
+)
+def test_bad_registrations_are_refused_with_the_plugin_named(hook, registered, message):
+    plugins = Plugins()
+    plugins.add_plugin(plugin_module("bad", **{hook: lambda register: register(registered)}), "bad", "test")
+    plugins.collect()
+    assert message in plugins.info["bad"].error
+
+
+def test_unknown_backbone_lists_the_built_in_names_with_their_plugins(tmp_path):
+    from kit.config import build_config
+
+    with pytest.raises(kit.ConfigError) as error:
+        build_config({"task": "classification", "data": {"train": "x.csv"}, "model": {"backbone": "bert-tinny"}})
+    message = str(error.value)
+    assert "Did you mean 'bert-tiny'?" in message
+    assert "bert-small (kit_plugins.backbones.bert)" in message and "gpt-tiny (kit_plugins.generation)" in message
+
+
+def test_a_family_that_does_not_build_the_kind_says_what_does():
+    from kit.references import BackboneRef
+
+    plugins = get_plugins()
+    with pytest.raises(kit.ConfigError, match="builds tabular inputs, not text. Backbones for text inputs: bert-small"):
+        plugins.backbone_for(BackboneRef("mlp", "name", name="mlp"), "text")
+
+
+def test_two_families_loading_one_folder_is_refused(tmp_path):
+    from kit.references import BackboneRef
+
+    class Greedy(kit.Backbone):
+        name = "greedy"
+        input_kinds = ("text",)
+
+        @classmethod
+        def accepts(cls, reference):
+            return True
+
+    plugins = get_plugins()
+    plugins.add_plugin(plugin_module("greedy", register_backbones=lambda register: register(Greedy)), "greedy", "test")
+    with pytest.raises(PluginError, match="'pretrained-text' .* and 'greedy' .* both load"):
+        plugins.backbone_for(BackboneRef(str(tmp_path), "folder", path=tmp_path), "text")

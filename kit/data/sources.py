@@ -693,6 +693,12 @@ def detect_format(path: Path) -> str:
 Opener = Callable[[str, Any, Path], Source]
 
 
+def is_scheme(value: str) -> bool:
+    """True for `tfds:mnist`-style sources (but not Windows drive letters)."""
+    head, sep, _ = value.partition(":")
+    return bool(sep) and len(head) > 1 and head.isidentifier()
+
+
 def open_source(
     spec: str,
     data_config: Any,
@@ -711,8 +717,6 @@ def open_source(
         schemes: scheme -> opener, from the plugin registry.
         described: what messages call the source (default `data.ROLE`; `kit predict` says "The input").
     """
-    from kit.config import is_scheme
-
     if is_scheme(spec):
         scheme, _, rest = spec.partition(":")
         if scheme not in schemes:

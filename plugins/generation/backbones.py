@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import kit
+from kit.compat import fix_keras_hub
 from kit.data import TextField
 from kit.text import (
     PREPROCESSOR_DIR,
@@ -36,6 +37,7 @@ class CausalText(kit.InputKind):
     name = "causal_text"
     description = "Plain text a causal language model learns to continue (data.text_column, one document per row)."
     default_backbone = "gpt-tiny"
+    per_example = False  # token windows for a causal LM: only tasks that name this kind take it
 
     def columns(self) -> list[str]:
         column = self.config.data.text_column
@@ -77,6 +79,7 @@ class Decoder(kit.Backbone):
     def preprocessor(self) -> Any:
         """keras-hub's `CausalLMPreprocessor` for this backbone (what `generate()` uses)."""
         if self._preprocessor is None:
+            fix_keras_hub()  # tokenise eagerly (prompts, exports) exactly as tf.data does in training
             self._preprocessor = self.make_preprocessor()
         return self._preprocessor
 

@@ -19,9 +19,9 @@ BOS, EOS = "<s>", "</s>"
 
 def llama_tokenizer_json(text: str, vocabulary_size: int = 400) -> dict:
     """A byte-level BPE `tokenizer.json` trained on `text`, with Llama's begin/end tokens added."""
-    from kit.decoders import train_bpe
+    from kit.text import train_bpe
 
-    vocab, merges = train_bpe([text], vocabulary_size)
+    vocab, merges = train_bpe([text], vocabulary_size, ["<pad>", "<|endoftext|>"])
     added = [{"id": len(vocab) + i, "content": token, "special": True} for i, token in enumerate((BOS, EOS))]
     return {"model": {"type": "BPE", "vocab": vocab, "merges": merges}, "added_tokens": added}
 
@@ -126,8 +126,7 @@ def test_hugging_face_folder_without_weights_is_explained(runner, tmp_path):
 def tiny_llama_gguf(path, text):
     """The tiny Llama written as llama.cpp's converter would: GGUF names, permuted q/k, BPE tokenizer."""
     import gguf
-
-    from kit.gguf import TENSOR_NAMES, permute
+    from kit_plugins.generation.gguf import TENSOR_NAMES, permute
 
     tokenizer = llama_tokenizer_json(text)
     tokens = sorted(tokenizer["model"]["vocab"], key=tokenizer["model"]["vocab"].get)
@@ -163,9 +162,8 @@ def tiny_llama_gguf(path, text):
 
 
 def test_gguf_file_converts_back_to_the_hugging_face_weights(tmp_path, monkeypatch):
+    from kit_plugins.generation.gguf import hugging_face_folder
     from safetensors.numpy import load_file
-
-    from kit.gguf import hugging_face_folder
 
     monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path / "cache"))
     path, weights, tokenizer = tiny_llama_gguf(tmp_path / "tiny.gguf", python_docs(20_000))

@@ -112,7 +112,7 @@ def test_tokenizer_that_does_not_match_the_backbone(runner, tmp_path, text_csv):
 
 
 def test_hugging_face_normalizer_is_applied(tmp_path):
-    from kit.inputs import _match_normalizer
+    from kit.text import match_normalizer as _match_normalizer
 
     (tmp_path / "tokenizer.json").write_text(
         json.dumps({"normalizer": {"type": "BertNormalizer", "lowercase": True, "strip_accents": None}})

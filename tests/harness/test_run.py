@@ -343,8 +343,8 @@ def test_jit_compile_true_really_compiles_with_xla(jit, tmp_path, monkeypatch):
     build_model = trainer.build_model
 
     def recording_build(*args, **kwargs):
-        built["model"] = build_model(*args, **kwargs)
-        return built["model"]
+        built["model"], pieces = build_model(*args, **kwargs)
+        return built["model"], pieces
 
     monkeypatch.setattr(trainer, "build_model", recording_build)
     numbers = tmp_path / "numbers.csv"  # numbers only: a category lookup layer cannot be XLA-compiled

@@ -145,6 +145,8 @@ class TextEncoder(Backbone):
         import keras
 
         backbone = self.backbone
+        if self.kind.name == "tokens" or self.pooling != "pooled":
+            unused_pooler(backbone)
         inputs = {name: keras.Input(shape=(None,), dtype=t.dtype, name=name) for name, t in backbone.input.items()}
         outputs = backbone(inputs)
         sequence = outputs["sequence_output"] if isinstance(outputs, dict) else outputs
@@ -260,6 +262,13 @@ def load_saved_preprocessor(folder: Path, kind: Any) -> Any:
     if kind not in bases:
         raise ModelError(f"The run's model in {folder.parent} names an unknown preprocessor {kind!r}; it is damaged.")
     return load_preset(str(folder), bases[kind])
+
+
+def unused_pooler(backbone: Any) -> None:
+    """Freeze a BERT-style backbone's pooler when the head does not read it (no gradient reaches it)."""
+    for layer in backbone.layers:
+        if layer.name == "pooled_dense":
+            layer.trainable = False
 
 
 def word_inputs(length: int) -> dict[str, Any]:

@@ -83,11 +83,6 @@ class PretrainedEncoder(TextEncoder):
         self.load_pretrained()
         return self._backbone
 
-    def build(self) -> kit.Built:
-        for layer in self.backbone.layers:
-            if layer.name == "pooled_dense":  # unused: kit pools the token vectors itself
-                layer.trainable = False
-        return super().build()
 
 
 def text_preprocessor(location: str, backbone: Any, sequence_length: int) -> Any:

@@ -52,8 +52,9 @@ class TokenClassification(kit.Task):
         import keras
 
         logits = keras.layers.Dense(len(self.tags), dtype="float32", name="tag_logits")(built.representation)
-        # A word whose first token did not fit in model.sequence_length is labelled O (it cannot be read).
-        outside = [0.0 if tag == OUTSIDE else -1e4 for tag in self.tags]
+        # A word whose first token did not fit in model.sequence_length is tagged O (it cannot be read): its
+        # logits are fixed, O a little ahead, so its loss is bounded (about log of the tag count) and constant.
+        outside = [1.0 if tag == OUTSIDE else 0.0 for tag in self.tags]
         fits = keras.ops.expand_dims(built.inputs["word_mask"], -1)
         logits = keras.ops.where(fits, logits, keras.ops.convert_to_tensor(outside, "float32"))
         return keras.Model(built.inputs, logits, name=f"{self.name}_model")

@@ -351,15 +351,17 @@ def plugins_command(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--template", "-t", help="Template to render (see `kit templates`); default: classification.")
 @click.option("--task", help="Pick the template made for this task.")
-@click.option("--force", is_flag=True, help="Render into an existing, non-empty folder.")
+@click.option(
+    "--force", is_flag=True, help="Add the template's files to an existing folder (never replacing a file of yours)."
+)
 @handle_errors
 def new(name: str, template: str | None, task: str | None, force: bool) -> None:
     """Create project NAME in a new folder from a template, with sample data."""
     from kit.templates import check_name, choose_template, new_project
 
-    check_name(Path(name).name)
+    target = Path(name).expanduser()
+    check_name(target.name if name not in (".", "..") else name)
     chosen = choose_template(template, task)
-    target = Path(name)
     written = new_project(target.name, target, chosen, force)
     click.echo(f"kit: created {target}/ from template '{chosen.name}' ({len(written)} files)")
     if chosen.kind == "plugin":

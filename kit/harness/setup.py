@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from kit.config import Config, validate_options
+from kit.config import Config, check_inputs, check_monitor, validate_options
 from kit.data.fields import Field
 from kit.data.plan import DataPlan, check_columns
 from kit.errors import ConfigError
@@ -26,7 +26,7 @@ def load_task(config: Config, plugins: Plugins | None = None) -> tuple[Task, str
         plugins.check_project_plugins()
     registered = plugins.task(config.task)
     task_cls = registered.obj
-    options = validate_options(task_cls.Options, config.options, config.task, config.source_file)
+    options = validate_options(task_cls.Options, config.options, config.task, config.source_file, config.origin)
     return task_cls(config, options), registered.plugin
 
 
@@ -69,6 +69,8 @@ def assemble(config: Config) -> Pieces:
             f"Task '{task.name}' does not take {kind} inputs (it takes: {', '.join(task.input_kinds)}). "
             f"Set data.inputs, or choose another task."
         )
+    check_inputs(config, task.target_columns(), kind)  # no target among the inputs
+    check_monitor(config, task.metrics())  # before training, not at the first epoch's end
     sample = (row.values for row in train_source.rows())  # tabular columns are typed from every row
     inputs = make_inputs(config, task.input_kind(kind), columns, task.target_columns(), sample)
     feature_setting = {"text": "data.text_column", "image": "data.image_column"}.get(kind, "data.features")

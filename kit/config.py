@@ -258,6 +258,8 @@ class _Where:
         self.file = file
         self.lines = lines or {}
         self.overrides = overrides or []
+        # A user's config (kit.yaml, --set) gets every rule; a saved run's config only those it was trained under.
+        self.strict = False
 
     def __call__(self, key: str) -> str:
         item = self.override_of(key)
@@ -301,6 +303,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, value = parse_override(item)
         set_dotted(raw, key, value, item)
     where = _Where(file, lines, list(overrides))
+    where.strict = True
     config = build_config(raw, where)
     config.source_file = file.resolve()
     check_runs_dir(config, where)
@@ -403,6 +406,10 @@ def _yaml_error(exc: yaml.YAMLError, text: str, origin: Path | str | None) -> Co
         )
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(origin, str):  # a --set value: one line, positions would point into the value
+        return ConfigError(
+            f"{origin}: invalid YAML: {problem}. Check the quoting: a list is [a, b], a mapping {{a: 1}}."
+        )
     hint = "YAML indents with spaces, not tabs" if "'\\t'" in problem else "Check indentation and quoting"
     where = f", column {mark.column + 1}" if mark else ""
     return ConfigError(f"{_place(origin, mark.line + 1 if mark else None)}{where}: invalid YAML: {problem}. {hint}.")
@@ -543,10 +550,16 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value, _ = _load_yaml(text, f"--set {_shorten(item)}")
     except ConfigError as exc:
-        if "invalid YAML" not in str(exc):
+        # A list, mapping or quoted text that does not parse is a typo to show; other text (`a: b: c`) is meant as is.
+        if "invalid YAML" not in str(exc) or text.strip()[0] in "[{\"'":
             raise
-        value = text  # not YAML (e.g. "a: b: c"): keep the literal string
+        value = text
+    if value is None and text.strip() not in YAML_NULLS:
+        value = text  # `#` (a delimiter) reads as a YAML comment, so as null: the user meant the text
     return key, value
+
+
+YAML_NULLS = {"null", "Null", "NULL", "~"}
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, item: str | None = None) -> None:
@@ -583,13 +596,29 @@ def _visible(text: str) -> str:
 
 
 def build_config(raw: dict[str, Any], where: _Where | None = None) -> Config:
-    """Validate a plain mapping against the `Config` schema, then settle its `auto` training values."""
+    """Validate a plain mapping against the `Config` schema, then settle its `auto` training values.
+
+    Without a strict `where` (from `load_config`), rules added after a run may have been trained (empty
+    `features`, keys between sections) are not applied, so a saved run's config still loads.
+    """
     where = where or _Where(None)
     config = _build_dataclass(Config, raw, "", where)
-    check_data_section(config.data, where)
     resolve_auto_training(config.train, is_pretrained_backbone(config.model.backbone))
+    if where.strict:
+        check_data_section(config.data, where)
+        check_unfreezing(config, where)
     config.origin = where
     return config
+
+
+def check_unfreezing(config: Config, where: _Where) -> None:
+    """A backbone unfrozen after the last epoch is never trained: say so rather than train the head alone."""
+    after, epochs = config.model.unfreeze_backbone_after, config.train.epochs
+    if after is not None and after >= epochs:
+        raise ConfigError(
+            f"{where('model.unfreeze_backbone_after')}: {after} is not below train.epochs ({epochs}), so the backbone "
+            "would never be trained. Lower it, or use model.freeze_backbone: true to train the head alone."
+        )
 
 
 # `auto` training settings. Fine-tuning a pretrained backbone wants a learning rate ~20x lower,
@@ -616,7 +645,7 @@ def _build_dataclass(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{where(prefix + str(key))}: unknown key in {section}.{_did_you_mean(str(key), fields)}")
+            raise ConfigError(f"{where(prefix + str(key))}: unknown key in {section}.{_unknown_hint(str(key), cls)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -626,6 +655,15 @@ def _build_dataclass(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where(dotted)}: required key is missing. {f.metadata.get('help', '')}".strip())
     return cls(**values)
+
+
+def _unknown_hint(key: str, cls: type) -> str:
+    """What to write instead of an unknown key: its section for a dotted one (`data.train:`), else the closest key."""
+    head, dot, rest = key.partition(".")
+    sections = {f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name])}
+    if dot and head in sections:
+        return f" Dotted keys are for --set; in YAML write the section: `{head}:` and, indented under it, `{rest}:`."
+    return _did_you_mean(key, {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")})
 
 
 def _did_you_mean(key: str, allowed: dict[str, Any]) -> str:
@@ -675,10 +713,13 @@ def _coerce(value: Any, hint: Any, key: str, where: _Where) -> Any:
     try:
         result = _coerce_value(value, hint)
     except _Mismatch as exc:
-        raise ConfigError(f"{where(key)}: expected {exc.expected}, got {_describe(value)}.") from None
+        hint = " (YAML reads an empty value, `~` and text after `#` as null: quote text)" if value is None else ""
+        raise ConfigError(f"{where(key)}: expected {exc.expected}, got {_describe(value)}{hint}.") from None
     _check_range(key, result, where)
     check = KEY_CHECKS.get(key)
-    return check(result, key, where) if check and result is not None else result
+    if check is None or result is None or (key in NEWER_RULES and not where.strict):
+        return result
+    return check(result, key, where)
 
 
 def _check_range(key: str, value: Any, where: _Where) -> None:
@@ -865,6 +906,8 @@ def _check_runs_dir_name(value: str, key: str, where: _Where) -> str:
     return value
 
 
+# Rules a run trained before them may break (`features: []` meant every column): saved runs still load.
+NEWER_RULES = {"data.target", "data.features", "data.categorical", "plugins", "runs_dir"}
 KEY_CHECKS: dict[str, Callable[[Any, str, _Where], Any]] = {
     "data.delimiter": _check_delimiter,
     "data.encoding": _check_encoding,

@@ -29,10 +29,12 @@ from kit.errors import KitError, PluginError, UsageError
 
 # Dot-files are stored without the dot so packaging tools do not skip them.
 DOTFILES = {"gitignore": ".gitignore"}
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# Letters, digits, '-' and '_', from a letter to a letter or digit (what pip accepts as a distribution name).
+NAME_PATTERN = re.compile(r"^[A-Za-z]([A-Za-z0-9_-]*[A-Za-z0-9])?$")
 # `{{ name }}` or `{{ name() }}`, the only Jinja2 syntax the fast path fills in itself.
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\(\s*\))?\s*\}\}")
 METADATA = "template.json"
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -76,6 +78,11 @@ def all_templates() -> dict[str, Template]:
         def register(
             name: str, path: Any, description: str = "", task: str | None = None, _plugin: str = impl.plugin_name
         ) -> None:
+            if not isinstance(name, str) or not TEMPLATE_NAME.match(name):
+                raise PluginError(
+                    f"Plugin '{_plugin}' registers a template named {name!r}; a template name is letters, digits, "
+                    "'-', '_' and '.', starting with a letter or digit (it is typed after --template)."
+                )
             if name in templates:
                 raise PluginError(
                     f"Plugin '{_plugin}' registers template '{name}', already provided by {templates[name].origin}."
@@ -114,7 +121,7 @@ def _name_problem(name: str) -> str | None:
     if len(name) > MAX_NAME:
         return f"it has {len(name)} characters; at most {MAX_NAME}"
     if not NAME_PATTERN.match(name):
-        return "use letters, digits, '-' and '_', starting with a letter"
+        return "use letters, digits, '-' and '_', starting with a letter and ending with a letter or digit"
     if keyword.iskeyword(package_name(name)):
         return f"'{package_name(name)}' is a Python keyword, so it cannot name a package"
     if name.lower() in WINDOWS_RESERVED:

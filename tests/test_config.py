@@ -300,3 +300,23 @@ def test_monitor_is_checked_against_what_the_run_reports(tmp_path):
     with pytest.raises(ConfigError, match="'val_rsme' is not reported by task 'regression'. Did you mean 'val_rmse'"):
         check_monitor(load_config(tmp_path, ["train.monitor=val_rsme"]), metrics)
     check_monitor(load_config(tmp_path, ["train.monitor=anything"]), [object()])  # unnamed metric: Keras decides
+
+
+def test_a_saved_runs_config_loads_under_the_rules_it_was_trained_with(tmp_path):
+    """`features: []` once meant every column; a run trained so must still load for eval/predict."""
+    raw = {"task": "regression", "data": {"train": "a.csv", "features": [], "categorical": ["c"]}}
+    assert build_config(raw).data.features == []
+    project(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match="an empty list names no column"):
+        load_config(tmp_path, ["data.features=[]"])
+
+
+@pytest.mark.parametrize("value, expected", [("#", "#"), ("null", None), ("~", None), ("a: b: c", "a: b: c")])
+def test_set_values_that_yaml_reads_oddly(value, expected):
+    assert parse_override(f"data.delimiter={value}") == ("data.delimiter", expected)
+
+
+@pytest.mark.parametrize("value", ["[x1, x2", "{a: 1", "'open"])
+def test_set_lists_and_mappings_that_do_not_parse_are_refused(value):
+    with pytest.raises(ConfigError, match=f"--set data.features={re.escape(value)}: invalid YAML"):
+        parse_override(f"data.features={value}")

@@ -103,14 +103,16 @@ def _schema_paths() -> list[str]:
 
 
 @FUZZ
-@given(st.sampled_from(_schema_paths()), yaml_values)
-def test_any_value_at_any_real_key_validates_or_raises_kit_error(path, value):
-    from kit.config import set_dotted
+@given(st.sampled_from(_schema_paths()), yaml_values, st.booleans())
+def test_any_value_at_any_real_key_validates_or_raises_kit_error(path, value, strict):
+    from kit.config import _Where, set_dotted
 
     raw = {"task": "regression", "data": {"train": "x.csv"}}
     set_dotted(raw, path, value)
+    where = _Where(None)
+    where.strict = strict  # kit.yaml's rules, or a saved run's
     try:
-        config = build_config(raw)
+        config = build_config(raw, where)
     except KitError:
         return
     for section in (config.data, config.model, config.train):

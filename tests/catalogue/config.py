@@ -401,3 +401,31 @@ def features_with_text_inputs(root, mp):
     data = labelled(root, rows, header=("text", "x", "label"))
     config = f"task: classification\ndata:\n  train: {data}\n  features: [x]\ntrain:\n  epochs: 1\n"
     return ["run", str(project(root / "p", config))]
+
+
+@case("config", "Dotted keys are for --set; in YAML write the section: `data:` and, indented under it, `train:`")
+def dotted_key_in_yaml(root, mp):
+    """A dotted key written in kit.yaml (`data.train: a.csv`), as one writes it after --set"""
+    return ["run", str(project(root / "p", "task: regression\ndata.train: a.csv\n"))]
+
+
+@case("config", "--set data.features=[x1, x2: invalid YAML: expected ',' or ']'")
+def set_list_typo(root, mp):
+    """A `--set` list missing its closing bracket (`--set data.features=[x1, x2`), once read as one odd column name"""
+    return ["run", str(tabular_project(root)), "--set", "data.features=[x1, x2"]
+
+
+@case("config", "expected a string, got null (YAML reads an empty value, `~` and text after `#` as null: quote text)")
+def hash_delimiter_unquoted(root, mp):
+    """`delimiter: #` in kit.yaml (YAML reads `#` as the start of a comment)"""
+    folder = tabular_project(root)
+    text = (folder / "kit.yaml").read_text().replace("  target: y\n", "  target: y\n  delimiter: #\n")
+    (folder / "kit.yaml").write_text(text)
+    return ["run", str(folder)]
+
+
+@case("config", "key 'model.unfreeze_backbone_after': 5 is not below train.epochs (3), so the backbone would never")
+def unfreeze_after_the_last_epoch(root, mp):
+    """`unfreeze_backbone_after: 5` with `epochs: 3` (the backbone would silently never train)"""
+    args = ["--set", "model.unfreeze_backbone_after=5", "--set", "train.epochs=3"]
+    return ["run", str(tabular_project(root)), *args]

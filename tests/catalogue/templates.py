@@ -225,3 +225,24 @@ def template_folder_missing(root, mp):
 def plugin_replaces_an_installed_distribution(root, mp):
     """`kit new PyYAML --template plugin` (no module is called `pyyaml`, but the installed distribution is)"""
     return ["new", str(root / "PyYAML"), "--template", "plugin"]
+
+
+@case("templates", "ending with a letter or digit. Try: kit new demo", exit_code=2)
+def new_name_ends_with_a_dash(root, mp):
+    """`kit new demo-` (pip refuses a distribution name that ends with '-' or '_')"""
+    return ["new", str(root / "demo-")]
+
+
+@case("templates", "registers a template named '../evil'; a template name is letters, digits")
+def plugin_template_with_a_path_as_name(root, mp):
+    """A plugin registering a template whose name is a path (`../evil`)"""
+    import kit
+    from kit.plugins import get_plugins
+
+    class Plugin:
+        @kit.hookimpl
+        def register_templates(self, register):
+            register("../evil", root)
+
+    get_plugins().pm.register(Plugin(), name="bad_templates")
+    return ["new", str(root / "x"), "--template", "../evil"]

@@ -262,12 +262,12 @@ class _Where:
         self.strict = False
 
     def __call__(self, key: str) -> str:
-        item = self.override_of(key)
+        item, shown = self.override_of(key), _shorten(key)
         if item is not None:
-            return f"--set {_shorten(item)}, key '{_visible(key)}'"
+            return f"--set {_shorten(item)}, key '{shown}'"
         place = str(self.file) if self.file else "<config>"
         line = self.lines.get(key)
-        return f"{place}, line {line}, key '{_visible(key)}'" if line else f"{place}, key '{_visible(key)}'"
+        return f"{place}, line {line}, key '{shown}'" if line else f"{place}, key '{shown}'"
 
     def override_of(self, key: str) -> str | None:
         """The last `--set` that set `key` or a section holding it (a later one replaces what it covers)."""
@@ -862,14 +862,14 @@ DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "\\\\t": "\t"}
 
 def _check_encoding(value: str, key: str, where: _Where) -> str:
     try:
-        text_encoding = getattr(codecs.lookup(value), "_is_text_encoding", True)
-        if codecs.lookup(value).name == "undefined":  # a codec whose every use raises
+        codec = codecs.lookup(value)
+        if codec.name == "undefined":  # a codec whose every use raises
             raise LookupError(value)
     except LookupError:
         close = difflib.get_close_matches(value.lower(), ["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252"], n=1)
         hint = f" Did you mean '{close[0]}'?" if close else " Common ones: utf-8, latin-1, cp1252."
         raise ConfigError(f"{where(key)}: unknown text encoding {value!r}.{hint}") from None
-    if not text_encoding:  # rot13, base64, zip: codecs that map bytes to bytes, not bytes to text
+    if not getattr(codec, "_is_text_encoding", True):  # rot13, base64, zip: bytes to bytes, not bytes to text
         raise ConfigError(f"{where(key)}: {value!r} is not a text encoding; use one such as utf-8 or latin-1.")
     return value
 
@@ -938,18 +938,22 @@ def check_runs_dir(config: Config, where: _Where) -> None:
     """`runs_dir` must be a folder (or not exist yet) outside every data folder: runs written into a folder of
     images or texts would be read back as training examples by the next run."""
     runs = Path(config.resolve_path(config.runs_dir or "runs"))
-    key = "runs_dir"
     existing = next(path for path in (runs, *runs.parents) if path.exists())
     if not existing.is_dir():
-        raise ConfigError(f"{where(key)}: {existing} is a file, not a folder; choose a folder for run directories.")
-    for name in ("train", "validation", "test"):
-        source = getattr(config.data, name)
-        folder = Path(config.resolve_path(source)) if source and not is_scheme(source) else None
-        if folder is not None and folder.is_dir() and (runs == folder or folder in runs.parents):
+        raise ConfigError(f"{where('runs_dir')}: {existing} is a file, not a folder; choose a folder for runs.")
+    for name, folder in _data_folders(config):
+        if runs == folder or folder in runs.parents:
             raise ConfigError(
-                f"{where(key)}: {runs} is inside data.{name} ({folder}): runs would be read as data. "
+                f"{where('runs_dir')}: {runs} is inside data.{name} ({folder}): runs would be read as data. "
                 "Choose a folder outside the data."
             )
+
+
+def _data_folders(config: Config) -> list[tuple[str, Path]]:
+    """The data sources that are local folders, by key."""
+    sources = {name: getattr(config.data, name) for name in ("train", "validation", "test")}
+    paths = {name: Path(config.resolve_path(s)) for name, s in sources.items() if s and not is_scheme(s)}
+    return [(name, path) for name, path in paths.items() if path.is_dir()]
 
 
 def check_inputs(config: Config, targets: list[str], kind: str) -> None:

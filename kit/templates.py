@@ -103,7 +103,8 @@ def all_templates() -> dict[str, Template]:
 MAX_NAME = 64  # a project name is a folder, a distribution and a package name; long ones break paths
 # Names Windows cannot give a file or folder: a project named so cannot be checked out there.
 WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
-# Distributions and import names a plugin must never take: `pip install -e` would replace kit itself.
+# kit's distributions and import names: a plugin so named would replace kit when installed, and a project folder
+# so named shadows kit for Python started beside it.
 KIT_NAMES = {"kit", "kit-plugins", "kit-templates", "kit_plugins", "kit_templates"}
 
 
@@ -163,27 +164,33 @@ def check_plugin_name(name: str) -> None:
 
 
 def _installed_clash(package: str, distribution: str) -> str | None:
-    import importlib.metadata
-    import importlib.util
-
     if package in KIT_NAMES or distribution in KIT_NAMES:
         return "kit itself uses that name (`pip install -e` would replace kit)"
     if package in sys.stdlib_module_names:
         return f"'{package}' is a module of Python's standard library, which it would shadow"
+    return _module_clash(package) or _distribution_clash(distribution) or _task_clash(package)
+
+
+def _module_clash(package: str) -> str | None:
+    import importlib.util
+
     try:
-        spec = importlib.util.find_spec(package)
+        spec = importlib.util.find_spec(package)  # finds, never imports
     except (ImportError, ValueError):
-        spec = None
-    if spec is not None:
-        return (
-            f"a module '{package}' is already installed ({spec.origin or 'a namespace package'}), which it would shadow"
-        )
+        return None
+    if spec is None:
+        return None
+    return f"a module '{package}' is already installed ({spec.origin or 'a namespace package'}), which it would shadow"
+
+
+def _distribution_clash(distribution: str) -> str | None:
+    import importlib.metadata
+
     try:
         importlib.metadata.distribution(distribution)
-        return f"a distribution '{distribution}' is already installed, which `pip install -e` would replace"
     except importlib.metadata.PackageNotFoundError:
-        pass
-    return _task_clash(package)
+        return None
+    return f"a distribution '{distribution}' is already installed, which `pip install -e` would replace"
 
 
 def _task_clash(package: str) -> str | None:
@@ -324,11 +331,13 @@ def _destination_name(source_name: str, variables: dict[str, Any]) -> str:
     if name.endswith(".jinja"):
         name = name[: -len(".jinja")]
     name = DOTFILES.get(name, name)
-    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+    if name in ("", ".", "..") or any(c in name for c in "/\\"):
         raise KitError(
             f"Template entry '{source_name}' renders to the name {name!r}, which would write outside its folder; "
             "refusing. A template's names must be plain file or folder names."
         )
+    if not name.isprintable():
+        raise KitError(f"Template entry '{source_name}' renders to the name {name!r}, with control characters.")
     return name
 
 

@@ -246,3 +246,10 @@ def plugin_template_with_a_path_as_name(root, mp):
 
     get_plugins().pm.register(Plugin(), name="bad_templates")
     return ["new", str(root / "x"), "--template", "../evil"]
+
+
+@case("templates", "renders to the name 'notes\\nold.txt', with control characters")
+def template_name_with_a_line_break(root, mp):
+    """A template file whose name holds a line break"""
+    name = _plugin_template(root, mp, lambda folder: (folder / "notes\nold.txt").write_text("x"))
+    return ["new", str(root / "x"), "--template", name]

@@ -977,12 +977,14 @@ def check_inputs(config: Config, targets: list[str], kind: str) -> None:
             )
 
 
-def check_monitor(config: Config, metrics: list[Any]) -> None:
+def check_monitor(config: Config, task: Any) -> None:
     """`train.monitor` must be a value the run reports: `loss`, a task metric, or either's `val_` form."""
-    names = metric_names(metrics)
+    names = metric_names(task.metrics())
     monitor = config.train.monitor
     if names is None:  # a metric kit cannot name in advance: Keras will say if the monitor is missing
         return
+    if task.input_kind("text") == "decoder":  # keras-hub's causal LMs add this weighted metric when compiled
+        names.append("sparse_categorical_accuracy")
     reported = ["loss", *names]
     reported += [f"val_{name}" for name in reported]
     if monitor in reported:

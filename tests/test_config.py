@@ -292,14 +292,27 @@ def test_target_among_the_inputs_is_refused(tmp_path):
         check_inputs(load_config(tmp_path, ["data.image_column=y"]), ["y"], "image")
 
 
+class _Task:
+    def __init__(self, metrics, kind="text"):
+        self._metrics, self._kind = metrics, kind
+
+    def metrics(self):
+        return self._metrics
+
+    def input_kind(self, guessed):
+        return self._kind
+
+
 def test_monitor_is_checked_against_what_the_run_reports(tmp_path):
     project(tmp_path, GOOD)
-    metrics = ["mae", type("Metric", (), {"name": "rmse"})()]
+    task = _Task(["mae", type("Metric", (), {"name": "rmse"})()])
     for monitor in ("loss", "val_loss", "mae", "val_rmse"):
-        check_monitor(load_config(tmp_path, [f"train.monitor={monitor}"]), metrics)
+        check_monitor(load_config(tmp_path, [f"train.monitor={monitor}"]), task)
     with pytest.raises(ConfigError, match="'val_rsme' is not reported by task 'regression'. Did you mean 'val_rmse'"):
-        check_monitor(load_config(tmp_path, ["train.monitor=val_rsme"]), metrics)
-    check_monitor(load_config(tmp_path, ["train.monitor=anything"]), [object()])  # unnamed metric: Keras decides
+        check_monitor(load_config(tmp_path, ["train.monitor=val_rsme"]), task)
+    check_monitor(load_config(tmp_path, ["train.monitor=anything"]), _Task([object()]))  # unnamed: Keras decides
+    generation = _Task(["perplexity"], kind="decoder")
+    check_monitor(load_config(tmp_path, ["train.monitor=val_sparse_categorical_accuracy"]), generation)
 
 
 def test_a_saved_runs_config_loads_under_the_rules_it_was_trained_with(tmp_path):

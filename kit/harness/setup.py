@@ -70,7 +70,7 @@ def assemble(config: Config) -> Pieces:
             f"Set data.inputs, or choose another task."
         )
     check_inputs(config, task.target_columns(), kind)  # no target among the inputs
-    check_monitor(config, task.metrics())  # before training, not at the first epoch's end
+    check_monitor(config, task)  # before training, not at the first epoch's end
     sample = (row.values for row in train_source.rows())  # tabular columns are typed from every row
     inputs = make_inputs(config, task.input_kind(kind), columns, task.target_columns(), sample)
     feature_setting = {"text": "data.text_column", "image": "data.image_column"}.get(kind, "data.features")

@@ -387,7 +387,7 @@ def check_image(path: str, channels: int) -> str | None:
 
     from kit.data.sources import path_problem
 
-    problem = path_problem(Path(path), "The image file")
+    problem = path_problem(Path(path), "the image file")
     if problem:
         return problem
     if os.path.isdir(path):
@@ -401,7 +401,7 @@ def check_image(path: str, channels: int) -> str | None:
             f"bomb or a huge scan); shrink it (kit resizes every image to data.image_size anyway)"
         )
     refusal = _tensorflow_refusal(path, channels)
-    return _explained(refusal, header, channels) if refusal else None
+    return _explained(refusal, header, channels, path) if refusal else None
 
 
 def _image_header(path: str) -> tuple[str, str, int] | None:
@@ -453,7 +453,19 @@ def _quiet_stderr() -> Iterator[None]:
 _COLOUR_ONLY = {"for GIF": "GIF", "for BMP": "BMP", "WebP only": "WebP"}
 
 
-def _explained(refusal: str, header: tuple[str, str, int] | None, channels: int) -> str:
+def _what_file(found: str, path: str) -> str:
+    if found:
+        return f"the file is a {found} image, which TensorFlow does not read"
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    try:
+        text = head.decode("utf-8").isprintable() or "\n" in head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = False
+    return "the file holds text, not an image" if text else "the file is not an image TensorFlow reads"
+
+
+def _explained(refusal: str, header: tuple[str, str, int] | None, channels: int, path: str) -> str:
     """TensorFlow's decoding error in a user's words, with what to do."""
     found = header[0].split()[0] if header and header[0] else ""
     for marker, kind in _COLOUR_ONLY.items():
@@ -467,8 +479,7 @@ def _explained(refusal: str, header: tuple[str, str, int] | None, channels: int)
             "a CMYK JPEG, which TensorFlow cannot decode to grayscale: set data.color_mode: rgb, or convert it to RGB"
         )
     if "Unknown image file format" in refusal:
-        what = f"a {found} image" if found else "not an image TensorFlow reads"
-        return f"the file is {what}, not PNG, JPEG, GIF or BMP: convert it, or remove it"
+        return f"{_what_file(found, path)}: replace it with a PNG, JPEG, GIF or BMP image, or remove it"
     if "channels inherent" in refusal:
         return "a BMP TensorFlow cannot decode (it reads 24- and 32-bit BMPs): convert it to PNG"
     for kind in ("JPEG", "PNG", "GIF", "BMP"):

@@ -225,6 +225,7 @@ def _require_columns(plan: DataPlan, split: str, fields: list[Field]) -> None:
 
 def _bad_row(report: SplitReport, source: Source, row: Row, reason: str, policy: str) -> None:
     place = source.where(row)
+    reason = reason.rstrip(".")
     if policy == "fail":
         raise DataError(f"{place}: {reason}. Fix that row, or set `data.bad_rows: skip` to leave malformed rows out.")
     report.bad += 1

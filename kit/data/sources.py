@@ -348,6 +348,8 @@ class JsonlSource(Source):
 
     def columns(self) -> list[str]:
         """The keys of the first object (among the first lines: one bad line is a malformed row, not the format)."""
+        if self._head().startswith("["):
+            raise DataError(f"{self.path} is not JSON lines (one JSON object per line). {self._looks_like()}")
         first = None
         for count, row in enumerate(self.rows()):
             if not isinstance(row.values, BadJson):
@@ -362,10 +364,15 @@ class JsonlSource(Source):
             f"{first.values.reason}. {self._looks_like()}"
         )
 
-    def _looks_like(self) -> str:
+    def _head(self) -> str:
         with _open_text(self.path, self.encoding) as handle:
-            head = handle.read(4096).lstrip()
-        if head.startswith(("[", "{")):
+            try:
+                return handle.read(4096).lstrip()
+            except UnicodeDecodeError:
+                return ""  # reported with its line when the rows are read
+
+    def _looks_like(self) -> str:
+        if self._head().startswith(("[", "{")):
             return (
                 "It looks like one JSON document; write one object per line instead "
                 "(e.g. `jq -c '.[]' data.json > data.jsonl`)."
@@ -500,14 +507,15 @@ class FolderSource(Source):
                 value: Any = str(path)
             else:
                 value = self._read_text(path)
-            yield Row(number, {self.value_column: value, "label": label}, origin=str(path))
+            values = value if isinstance(value, BadJson) else {self.value_column: value, "label": label}
+            yield Row(number, values, origin=str(path))  # an unreadable file is a malformed row
 
     def _read_text(self, path: Path) -> Any:
         try:
             with _open_text(path, self.encoding) as handle:
                 return handle.read()
         except UnicodeDecodeError as exc:
-            return BadJson(f"not valid {self.encoding} ({exc.reason}); set data.encoding")
+            return BadJson(f"not valid {self.encoding} ({exc.reason}); set data.encoding to the files' encoding")
         except DataError as exc:
             return BadJson(str(exc).rstrip("."))
 

@@ -68,7 +68,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 sys.exit(exc.exit_code)
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("\nkit: interrupted; run the same command again to resume.", err=True)
+            click.echo(f"\nkit: interrupted{_after_interrupt()}", err=True)
             sys.exit(130)
         except OSError as exc:
             message = _storage_problem(exc)
@@ -77,6 +77,16 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(message) from None
 
     return wrapper
+
+
+def _after_interrupt() -> str:
+    """What an interrupted command leaves: training resumes; outputs are written whole or not at all."""
+    command = getattr(click.get_current_context(silent=True), "info_name", None)
+    if command == "run":
+        return "; run the same command again to resume."
+    if command in ("predict", "export"):
+        return "; no partial output was saved."
+    return "."
 
 
 def _storage_problem(exc: OSError) -> str | None:
@@ -156,23 +166,28 @@ def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None
     train(config, run_dir, argv=["kit", *sys.argv[1:]])
 
 
+PLUGIN_HELP = (
+    "A plugin file or module providing the run's task, when it is not installed (a project's own plugin). "
+    "kit never imports code named by a run folder."
+)
+
+
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--data", "source", help="Evaluate on this data (a file, folder or tfds:/keras: source) instead.")
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
+def eval_command(run_dir: Path, source: str | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
     """Print the metrics of a trained run as JSON (re-computed with --data)."""
     _quiet_tensorflow()
-    from kit.harness.saved import TrainedModel
+    from kit.harness.saved import TrainedModel, check_input, read_metrics
 
     if source is None:
-        from kit.harness.rundir import require_run_dir
-
-        require_run_dir(run_dir)
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_metrics(run_dir)
     else:
-        metrics = TrainedModel(run_dir, unsafe).evaluate(source)
+        check_input(source)
+        metrics = TrainedModel(run_dir, unsafe, plugin_files, rows=True).evaluate(source)
     click.echo(json.dumps(metrics, indent=2))
 
 
@@ -186,14 +201,20 @@ def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
     help="Write to a .jsonl or .csv file (default: JSON lines on stdout).",
 )
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -> None:
+def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
     """Predict every row of INPUT (CSV, JSONL, folder) with a trained run."""
-    _quiet_tensorflow()
-    from kit.harness.saved import TrainedModel, write_predictions
+    from kit.harness.outputs import check_prediction_output
 
-    trained = TrainedModel(run_dir, unsafe)
-    count = write_predictions(trained.predict_rows(input_data), output)
+    # Checked before the model loads: a wrong -o costs nothing and never touches the input or a run.
+    target = check_prediction_output(output, [Path(input_data)]) if output else None
+    _quiet_tensorflow()
+    from kit.harness.saved import TrainedModel, check_input, write_predictions
+
+    check_input(input_data)
+    trained = TrainedModel(run_dir, unsafe, plugin_files, rows=True)
+    count = write_predictions(trained.predict_rows(input_data), target)
     if output:
         click.echo(f"kit: wrote {count} predictions to {output}", err=True)
 
@@ -284,14 +305,20 @@ def generate(
     "--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT)."
 )
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool) -> None:
+def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
     """Export a trained run and check that the reloaded export predicts the same."""
+    from kit.harness.outputs import check_export_destination
+
+    destination = output or run_dir / "export" / fmt
+    if run_dir.is_dir():  # otherwise loading the run says what is wrong with it
+        check_export_destination(destination, run_dir)  # before the slow part
     _quiet_tensorflow()
     from kit.harness.saved import TrainedModel
     from kit.harness.saved import export as export_model
 
-    destination = export_model(TrainedModel(run_dir, unsafe), fmt, output)
+    export_model(TrainedModel(run_dir, unsafe, plugin_files), fmt, destination)
     click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
 
 

@@ -953,7 +953,7 @@ def _data_folders(config: Config) -> list[tuple[str, Path]]:
     """The data sources that are local folders, by key."""
     sources = {name: getattr(config.data, name) for name in ("train", "validation", "test")}
     paths = {name: Path(config.resolve_path(s)) for name, s in sources.items() if s and not is_scheme(s)}
-    return [(name, path) for name, path in paths.items() if path.is_dir()]
+    return [(name, path) for name, path in paths.items() if os.path.isdir(path)]  # False where the OS refuses the name
 
 
 def check_inputs(config: Config, targets: list[str], kind: str) -> None:

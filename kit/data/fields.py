@@ -347,7 +347,9 @@ class ImageField(Field):
         if not isinstance(raw, str) or not raw.strip():
             return raw
         path = os.path.expanduser(raw)
-        return path if os.path.isabs(path) else os.path.join(folder, path)
+        if os.path.isabs(path) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):  # URLs are refused by the check
+            return path
+        return os.path.join(folder, path)
 
     def observe(self, value: Any) -> None:
         self._require_decodable(value)
@@ -387,6 +389,8 @@ def check_image(path: str, channels: int) -> str | None:
 
     from kit.data.sources import path_problem
 
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+        return f"{path[:60]} is a web address: kit reads image files on disk; download the images and name their paths"
     problem = path_problem(Path(path), "the image file")
     if problem:
         return problem

@@ -524,3 +524,93 @@ def predict_input_without_columns(root, mp):
     """`kit predict RUN other.csv`: the input lacks a column the model reads"""
     (root / "other.csv").write_text("a,b\n1,2\n")
     return ["predict", str(trained_run(root)), str(root / "other.csv")]
+
+
+# ---------------------------------------------------------------- more files that are not what they seem
+
+
+@case("data", "d.csv is not text: it is gzip-compressed")
+def binary_file_as_csv(root, mp):
+    """A gzip-compressed CSV saved under a `.csv` name"""
+    import gzip
+
+    (root / "d.csv").write_bytes(gzip.compress(("x,y\n" + numbers()).encode()))
+    return ["run", str(project(root / "p", REGRESSION.format(data=root / "d.csv")))]
+
+
+@case("data", "d.csv.gz is a compressed file: decompress it first")
+def compressed_csv(root, mp):
+    """A `.csv.gz` file as `data.train`"""
+    import gzip
+
+    (root / "d.csv.gz").write_bytes(gzip.compress(("x,y\n" + numbers()).encode()))
+    return ["run", str(project(root / "p", REGRESSION.format(data=root / "d.csv.gz")))]
+
+
+@case("data", "is a folder of data files (feb.csv, jan.csv): kit reads one file per split")
+def folder_of_csv_files(root, mp):
+    """A folder of monthly CSV files as `data.train`"""
+    (root / "months").mkdir()
+    for month in ("jan", "feb"):
+        (root / "months" / f"{month}.csv").write_text("x,y\n" + numbers())
+    return ["run", str(project(root / "p", REGRESSION.format(data=root / "months")))]
+
+
+@case("data", "v.csv is empty: expected a header line")
+def empty_validation_file(root, mp):
+    """An empty (0-byte) `data.validation` file"""
+    (root / "v.csv").write_text("")
+    return csv_project(root, "x,y\n" + numbers(), f"  validation: {root / 'v.csv'}\n")
+
+
+@case("data", "No usable rows in data.validation")
+def validation_all_malformed(root, mp):
+    """A validation file whose every row is malformed, with `data.bad_rows: skip`"""
+    (root / "v.csv").write_text("x,y\none,two\nthree,four\n")
+    return csv_project(root, "x,y\n" + numbers(), f"  validation: {root / 'v.csv'}\n  bad_rows: skip\n")
+
+
+@case("data", "is a web address: kit reads image files on disk")
+def image_url_in_csv(root, mp):
+    """A CSV `image` column of web addresses"""
+    rows = "".join(f"https://example.com/{i}.png,{'ab'[i % 2]}\n" for i in range(10))
+    (root / "list.csv").write_text("image,label\n" + rows)
+    return ["run", str(project(root / "p", IMAGES.format(data=root / "list.csv", extra="")))]
+
+
+@case("data", "line 14: column 'image': the image file")
+def image_path_is_fifo(root, mp):
+    """A CSV `image` column naming a named pipe (reading it would wait forever)"""
+    folder = image_folder(root)
+    os.mkfifo(folder / "cat" / "pipe.png")
+    rows = [f"images/{label}/{i}.png,{label}\n" for label in ("cat", "dog") for i in range(6)]
+    (root / "list.csv").write_text("image,label\n" + "".join(rows) + "images/cat/pipe.png,cat\n")
+    return ["run", str(project(root / "p", IMAGES.format(data=root / "list.csv", extra="")))]
+
+
+@case("data", "data.train /dev/null is a device, not a file")
+def device_as_data(root, mp):
+    """`data.train: /dev/null`"""
+    return ["run", str(project(root / "p", REGRESSION.format(data="/dev/null")))]
+
+
+@case("data", "is too long a name for the file system")
+def path_name_too_long(root, mp):
+    """A `data.train` file name of 300 characters"""
+    return ["run", str(project(root / "p", REGRESSION.format(data="d" * 300 + ".csv")))]
+
+
+@case("data", "keras:mnist has splits train and test, not 'validation'")
+def keras_validation_split(root, mp):
+    """`data.validation: keras:mnist@validation` (Keras's data sets have no validation split)"""
+    config = with_data(CLASSIFY.format(data="keras:mnist"), "  validation: keras:mnist@validation\n")
+    return ["run", str(project(root / "p", config.replace("  features: [x]\n", "")))]
+
+
+@case("data", "has one label folder, train, which holds folders itself")
+def image_folder_one_level_too_high(root, mp):
+    """`data.train` naming the folder above the label folders (`pets/` holding `pets/train/cat/...`)"""
+    folder = image_folder(root)
+    (root / "pets").mkdir()
+    folder.rename(root / "pets" / "train")
+    return ["run", str(project(root / "p", IMAGES.format(data=root / "pets", extra="")))]

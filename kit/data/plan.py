@@ -268,8 +268,8 @@ def _empty_split(plan: DataPlan, split: str, report: SplitReport, read: int) -> 
         )
     fraction = plan.shared[split]
     return (
-        f"The {split} split is empty: data.{split}_fraction is {fraction} but none of the {read} rows read "
-        f"from {plan.sources['train'].name} fell into it (each row goes to a split by a seeded hash; a corpus "
+        f"The {split} split is empty: data.{split}_fraction is {fraction} but none of the rows read "
+        f"from {plan.sources['train'].name} ({read:,}) fell into it (each row goes to a split by a seeded hash; a corpus "
         f"gives one row per passage of about 4,000 characters). Add data, set data.{split} to a file of {split} "
         f"examples, or set data.{split}_fraction: 0 to go without {split} metrics."
     )

@@ -223,6 +223,8 @@ class CategoryField(Field):
 
     def notes(self) -> list[str]:
         typing = [self.typing_note] if self.typing_note else []
+        if self.vocabulary == [""]:
+            typing.append(f"column '{self.column}' is empty in every training row: leave it out with data.features")
         return typing + _mostly_unique(self.column, self.counts, "values")
 
     def get_state(self) -> dict[str, Any]:
@@ -237,9 +239,10 @@ def _mostly_unique(column: str, counts: dict[str, int], what: str) -> list[str]:
     rows = sum(counts.values())
     if len(counts) <= 100 or len(counts) * 2 <= rows:
         return []
+    advice = "a number to predict with task: regression" if what == "labels" else "better left out (data.features)"
     return [
         f"column '{column}' has {len(counts):,} distinct {what} in {rows:,} training rows, most seen once: "
-        f"is it an identifier, or a number to predict with task: regression?"
+        f"is it an identifier, or {advice}?"
     ]
 
 

@@ -140,8 +140,14 @@ def parse_row(row: Row, fields: list[Field]) -> list[Any]:
         try:
             parsed.append(f.parse(raw))
         except BadValue as exc:
+            if _repeats_header(values):
+                raise BadValue("the header line again (were files joined?); remove it") from None
             raise BadValue(f"column '{f.column}': {exc}") from None
     return parsed
+
+
+def _repeats_header(values: dict[str, Any]) -> bool:
+    return len(values) > 1 and all(isinstance(v, str) and v.strip() == k for k, v in values.items())
 
 
 def check_value(f: Field, value: Any, learning: bool = False) -> None:

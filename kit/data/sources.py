@@ -309,6 +309,14 @@ class CsvSource(Source):
         return _file_fingerprint([self.path])
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _checked_delimiter(delimiter: str) -> str:
     if len(delimiter) == 1 and delimiter not in '"\r\n':
         return delimiter
@@ -321,6 +329,11 @@ def _checked_delimiter(delimiter: str) -> str:
 
 def _checked_header(path: Path, names: list[str]) -> list[str]:
     """Every column needs a name, and one name per column: otherwise values would silently go astray."""
+    if all(_is_number(name) for name in names):
+        raise DataError(
+            f"{path}, line 1: the first line holds numbers, not column names. Add a header line naming the "
+            f"columns (e.g. x1,x2,y) above the data."
+        )
     first: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if not name:
@@ -393,6 +406,9 @@ class JsonlSource(Source):
             f"{self.path} does not look like JSON lines (one JSON object per line): line {first.line}: "
             f"{first.values.reason}. {self._looks_like()}"
         )
+
+    def hint(self) -> str:
+        return " A JSONL file's columns are the keys of its first object: give every object the same keys."
 
     def _head(self) -> str:
         with _open_text(self.path, self.encoding) as handle:

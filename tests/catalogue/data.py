@@ -614,3 +614,21 @@ def image_folder_one_level_too_high(root, mp):
     (root / "pets").mkdir()
     folder.rename(root / "pets" / "train")
     return ["run", str(project(root / "p", IMAGES.format(data=root / "pets", extra="")))]
+
+
+@case("data", "d.csv, line 1: the first line holds numbers, not column names. Add a header line")
+def headerless_csv(root, mp):
+    """A CSV without a header line (its first row of numbers is read as column names)"""
+    return csv_project(root, numbers())
+
+
+@case("data", "line 32: the header line again (were files joined?)")
+def repeated_header_line(root, mp):
+    """Two CSV files joined with `cat`, so the header line repeats in the middle"""
+    return csv_project(root, "x,y\n" + numbers(30) + "x,y\n" + numbers(30))
+
+
+@case("data", "A JSONL file's columns are the keys of its first object")
+def jsonl_first_object_differs(root, mp):
+    """A JSONL file whose first line is a different kind of object (`{"version": 2}`)"""
+    return jsonl_project(root, [{"version": 2}] + [{"x": i, "y": i} for i in range(30)])

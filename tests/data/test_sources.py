@@ -485,6 +485,30 @@ def test_folder_notes_empty_labels_and_files_left_out(tmp_path):
     assert "label folders with no text files, so no class: meh" in notes and "2 files are not text files" in notes
 
 
+def test_byte_order_marks_are_not_part_of_the_data(tmp_path):
+    from kit.data.sources import CorpusSource, JsonlSource
+
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf{"text": "hi", "label": "a"}\n')
+    assert next(JsonlSource(jsonl).rows()).values == {"text": "hi", "label": "a"}
+    text = tmp_path / "t.txt"
+    text.write_bytes(b"\xef\xbb\xbfOnce upon a time.\n")
+    assert next(CorpusSource(text, "text").rows()).values["text"] == "Once upon a time.\n"
+
+
+def test_empty_and_identifier_like_feature_columns_are_noted():
+    from kit.data import CategoryField
+
+    empty, ids = CategoryField("notes"), CategoryField("id")
+    for i in range(300):
+        empty.observe(empty.parse(""))
+        ids.observe(ids.parse(f"u{i}"))
+    empty.finish()
+    ids.finish()
+    assert "is empty in every training row" in empty.notes()[0]
+    assert "300 distinct values in 300 training rows" in ids.notes()[0] and "data.features" in ids.notes()[0]
+
+
 # ---------------------------------------------------------------- properties: any input gives rows or a DataError
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -588,3 +612,19 @@ def test_any_bytes_as_an_image_are_decodable_or_explained(bad_images, tmp_path_f
         tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False)
     else:
         assert isinstance(problem, str) and problem
+
+
+@PROPERTY
+@given(st.binary(max_size=400), st.sampled_from(["csv", "jsonl"]), st.sampled_from(["fail", "skip"]))
+def test_any_bytes_typed_and_scanned_give_rows_or_a_data_error(tmp_path_factory, data, suffix, policy):
+    from kit.data.columns import tabular_fields
+
+    path = tmp_path_factory.mktemp("typed") / f"t.{suffix}"
+    path.write_bytes(b"x,y,label\n" + data if suffix == "csv" else b'{"x": 1, "y": "a", "label": "p"}\n' + data)
+    try:
+        plan = plan_for(path, validation_fraction=0, test_fraction=0)
+        fields = tabular_fields((r.values for r in plan.sources["train"].rows()), ["x", "y"]) + [LabelField("label")]
+        reports = scan(plan, fields, policy)
+    except DataError:
+        return
+    assert reports["train"].rows >= 1

@@ -158,12 +158,12 @@ def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None
     Running the same command again resumes an unfinished run.
     """
     from kit.config import load_config
+    from kit.harness.run import STOPS, train  # no TensorFlow yet: that comes with _quiet_tensorflow
 
-    config = load_config(project, overrides)
-    _quiet_tensorflow()
-    from kit.harness.run import train
-
-    train(config, run_dir, argv=["kit", *sys.argv[1:]])
+    with STOPS.handled():  # from the start: a signal during start-up also stops with status 130
+        config = load_config(project, overrides)
+        _quiet_tensorflow()
+        train(config, run_dir, argv=["kit", *sys.argv[1:]])
 
 
 PLUGIN_HELP = (

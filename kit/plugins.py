@@ -117,8 +117,9 @@ class Plugins:
             info = PluginInfo(ep.name, "entry point", ep.package, ep.version)
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not break kit
-                self._record_failure(info, f"import failed: {_one_line(exc)}")
+            except BaseException as exc:  # a broken plugin must not break kit, nor end it (sys.exit)
+                _reraise_signals(exc)
+                self._record_failure(info, f"import failed: {_described(exc)}")
                 continue
             self._register(plugin, info)
 
@@ -130,9 +131,10 @@ class Plugins:
                 module = _import_local(spec, project_dir)
             except PluginError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() too: a plugin cannot end kit as if it had succeeded
+                _reraise_signals(exc)
                 raise PluginError(
-                    f"Project plugin '{spec}' (from `plugins:` in kit.yaml) failed to import: {_one_line(exc)}\n"
+                    f"Project plugin '{spec}' (from `plugins:` in kit.yaml) failed to import: {_described(exc)}\n"
                     + _user_frames(exc)
                 ) from None
             self._register(module, info)
@@ -140,8 +142,9 @@ class Plugins:
     def _load_module(self, module_name: str, info: PluginInfo) -> None:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
-            self._record_failure(info, f"import failed: {_one_line(exc)}")
+        except BaseException as exc:
+            _reraise_signals(exc)
+            self._record_failure(info, f"import failed: {_described(exc)}")
             return
         self._register(module, info)
 
@@ -184,8 +187,9 @@ class Plugins:
                 impl.function(register=register)
             except PluginError as exc:
                 self._note_error(plugin, str(exc))
-            except Exception as exc:
-                self._note_error(plugin, f"{hook_name} raised {_one_line(exc)}")
+            except BaseException as exc:
+                _reraise_signals(exc)
+                self._note_error(plugin, f"{hook_name} {_described(exc, 'raised ')}")
 
     def _note_error(self, plugin: str, message: str) -> None:
         info = self.info.get(plugin)
@@ -257,6 +261,20 @@ def _import_local(spec: str, project_dir: Path) -> Any:
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _described(exc: BaseException, raised: str = "") -> str:
+    """What plugin code did, in one line: "called sys.exit(0)" or "[raised ]ValueError: ..."."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}), which a plugin must not do (it would end kit as if all went well)"
+    return raised + _one_line(exc)
+
+
+def _reraise_signals(exc: BaseException) -> None:
+    """A real Ctrl-C or SIGTERM during `kit run` (kit.harness.run.SignalStop) still stops kit; plugin code's
+    own KeyboardInterrupt, SystemExit or other BaseException is that plugin's failure."""
+    if getattr(exc, "signal", None) is not None:
+        raise exc
 
 
 def _user_frames(exc: BaseException) -> str:

@@ -1,19 +1,31 @@
-"""`kit run`: train a project into a run directory, then evaluate and save it."""
+"""`kit run`: train a project into a run directory, then evaluate and save it.
+
+Signals are handled for the whole command (`Stops`): while `model.fit` runs,
+SIGINT (Ctrl-C), SIGTERM (what `kill` and schedulers send) and SIGHUP (a
+closed terminal) save the training state at the next step and stop with
+status 130; at any other moment they stop at once, also with 130. Either way
+what was saved stays, and the same command resumes: a run stopped after
+training evaluates and writes its outputs without training again.
+"""
 
 from __future__ import annotations
 
 import platform
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kit.config import Config, dump_yaml, resolved_dict
 from kit.data.plan import report_text, scan
-from kit.harness.rundir import CONFIG_COPY, choose_run_dir, read_run, write_run
+from kit.errors import RunDirError
+from kit.harness.rundir import CONFIG_COPY, ChosenRun, choose_run_dir, read_run, write_run
 from kit.harness.setup import Pieces, assemble, say
 
 
@@ -34,12 +46,85 @@ class RunContext:
     resumed: bool = False
 
 
+class SignalStop(KeyboardInterrupt):
+    """A signal that stops `kit run` at once (outside training, or a second one): the CLI exits 130."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.signal = name
+
+
+class Stops:
+    """SIGINT, SIGTERM and SIGHUP during `kit run`.
+
+    Inside `during_training()` the first one only sets `received`; the state
+    saver (`kit.harness.resume.SaveTrainingState`) then saves at the next step
+    and stops. Any other time, or a second signal, raises `SignalStop`.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.deferred = False
+        self._depth = 0
+
+    @contextmanager
+    def handled(self) -> Iterator[Stops]:
+        """Handle the signals until the block ends (nested blocks share the outermost's handlers)."""
+        if self._depth or threading.current_thread() is not threading.main_thread():
+            yield self  # already handled, or not the main thread: Python only lets that one set handlers
+            return
+        self.received, self.deferred = None, False
+        numbers = [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]
+        previous = {number: signal.signal(number, self._handle) for number in numbers}
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    @contextmanager
+    def during_training(self) -> Iterator[None]:
+        self.deferred = True
+        try:
+            yield
+        finally:
+            self.deferred = False
+
+    def _handle(self, number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if self.deferred and self.received is None:
+            self.received = name
+            _tell(f"\nkit: {name} received: saving the training state after this step...")
+            return
+        _tell(f"\nkit: {name} received: stopping.")
+        raise SignalStop(name)
+
+
+def _tell(message: str) -> None:
+    try:
+        say(message)
+    except (OSError, ValueError):  # SIGHUP: the terminal may be gone
+        pass
+
+
+STOPS = Stops()
+
+
 def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = None) -> Path:
     """Train the project described by `config`; return the run directory.
 
     Runs again with the same config resume the latest unfinished run.
     """
-    started = time.time()
+    with STOPS.handled():
+        return _train(config, run_dir, argv)
+
+
+def _train(config: Config, requested: Path | None, argv: list[str] | None) -> Path:
+    started = time.monotonic()  # not time.time(): a clock set back must not make the run last minus an hour
     resolved = resolved_dict(config)
     pieces = assemble(config)
     runs_root = Path(resolved["runs_dir"])
@@ -52,24 +137,60 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
     split_cpu()
     strategy = make_strategy(config.train.strategy)
     trainer.adapt_inputs(pieces)  # loads or learns the tokenizer: a bad backbone fails here, before any run dir
-    run_dir, resumed = choose_run_dir(resolved, runs_root, run_dir)
-    say(f"kit: {'resuming' if resumed else 'starting'} run in {run_dir}")
-    say(report_text(reports))
-    (run_dir / CONFIG_COPY).write_text(dump_yaml(resolved), encoding="utf-8")
-    record = _run_record(config, pieces, argv, resumed, read_run(run_dir))
-    record["data"] = {"fingerprint": pieces.plan.fingerprint(), **{s: r.as_dict() for s, r in reports.items()}}
-    write_run(run_dir, record)
+    fingerprint = pieces.plan.fingerprint()
+    chosen = choose_run_dir(resolved, runs_root, requested, fingerprint)
+    with chosen.lock, _explained(chosen):
+        say(f"kit: {'resuming' if chosen.resumed else 'starting'} run in {chosen.path}")
+        say(report_text(reports))
+        record = _begin(config, pieces, argv, chosen, resolved)
+        record["data"] = {"fingerprint": fingerprint, **{s: r.as_dict() for s, r in reports.items()}}
+        write_run(chosen.path, record)
+        metrics = _train_and_finish(config, pieces, reports, strategy, chosen, resolved)
+        record.update(status="complete", metrics=metrics, wall_seconds=round(time.monotonic() - started, 1))
+        write_run(chosen.path, record)
+        shutil.rmtree(chosen.path / trainer.BACKUP_DIR, ignore_errors=True)  # only now: a crash before resumes
+    say(f"kit: run complete: {chosen.path}")
+    return chosen.path
 
-    context = RunContext(config, run_dir, pieces.task, resumed)
-    model, datasets = trainer.fit(config, pieces, reports, context, strategy)
-    trainer.save_model(model, pieces, config, resolved, run_dir / "model")
-    metrics = trainer.final_metrics(model, pieces, datasets, run_dir)
-    trainer.write_outputs(run_dir, metrics)
-    record.update(status="complete", metrics=metrics, wall_seconds=round(time.time() - started, 1))
-    write_run(run_dir, record)
-    shutil.rmtree(run_dir / trainer.BACKUP_DIR, ignore_errors=True)  # only now: a crash before resumes from it
-    say(f"kit: run complete: {run_dir}")
-    return run_dir
+
+def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: ChosenRun, resolved: dict) -> dict:
+    """Write the resolved config and return the run record, marked running."""
+    (chosen.path / CONFIG_COPY).write_text(dump_yaml(resolved), encoding="utf-8")
+    return _run_record(config, pieces, argv, chosen.resumed, read_run(chosen.path))
+
+
+def _train_and_finish(
+    config: Config, pieces: Pieces, reports: dict, strategy: Any, chosen: ChosenRun, resolved: dict
+) -> dict[str, Any]:
+    """Train (or finish training), save the model, evaluate it, write the outputs; return the final metrics."""
+    from kit.harness import trainer
+    from kit.harness.callbacks import check_run_folder
+
+    context = RunContext(config, chosen.path, pieces.task, chosen.resumed)
+    model, datasets = trainer.fit(config, pieces, reports, context, strategy, stops=STOPS, lock=chosen.lock)
+    check_run_folder(chosen.lock)
+    trainer.save_model(model, pieces, config, resolved, chosen.path / "model")
+    metrics = trainer.final_metrics(model, pieces, datasets, chosen.path)
+    check_run_folder(chosen.lock)
+    trainer.write_outputs(chosen.path, metrics)
+    return metrics
+
+
+@contextmanager
+def _explained(chosen: ChosenRun) -> Iterator[None]:
+    """Leave no HDF5 file half-written behind an error, and name a run folder deleted under the run."""
+    try:
+        yield
+    except BaseException as exc:
+        from kit.harness.resume import close_h5_files
+
+        close_h5_files()  # a plugin's or keras-hub's write cut short: closed now, not flushed at exit
+        if isinstance(exc, Exception) and not isinstance(exc, RunDirError) and not chosen.path.is_dir():
+            raise RunDirError(
+                f"The run folder {chosen.path} was deleted while this run was using it ({type(exc).__name__}). "
+                f"Run `kit run` again to start a new run."
+            ) from None
+        raise
 
 
 def _run_record(

@@ -638,7 +638,7 @@ class CorpusSource(Source):
         return (
             f" {self.path} is read as plain text for generation (data.format: corpus), one column: "
             f"{self.value_column}. For labelled examples use a CSV/JSONL file or label sub-folders "
-            f"(data.format: text_folder)."
+            f"(data.format: text_folder or image_folder)."
         )
 
     def rows(self) -> Iterator[Row]:
@@ -739,10 +739,10 @@ def _folder_format(path: Path) -> str:
     files = {child.suffix.lower() for child in children if child.is_file()}
     if files & {".txt", ".md"}:
         return "corpus"  # text files directly inside: a corpus, not label sub-folders
-    if files & {".csv", ".tsv", ".jsonl", ".json"}:
-        return "text_folder"  # refused with advice: one file per split
     if files & IMAGE_SUFFIXES or _holds_images(children, depth=2):
         return "image_folder"  # images in label folders, or (refused with advice) loose or one level down
+    if files & {".csv", ".tsv", ".jsonl", ".json"}:
+        return "text_folder"  # refused with advice: one file per split
     return "text_folder"
 
 

@@ -506,7 +506,10 @@ def trained_run(root: Path) -> Path:
     from kit.cli import cli
 
     if "run" not in _TRAINED:
+        import atexit
+
         home = Path(tempfile.mkdtemp(prefix="kit-catalogue-run-"))
+        atexit.register(shutil.rmtree, home, True)
         result = CliRunner().invoke(cli, ["run", str(tabular_project(home))])
         assert result.exit_code == 0, result.output
         _TRAINED["run"] = home / "p" / "runs" / "run-1"

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from kit.errors import DataError
 
@@ -350,7 +350,7 @@ class ImageField(Field):
         if not isinstance(raw, str) or not raw.strip():
             return raw
         path = os.path.expanduser(raw)
-        if os.path.isabs(path) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):  # URLs are refused by the check
+        if os.path.isabs(path) or WEB_ADDRESS.match(path):  # web addresses are refused by the check
             return path
         return os.path.join(folder, path)
 
@@ -378,6 +378,17 @@ def _size(shape: tuple[int, ...]) -> str:
 IMAGE_PIXELS_MAX = 89_478_485
 
 
+class ImageHeader(NamedTuple):
+    """What Pillow reads from an image file's header, without decoding it."""
+
+    kind: str  # format and mode, e.g. "JPEG CMYK"
+    size: str  # "WxH"
+    pixels: int
+
+
+WEB_ADDRESS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def check_image(path: str, channels: int) -> str | None:
     """Why kit's pipeline could not decode the image file at `path`, or None when it can.
 
@@ -388,11 +399,26 @@ def check_image(path: str, channels: int) -> str | None:
     and it is already imported when data is scanned for a model. Pillow reads
     the header first, so a decompression bomb is refused before it is decoded.
     """
+    problem = _file_problem(path)
+    if problem:
+        return problem
+    header = _image_header(path)
+    if header and header.pixels > IMAGE_PIXELS_MAX:
+        return (
+            f"the image is {header.size} pixels, more than kit decodes ({IMAGE_PIXELS_MAX:,}; a decompression "
+            f"bomb or a huge scan); shrink it (kit resizes every image to data.image_size anyway)"
+        )
+    refusal = _tensorflow_refusal(path, channels)
+    return _explained(refusal, header, channels, path) if refusal else None
+
+
+def _file_problem(path: str) -> str | None:
+    """A path that is no image file at all: a web address, missing, a FIFO (TensorFlow would wait forever)..."""
     from pathlib import Path
 
     from kit.data.sources import path_problem
 
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+    if WEB_ADDRESS.match(path):
         return f"{path[:60]} is a web address: kit reads image files on disk; download the images and name their paths"
     problem = path_problem(Path(path), "the image file")
     if problem:
@@ -401,18 +427,11 @@ def check_image(path: str, channels: int) -> str | None:
         return f"{path} is a folder, not an image file"
     if os.path.getsize(path) == 0:
         return "the image file is empty (0 bytes): replace it, or remove it"
-    header = _image_header(path)
-    if header and header[2] > IMAGE_PIXELS_MAX:
-        return (
-            f"the image is {header[1]} pixels, more than kit decodes ({IMAGE_PIXELS_MAX:,}; a decompression "
-            f"bomb or a huge scan); shrink it (kit resizes every image to data.image_size anyway)"
-        )
-    refusal = _tensorflow_refusal(path, channels)
-    return _explained(refusal, header, channels, path) if refusal else None
+    return None
 
 
-def _image_header(path: str) -> tuple[str, str, int] | None:
-    """(format and mode, size as WxH, pixels) from the file's header, without decoding it; None if unknown."""
+def _image_header(path: str) -> ImageHeader | None:
+    """The file's header as Pillow reads it; None when Pillow does not know the format."""
     import warnings
 
     try:
@@ -424,9 +443,9 @@ def _image_header(path: str) -> tuple[str, str, int] | None:
             warnings.simplefilter("ignore")  # Pillow warns about big images: kit's own limit decides
             with Image.open(path) as image:
                 width, height = image.size
-                return f"{image.format} {image.mode}", f"{width}x{height}", width * height
+                return ImageHeader(f"{image.format} {image.mode}", f"{width}x{height}", width * height)
     except Image.DecompressionBombError:
-        return "", "over 178 million", IMAGE_PIXELS_MAX * 2
+        return ImageHeader("", "over 178 million", IMAGE_PIXELS_MAX * 2)
     except Exception:  # noqa: BLE001  Pillow does not know every format TensorFlow reads: TensorFlow decides
         return None
 
@@ -466,22 +485,22 @@ def _what_file(found: str, path: str) -> str:
     with open(path, "rb") as handle:
         head = handle.read(512)
     try:
-        text = head.decode("utf-8").isprintable() or "\n" in head.decode("utf-8")
+        text = head.decode("utf-8")
     except UnicodeDecodeError:
-        text = False
-    return "the file holds text, not an image" if text else "the file is not an image TensorFlow reads"
+        return "the file is not an image TensorFlow reads"
+    return "the file holds text, not an image" if text.isprintable() or "\n" in text else "the file is not an image"
 
 
-def _explained(refusal: str, header: tuple[str, str, int] | None, channels: int, path: str) -> str:
+def _explained(refusal: str, header: ImageHeader | None, channels: int, path: str) -> str:
     """TensorFlow's decoding error in a user's words, with what to do."""
-    found = header[0].split()[0] if header and header[0] else ""
+    found = header.kind.split()[0] if header and header.kind else ""
     for marker, kind in _COLOUR_ONLY.items():
         if marker in refusal:
             return (
                 f"a {kind} image, which TensorFlow decodes only in colour: set data.color_mode: rgb, "
                 f"or convert the images to PNG"
             )
-    if channels == 1 and header and header[0] == "JPEG CMYK":
+    if channels == 1 and header and header.kind == "JPEG CMYK":
         return (
             "a CMYK JPEG, which TensorFlow cannot decode to grayscale: set data.color_mode: rgb, or convert it to RGB"
         )

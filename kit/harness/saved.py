@@ -2,14 +2,10 @@
 
 A run's `model/` folder holds `model.keras` (loaded with Keras safe mode) and
 `kit_model.json` (task, input kind, learned field states, resolved config).
-
-A run folder may come from someone else, so everything read from it is data,
-never code: the task's plugin must be installed (or named with --plugin on the
-command line; the plugins a saved config names are never imported), every file
-must be a plain file inside the run folder, JSON files are size-bounded and
-checked, and every class a saved Keras config names must be Keras's,
-keras-hub's or one an installed plugin registered. Damage of any kind is a
-`ModelError`/`RunDirError` naming the file, never a traceback.
+A run folder may come from someone else, so what is read from it is data,
+never code (`kit.harness.runfiles`): the task's plugin must be installed or
+named with --plugin on the command line; the plugins a saved config names are
+never imported. Outputs are written whole or not at all (`kit.harness.outputs`).
 """
 
 from __future__ import annotations
@@ -17,296 +13,41 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import shutil
-import stat
 import sys
-import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
-from kit.config import build_config
 from kit.data.pipeline import batched, examples
 from kit.data.plan import DataPlan, check_columns, parse_row, report_text, scan
-from kit.errors import ConfigError, DataError, KitError, ModelError, PluginError, RunDirError, UsageError
+from kit.errors import ConfigError, DataError, ModelError, PluginError, UsageError
 from kit.harness.outputs import enclosing_run, folder_replaced_when_complete, replaced_when_complete, shown
-from kit.harness.rundir import CONFIG_COPY, RUN_FILE
+from kit.harness.runfiles import (
+    BUNDLE_FILE,
+    CONFIG_COPY,
+    MODEL_DIR,
+    MODEL_FILE,
+    check_preset_files,
+    confine_names,
+    damaged,
+    load_keras_model,
+    model_folder,
+    quoted,
+    read_bundle,
+    read_metrics,
+    read_record,
+    reading,
+    run_file,
+    saved_config,
+    warn_if_unfinished,
+)
 from kit.harness.setup import data_plan, load_task, say
-from kit.harness.trainer import BUNDLE_FILE, MODEL_FILE, keras_hub_backbone, split_metrics
+from kit.harness.trainer import keras_hub_backbone, split_metrics
 
-MODEL_DIR = "model"
-METRICS_FILE = "metrics.json"
-KINDS = ("text", "tabular", "image", "decoder")  # what kit.inputs.make_inputs builds
-MiB = 2**20
-RECORD_LIMIT = 16 * MiB  # run.json, metrics.json: a few KB when kit writes them
-BUNDLE_LIMIT = 256 * MiB  # kit_model.json, vocabularies, preset JSON: category vocabularies can be large
-MAX_FEATURES = 100_000
-MAX_MODEL_FILES = 10_000
-ZIP_RATIO = 20  # kit's .keras files are stored uncompressed; a much larger unpacked size is a zip bomb
-TRUSTED_PACKAGES = {"keras", "keras_hub", "kit", "kit_plugins"}
-KERAS_BUILTINS = ("activations", "losses", "metrics", "optimizers", "initializers", "regularizers", "constraints")
-
-
-# ------------------------------------------------------------------ reading a run folder
-
-
-def _quote(value: Any, limit: int = 80) -> str:
-    """A value read from a run folder, shown safely in a one-line message."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return repr(text)
-
-
-def _finish_hint(run_dir: Path) -> str:
-    return f"`kit run {shown(run_dir / CONFIG_COPY)} --run-dir {shown(run_dir)}`"
-
-
-def run_file(run_dir: Path, relative: str | Path, error: type[KitError] = RunDirError) -> Path:
-    """`relative` inside the run folder, refusing names and links that lead out of it and anything not a plain file."""
-    path = run_dir / relative
-    try:
-        real, root = path.resolve(), run_dir.resolve()
-    except (OSError, RuntimeError):
-        raise error(
-            f"{shown(path)} is a symbolic link that loops; kit cannot read it. Use an intact copy of the run."
-        ) from None
-    if real != root and root not in real.parents:
-        raise error(
-            f"{shown(path)} leads outside the run directory (to {shown(real)}); kit reads only files inside a run. "
-            f"Use a copy of the run whose files are all inside its folder."
-        )
-    if path.exists() and not (stat.S_ISREG(path.stat().st_mode) or path.is_dir()):
-        raise error(f"{shown(path)} is not a plain file (a device, pipe or socket); kit will not read it.")
-    return path
-
-
-def read_json(path: Path, limit: int, error: type[KitError], advice: str) -> Any:
-    """Parse a JSON file kit wrote, with its size bounded; damage is an `error` naming the file."""
-    size = path.stat().st_size
-    if size > limit:
-        raise error(f"{shown(path)} is {size / MiB:.0f} MB, far more than kit writes there; it is not kit's. {advice}")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except json.JSONDecodeError as exc:
-        problem = f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-    except UnicodeDecodeError:
-        problem = "not UTF-8 text"
-    except (ValueError, RecursionError) as exc:
-        problem = f"not JSON kit can read ({type(exc).__name__}: {str(exc)[:100]})"
-    except IsADirectoryError:
-        problem = "a folder, not a file"
-    raise error(f"{shown(path)} is damaged: {problem}. {advice}")
-
-
-def read_record(run_dir: Path) -> dict[str, Any]:
-    """The run record (run.json) of a run directory, or a RunDirError saying what is wrong."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise RunDirError(
-            f"No run directory at {shown(run_dir)}. Pass a folder written by `kit run` (e.g. runs/run-1)."
-        )
-    if not run_dir.is_dir():
-        raise RunDirError(f"{shown(run_dir)} is a file, not a run directory. Pass a folder written by `kit run`.")
-    path = run_file(run_dir, RUN_FILE)
-    if not path.is_file():
-        raise RunDirError(_not_a_run(run_dir))
-    advice = "The run directory is damaged; use an intact copy (train again if there is none)."
-    record = read_json(path, RECORD_LIMIT, RunDirError, advice)
-    if not isinstance(record, dict):
-        raise RunDirError(f"{shown(path)} is damaged: expected a JSON object, found {type(record).__name__}. {advice}")
-    return record
-
-
-def _not_a_run(folder: Path) -> str:
-    """Why `folder` is not a run, with the run the user probably meant."""
-    message = f"{shown(folder)} is not a kit run directory (no {RUN_FILE})."
-    if (folder / BUNDLE_FILE).is_file() and (folder.parent / RUN_FILE).is_file():
-        return f"{message} It is a run's model folder: pass the run directory {shown(folder.parent)}."
-    runs = sorted(folder.glob(f"runs/run-*/{RUN_FILE}"), key=lambda p: (len(p.parent.name), p.parent.name))
-    if runs:
-        return f"{message} It looks like a project: pass one of its runs, e.g. {shown(runs[-1].parent)}."
-    return f"{message} Pass a folder written by `kit run` (e.g. runs/run-1)."
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """The final metrics of a run (metrics.json), or an error saying why there are none and what to do."""
-    run_dir = Path(run_dir)
-    record = read_record(run_dir)
-    path = run_file(run_dir, METRICS_FILE)
-    if not path.exists():
-        raise RunDirError(_no_metrics(run_dir, record))
-    advice = f"Compute metrics again on labelled data with `kit eval {shown(run_dir)} --data FILE`."
-    metrics = read_json(path, RECORD_LIMIT, RunDirError, advice)
-    problem = _metrics_problem(metrics)
-    if problem:
-        raise RunDirError(f"{shown(path)} is damaged: {problem}. {advice}")
-    warn_if_unfinished(run_dir, record)
-    return metrics
-
-
-def _no_metrics(run_dir: Path, record: dict[str, Any]) -> str:
-    status = record.get("status")
-    if status == "complete":
-        return (
-            f"{shown(run_dir / METRICS_FILE)} is missing although run.json says the run is complete (deleted or "
-            f"moved?). Compute metrics again on labelled data with `kit eval {shown(run_dir)} --data FILE`."
-        )
-    if (run_dir / MODEL_DIR / BUNDLE_FILE).is_file():
-        return (
-            f"{shown(run_dir)} has no final metrics: its training stopped after the model was saved, before the final "
-            f"evaluation (run.json status: {_quote(status)}). Finish it with {_finish_hint(run_dir)} (it resumes and "
-            f"evaluates), or compute metrics on labelled data with `kit eval {shown(run_dir)} --data FILE`."
-        )
-    return (
-        f"{shown(run_dir)} has no metrics yet: its training has not finished (run.json status: {_quote(status)}). "
-        f"Finish it with {_finish_hint(run_dir)}."
-    )
-
-
-def _metrics_problem(metrics: Any) -> str | None:
-    """What is wrong with metrics.json's shape ({split: {metric: number}}), or None."""
-    if not isinstance(metrics, dict):
-        return f"expected a JSON object of splits, found {type(metrics).__name__}"
-    for split, values in metrics.items():
-        if not isinstance(values, dict):
-            return f"split {_quote(split)} should map metric names to numbers, found {type(values).__name__}"
-        for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"metric {_quote(f'{split}.{name}')} is {_quote(value)}, not a number"
-    return None
-
-
-def warn_if_unfinished(run_dir: Path, record: dict[str, Any]) -> None:
-    """Say so when a run's training did not finish: its saved model was never evaluated."""
-    status = record.get("status")
-    if status == "complete":
-        return
-    say(
-        f"kit: warning: {shown(run_dir)} is not a finished run (run.json status: {_quote(status)}): its training "
-        f"stopped, or is still going on, after this model was saved, and the model was never evaluated. "
-        f"Finish it with {_finish_hint(run_dir)}."
-    )
-
-
-# ------------------------------------------------------------------ the model bundle
-
-
-def model_folder(run_dir: Path, record: dict[str, Any]) -> Path:
-    """The run's model/ folder, with every file in it checked to be a plain file inside the run."""
-    folder = run_file(run_dir, MODEL_DIR, ModelError)
-    if not (folder / BUNDLE_FILE).is_file() and not (folder / BUNDLE_FILE).is_symlink():
-        raise RunDirError(
-            f"{shown(run_dir)} has no trained model yet (run.json status: {_quote(record.get('status'))}). "
-            f"Finish it with {_finish_hint(run_dir)}."
-        )
-    for count, path in enumerate(folder.rglob("*")):
-        if count >= MAX_MODEL_FILES:
-            raise ModelError(f"{shown(folder)} holds more than {MAX_MODEL_FILES} files; it is not a kit model folder.")
-        run_file(run_dir, path.relative_to(run_dir), ModelError)
-    return folder
-
-
-def damaged(path: Path, problem: str) -> ModelError:
-    return ModelError(
-        f"{shown(path)} is damaged: {problem}. Use an intact copy of the run, or train it again "
-        f"(`kit run RUN_DIR/{CONFIG_COPY}`)."
-    )
-
-
-def read_bundle(run_dir: Path, folder: Path) -> dict[str, Any]:
-    """kit_model.json, checked against the shape kit writes."""
-    path = run_file(run_dir, folder.relative_to(run_dir) / BUNDLE_FILE, ModelError)
-    meta = read_json(path, BUNDLE_LIMIT, ModelError, "Use an intact copy of the run, or train it again.")
-    problem = _bundle_problem(meta)
-    if problem:
-        raise damaged(path, problem)
-    return meta
-
-
-def _bundle_problem(meta: Any) -> str | None:
-    if not isinstance(meta, dict):
-        return f"expected a JSON object, found {type(meta).__name__}"
-    expected = {"task": str, "inputs": dict, "features": list, "targets": list, "config": dict}
-    for key, kind in expected.items():
-        if not isinstance(meta.get(key), kind):
-            return f"'{key}' should be a {kind.__name__}, found {_quote(meta.get(key), 40)}"
-    if meta["inputs"].get("kind") not in KINDS:
-        return f"inputs.kind is {_quote(meta['inputs'].get('kind'))}; kit knows {', '.join(KINDS)}"
-    if meta["config"].get("task") != meta["task"]:
-        return f"its task {_quote(meta['task'])} differs from its config's {_quote(meta['config'].get('task'))}"
-    for key in ("features", "targets"):
-        problem = _states_problem(meta[key], key)
-        if problem:
-            return problem
-    return _columns_problem(meta["inputs"].get("columns", []))
-
-
-def _states_problem(saved: list[Any], key: str) -> str | None:
-    if len(saved) > MAX_FEATURES:
-        return f"'{key}' lists {len(saved)} columns (kit handles at most {MAX_FEATURES})"
-    for index, item in enumerate(saved):
-        if not isinstance(item, dict) or not isinstance(item.get("column"), str):
-            return f"{key}[{index}] should be an object with a 'column' name"
-        problem = _state_problem(item.get("state"))
-        if problem:
-            return f"the learned state of {key[:-1]} {_quote(item['column'])} {problem}"
-    return None
-
-
-def _state_problem(state: Any) -> str | None:
-    """Learned states hold finite numbers and, for categories, a vocabulary of distinct strings."""
-    if not isinstance(state, dict):
-        return f"should be an object, found {_quote(state, 40)}"
-    vocabulary = state.get("vocabulary")
-    if "vocabulary" in state and not (isinstance(vocabulary, list) and all(isinstance(v, str) for v in vocabulary)):
-        return "has a vocabulary that is not a list of strings"
-    if vocabulary is not None and len(set(vocabulary)) != len(vocabulary):
-        return "has a vocabulary with repeated entries"
-    for name, value in state.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"has {name} = {value}, not a finite number"
-    return None
-
-
-def _columns_problem(columns: Any) -> str | None:
-    if not isinstance(columns, list) or len(columns) > MAX_FEATURES:
-        return f"inputs.columns should list at most {MAX_FEATURES} columns"
-    for column in columns:
-        if not (isinstance(column, dict) and isinstance(column.get("name"), str)):
-            return "inputs.columns should hold objects with a 'name'"
-        if column.get("type") not in ("number", "category"):
-            return f"column {_quote(column['name'])} has type {_quote(column.get('type'))}, not number or category"
-    names = [c["name"] for c in columns]
-    return "inputs.columns names a column twice" if len(set(names)) != len(names) else None
-
-
-def saved_config(meta: dict[str, Any], path: Path) -> Any:
-    """The run's resolved config, with what could run code or write files taken out."""
-    raw = {**meta["config"], "plugins": []}  # a run folder never names code to import
-    try:
-        config = build_config(raw)
-    except ConfigError as exc:
-        raise damaged(path, f"its saved config is invalid ({exc})") from None
-    return dataclasses.replace(config, plugins=[], runs_dir=None)
-
-
-def confine_names(meta: dict[str, Any], folder: Path, path: Path) -> None:
-    """File names kit_model.json gives (vocabulary, preprocessor folder) must stay inside the model folder."""
-    for key in ("vocabulary_file", "preprocessor_dir"):
-        name = meta["inputs"].get(key)
-        if name is None:
-            continue
-        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise damaged(path, f"inputs.{key} is {_quote(name)}; it must name a file inside {shown(folder)}")
-    if meta["inputs"].get("preprocessor_class", "TextClassifierPreprocessor") not in (
-        "TextClassifierPreprocessor",
-        "CausalLMPreprocessor",
-    ):
-        raise damaged(path, f"inputs.preprocessor_class is {_quote(meta['inputs'].get('preprocessor_class'))}")
+__all__ = ["TrainedModel", "check_input", "export", "load_keras_model", "read_metrics", "write_predictions"]
 
 
 # ------------------------------------------------------------------ the task's plugin
@@ -341,144 +82,19 @@ def _load_named_plugins(plugins: Any, plugin_files: Sequence[str]) -> None:
 def _missing_plugin(run_dir: Path, task: str, record: dict[str, Any], meta: dict[str, Any]) -> str:
     plugin, versions = record.get("task_plugin"), record.get("plugins")
     version = versions.get(plugin) if isinstance(versions, dict) and isinstance(plugin, str) else None
-    made_by = f" (run.json: it came from the plugin {_quote(plugin)}{f' {_quote(version)}' if version else ''})"
+    made_by = f" (run.json: it came from the plugin {quoted(plugin)}{f' {quoted(version)}' if version else ''})"
     message = (
-        f"{shown(run_dir)} was trained with the task {_quote(task)}, which no installed plugin provides"
+        f"{shown(run_dir)} was trained with the task {quoted(task)}, which no installed plugin provides"
         f"{made_by if plugin else ''}. Install that plugin (see `kit tasks`)"
     )
     files = meta["config"].get("plugins")
     if files:
-        named = ", ".join(_quote(f) for f in files[:5]) if isinstance(files, list) else _quote(files)
+        named = ", ".join(quoted(f) for f in files[:5]) if isinstance(files, list) else quoted(files)
         message += (
             f", or, if the task comes from a project's own plugin file ({named} in the run's config), pass "
             f"that file with --plugin FILE once you trust its code"
         )
     return message + ". kit never imports code named by a run folder."
-
-
-# ------------------------------------------------------------------ what Keras may deserialise
-
-
-def check_classes(config: Any, where: str) -> None:
-    """Refuse a saved Keras config naming a class or function outside Keras, keras-hub and registered objects.
-
-    Keras in safe mode refuses these too; checking first gives one clear
-    message and does not depend on the Keras version.
-    """
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if not _trusted(node):
-                name = (
-                    f"{node['module']}.{node.get('config') if node['class_name'] == 'function' else node['class_name']}"
-                )
-                raise ModelError(
-                    f"{where} asks to load {_quote(name)}, which is not a Keras or keras-hub class nor one an installed "
-                    f"plugin registered. kit refuses it: loading a model must never run other code. If the model "
-                    f"needs a plugin's layers, install that plugin."
-                )
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-def _trusted(node: dict[str, Any]) -> bool:
-    module, class_name = node.get("module"), node.get("class_name")
-    if not isinstance(module, str) or not module or not isinstance(class_name, str):
-        return True  # Keras resolves these by registered name only, importing nothing
-    if module.split(".")[0] in TRUSTED_PACKAGES:
-        return True
-    import keras
-
-    if module == "builtins" and class_name == "function" and isinstance(node.get("config"), str):
-        return any(hasattr(getattr(keras, part), node["config"]) for part in KERAS_BUILTINS)
-    registered = node.get("registered_name")
-    return isinstance(registered, str) and keras.saving.get_registered_object(registered) is not None
-
-
-def check_preset_files(folder: Path) -> None:
-    """Every JSON file of a keras-hub preset (or preprocessor) folder, checked before keras-hub reads it."""
-    for path in sorted(folder.rglob("*.json")):
-        config = read_json(path, BUNDLE_LIMIT, ModelError, "Use an intact copy of the run.")
-        check_classes(config, shown(path))
-
-
-def check_keras_archive(path: Path) -> None:
-    """A `.keras` file must be a zip archive of sane size whose config names only classes kit trusts."""
-    if not path.is_file():
-        raise ModelError(f"{shown(path)} is missing. Use an intact copy of the run, or train it again.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-            _check_unpacked_size(path, entries)
-            config = json.loads(archive.read("config.json").decode("utf-8"))
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError, EOFError, NotImplementedError) as exc:
-        raise ModelError(
-            f"{shown(path)} is not a Keras model file (a zip archive holding config.json): {type(exc).__name__}: "
-            f"{str(exc)[:120]}. Use an intact copy of the run."
-        ) from None
-    check_classes(config, f"{shown(path)} (config.json)")
-
-
-def _check_unpacked_size(path: Path, entries: list[zipfile.ZipInfo]) -> None:
-    unpacked = sum(entry.file_size for entry in entries)
-    if len(entries) > MAX_MODEL_FILES or unpacked > ZIP_RATIO * path.stat().st_size + 64 * MiB:
-        raise ModelError(
-            f"{shown(path)} would unpack to {unpacked / MiB:.0f} MB ({len(entries)} files) from "
-            f"{path.stat().st_size / MiB:.1f} MB: it is not a model kit wrote (a zip bomb?). kit will not load it."
-        )
-    if any(entry.filename.startswith("/") or ".." in entry.filename.split("/") for entry in entries):
-        raise ModelError(f"{shown(path)} holds file names that leave its folder; kit will not load it.")
-
-
-def load_keras_model(path: Path, unsafe: bool = False) -> Any:
-    """Load a `.keras` file in safe mode unless `unsafe` is explicitly requested."""
-    import keras
-
-    import kit.harness.optim  # noqa: F401  registers kit's serialisable classes
-    from kit.compat import fix_keras_hub
-
-    fix_keras_hub()
-    check_keras_archive(path)
-    try:
-        # compile=False: inference needs no optimizer state (resuming uses the run's backup/).
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise ModelError(
-                f"{path} needs unsafe deserialisation (it contains Python code, e.g. a Lambda layer). "
-                f"Load it only if you trust its author, with --unsafe."
-            ) from None
-        raise _unloadable(path, exc) from None
-    except OSError as exc:
-        raise ModelError(f"Cannot read {shown(path)}: {exc}") from None
-    except Exception as exc:  # a damaged or foreign file: whatever Keras trips on, it is the file's fault
-        raise _unloadable(path, exc) from None
-
-
-def _unloadable(path: Path, exc: BaseException) -> ModelError:
-    detail = " ".join(str(exc).split())
-    detail = detail.split("Exception encountered: ")[-1][:200]  # Keras wraps the cause in a long preamble
-    return ModelError(
-        f"Cannot load {shown(path)}: {type(exc).__name__}: {detail}. The file is damaged or not a model kit wrote; "
-        f"use an intact copy of the run."
-    )
-
-
-@contextmanager
-def reading(path: Path) -> Iterator[None]:
-    """Turn whatever goes wrong while restoring from `path` into a ModelError naming it."""
-    try:
-        yield
-    except KitError as exc:
-        if isinstance(exc, (ModelError, PluginError, UsageError)):
-            raise
-        raise damaged(path, str(exc)) from None
-    except (OSError, MemoryError) as exc:
-        raise ModelError(f"Cannot read {shown(path)}: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001  a damaged or foreign file, whatever the library trips on
-        raise _unloadable(path, exc) from None
 
 
 # ------------------------------------------------------------------ the trained model
@@ -602,14 +218,14 @@ def _restore_states(fields: list[Any], saved: list[dict[str, Any]], key: str, pa
         raise damaged(
             path,
             f"'{key}' lists {len(found)} columns where its config gives {len(expected)} (missing: "
-            f"{_quote(', '.join(missing))}; not expected: {_quote(', '.join(extra))}; or in another order)",
+            f"{quoted(', '.join(missing))}; not expected: {quoted(', '.join(extra))}; or in another order)",
         )
     for f, item in zip(fields, saved):
         try:
             f.set_state(item["state"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise damaged(
-                path, f"the learned state of {_quote(f.column)} is unusable ({type(exc).__name__}: {exc})"
+                path, f"the learned state of {quoted(f.column)} is unusable ({type(exc).__name__}: {exc})"
             ) from None
 
 
@@ -617,7 +233,7 @@ def refuse_generation(run_dir: Path, meta: dict[str, Any]) -> None:
     """Predicting or evaluating rows makes no sense for a run that continues text."""
     if meta["inputs"]["kind"] == "decoder":
         raise UsageError(
-            f"{shown(run_dir)} is a generation run (task {_quote(meta['task'])}): it continues text rather than "
+            f"{shown(run_dir)} is a generation run (task {quoted(meta['task'])}): it continues text rather than "
             f'predicting rows of data. Use `kit generate {shown(run_dir)} "prompt"` (or --prompts FILE); its '
             f"validation and test perplexity are in `kit eval {shown(run_dir)}`."
         )
@@ -649,16 +265,17 @@ def check_model_fits(trained: TrainedModel) -> None:
 
 
 def _blank_features(trained: TrainedModel) -> dict[str, Any]:
-    """One example with an empty value in every input column."""
+    """One example with a plain value in every input column, as tensors like tf.data gives them."""
+    import tensorflow as tf
+
     features = {}
     for f in trained.inputs.fields:
         if f.dtype == "str" and trained.inputs.kind == "image":
-            size, channels = trained.inputs.size, trained.inputs.channels
-            features[f.column] = np.zeros((1, *size, channels), "float32")
+            features[f.column] = tf.zeros((1, *trained.inputs.size, trained.inputs.channels), "float32")
         elif f.dtype == "str":
-            features[f.column] = np.array(["a"])
+            features[f.column] = tf.constant(["a"])
         else:
-            features[f.column] = np.zeros((1,), "float32")
+            features[f.column] = tf.zeros((1,), "float32")
     return features
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import keras
 
 from kit.errors import KitError, PluginError, RunDirError, TrainingError
-from kit.harness.resume import abandoned_on_failure, save_weights_atomically
+from kit.harness.resume import save_weights_file
 from kit.harness.setup import say
 
 
@@ -109,32 +109,42 @@ class EpochCheckpoints(keras.callbacks.Callback):
         self.pattern = pattern
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        save_weights_atomically(self.model, self.folder / f"epoch-{epoch + 1:03d}.weights.h5")
+        save_weights_file(self.model, self.folder / f"epoch-{epoch + 1:03d}.weights.h5")
         files = sorted(self.folder.glob(self.pattern))
         for old in files[: -self.keep]:
             old.unlink(missing_ok=True)
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras's best-only `ModelCheckpoint` (the same monitor and comparison), written atomically.
+    """Keras's best-only `ModelCheckpoint` (its monitor and comparison), writing through kit's safe writer.
 
-    Keras writes the file in place: a kill mid-write would leave a truncated
-    `best.weights.h5` that a resumed run never rewrites unless a better epoch
-    comes. Here it goes to a temporary name, renamed once complete.
+    Keras writes the file in place, straight from HDF5: a kill mid-write
+    leaves a truncated `best.weights.h5` that a resumed run never rewrites
+    unless a better epoch comes, and a full disk crashes HDF5. The model it
+    sees is the run's model with `save_weights` going to
+    `kit.harness.resume.save_weights_file`.
     """
 
     def __init__(self, path: Path, monitor: str):
-        self.path = Path(path)
-        tmp = self.path.with_name(f".{self.path.name}.tmp.weights.h5")
-        super().__init__(str(tmp), monitor=monitor, save_weights_only=True, save_best_only=True)
+        # Keras formats the path with the epoch's logs: braces in a folder name must stay braces.
+        escaped = str(path).replace("{", "{{").replace("}", "}}")
+        super().__init__(escaped, monitor=monitor, save_weights_only=True, save_best_only=True)
 
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        tmp = Path(self.filepath)
-        tmp.unlink(missing_ok=True)  # a leftover of a killed write is not this epoch's best
-        with abandoned_on_failure(tmp):
-            super().on_epoch_end(epoch, logs)
-        if tmp.exists():
-            tmp.replace(self.path)
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(_SavedSafely(model))
+
+
+class _SavedSafely:
+    """A model as a Keras callback sees it, except that `save_weights` writes atomically from memory."""
+
+    def __init__(self, model: keras.Model):
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def save_weights(self, filepath: str, overwrite: bool = True, **kwargs: Any) -> None:
+        save_weights_file(self._model, Path(filepath))
 
 
 class BackboneSchedule(keras.callbacks.Callback):

@@ -19,12 +19,14 @@ fails to load (a truncated file, a missing part, one saved by a different
 model) is reported, set aside as `damaged-step-...`, and the previous one is
 used.
 
-HDF5 files are the one thing a full disk turns into a crash: a failed write
-leaves HDF5 objects open, and when Python finalises them later (at exit,
-after HDF5 itself shut down) each retries its flush, printing a traceback,
-and the process can end in a segfault. Every kit write of an `.h5` file goes
-to a temporary name inside `abandoned_on_failure`, which closes what HDF5
-still holds on it before the error travels on.
+HDF5 is never the one to meet a full disk. Writing straight to a file, a
+failed write surfaces only when h5py closes a dataset (an "Exception ignored"
+traceback per object), HDF5 carries on with a half-flushed cache, and the
+process dies with a segfault (exit 139). So every `.h5` file kit writes is
+built in memory (`weights_image`) and written out by Python
+(`write_atomically`), where a full disk or a quota is an ordinary `OSError`
+and the CLI says "the disk is full". The cost is one file's bytes in memory
+while it is written.
 
 kit replaces Keras's `BackupAndRestore` with this because that callback
 restarts an interrupted epoch from its first batch with mid-epoch weights, does
@@ -34,15 +36,15 @@ not save dropout's random state or callbacks' state, and writes its file in plac
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -113,8 +115,7 @@ def save_state(
     target = folder / f"{STATE_PREFIX}{step:09d}"
     scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=folder))
     try:
-        with abandoned_on_failure(scratch):
-            _write_state(model, scratch, {"step": step, "epoch": epoch, "stopped": stopped}, callbacks or {})
+        _write_state(model, scratch, {"step": step, "epoch": epoch, "stopped": stopped}, callbacks or {})
         if target.exists():  # the same step saved twice (an epoch end that is also a step save)
             shutil.rmtree(target)
         scratch.rename(target)
@@ -127,12 +128,12 @@ def save_state(
 
 
 def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callbacks: dict[str, Any]) -> None:
-    model.save_weights(str(scratch / WEIGHTS))
+    _write(scratch / WEIGHTS, weights_image(model))
     np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
     arrays: dict[str, np.ndarray] = {}
     encoded = _encode(callbacks, arrays, _lazy(model.get_weights))
     if arrays:
-        _write_arrays(scratch / CALLBACK_ARRAYS, arrays)
+        _write(scratch / CALLBACK_ARRAYS, _arrays_image(arrays))
     (scratch / CALLBACKS).write_text(json.dumps(encoded), encoding="utf-8")
     (scratch / META).write_text(json.dumps({**meta, "model": model_signature(model)}), encoding="utf-8")
     for path in scratch.iterdir():
@@ -168,12 +169,14 @@ def _same_arrays(left: list, right: list) -> bool:
     )
 
 
-def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _arrays_image(arrays: dict[str, np.ndarray]) -> io.BytesIO:
     import h5py
 
-    with h5py.File(path, "w") as handle:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
         for key, array in arrays.items():
             handle.create_dataset(key, data=array)
+    return buffer
 
 
 def _fsync(path: Path) -> None:
@@ -195,50 +198,57 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def save_weights_atomically(model: keras.Model, path: Path) -> None:
-    """`model.save_weights(path)` through a temporary name: a kill or a full disk never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.weights.h5")
-    with abandoned_on_failure(tmp):
-        model.save_weights(str(tmp))
-        _fsync(tmp)
-    tmp.replace(path)
+def weights_image(model: keras.Model) -> io.BytesIO:
+    """The model's `.weights.h5` file (weights and optimizer state), built in memory (see the module doc).
 
+    Through Keras's own writer: the same file `model.save_weights` makes, which `model.load_weights` reads.
+    """
+    from keras.src.saving import saving_lib
 
-@contextmanager
-def abandoned_on_failure(*paths: Path) -> Iterator[None]:
-    """Write HDF5 files at `paths` (temporary names, or folders of them); if anything fails, close what HDF5
-    still holds open on them, emptied first, and delete them, so nothing is flushed later (see the module doc)."""
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
     try:
-        yield
+        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    finally:
+        store.close()
+    return buffer
+
+
+def save_weights_file(model: keras.Model, path: Path) -> None:
+    """`model.save_weights(path)`, safe from a kill (a temporary name, renamed) and a full disk (see above)."""
+    write_atomically(Path(path), weights_image(model))
+
+
+def write_atomically(path: Path, buffer: io.BytesIO) -> None:
+    """Write `buffer` to a temporary name beside `path`, flush it to disk, rename it to `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write(tmp, buffer)
+        tmp.replace(path)
     except BaseException:
-        close_h5_files(paths, empty_first=True)
-        for path in paths:
-            if Path(path).is_file():
-                Path(path).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # a full disk or a signal leaves no partial file behind
         raise
 
 
-def close_h5_files(under: Iterable[Path] | None = None, empty_first: bool = False) -> int:
-    """Close HDF5 files still open for writing (all of them, or those at or under the paths in `under`).
+def _write(path: Path, buffer: io.BytesIO) -> None:
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+        handle.flush()
+        os.fsync(handle.fileno())
 
-    A write that failed, on a full disk say, leaves its file open with data HDF5 has not flushed. With
-    `empty_first` the file is truncated before closing: its content is abandoned anyway, and the space it
-    frees lets HDF5's last flush succeed. Returns the number of files closed.
+
+def close_h5_files() -> int:
+    """Close HDF5 files still open for writing: a plugin's or keras-hub's write cut short by an error.
+
+    Closed now, they are not flushed when Python finalises them at exit (a
+    traceback per object, and on a full disk a crash). Returns how many.
     """
     import h5py
 
-    places = [os.path.abspath(p) for p in under] if under is not None else None
     closed = 0
     for file_id in h5py.h5f.get_obj_ids(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE):
-        name = os.path.abspath(os.fsdecode(file_id.name))
         if not file_id.get_intent() & h5py.h5f.ACC_RDWR:
             continue  # opened for reading: nothing to flush
-        if places is not None and not any(name == p or name.startswith(p + os.sep) for p in places):
-            continue
-        if empty_first:
-            with _ignoring(OSError):
-                os.truncate(name, 0)
         kinds = h5py.h5f.OBJ_DATASET | h5py.h5f.OBJ_GROUP | h5py.h5f.OBJ_ATTR
         for item in [*h5py.h5f.get_obj_ids(file_id, kinds), file_id]:
             _release(item)
@@ -249,19 +259,13 @@ def close_h5_files(under: Iterable[Path] | None = None, empty_first: bool = Fals
 def _release(item: Any) -> None:
     import h5py
 
-    for _ in range(3):  # a flush that fails once (the disk is full) usually lets the second try release it
+    for _ in range(3):  # a flush that fails once usually lets the second try release it
         if not item.valid:
             return
-        with _ignoring(Exception):
+        try:
             h5py.h5i.dec_ref(item)
-
-
-@contextmanager
-def _ignoring(*kinds: type[BaseException]) -> Iterator[None]:
-    try:
-        yield
-    except kinds:
-        pass
+        except Exception:  # noqa: BLE001 - the file is being abandoned; its errors are moot
+            pass
 
 
 # ---------------------------------------------------------------- restoring

@@ -10,6 +10,7 @@ training evaluates and writes its outputs without training again.
 
 from __future__ import annotations
 
+import errno
 import platform
 import shlex
 import shutil
@@ -169,11 +170,27 @@ def _train_and_finish(
     context = RunContext(config, chosen.path, pieces.task, chosen.resumed)
     model, datasets = trainer.fit(config, pieces, reports, context, strategy, stops=STOPS, lock=chosen.lock)
     check_run_folder(chosen.lock)
+    _check_room_for(model, chosen.path)
     trainer.save_model(model, pieces, config, resolved, chosen.path / "model")
     metrics = trainer.final_metrics(model, pieces, datasets, chosen.path)
     check_run_folder(chosen.lock)
     trainer.write_outputs(chosen.path, metrics)
     return metrics
+
+
+def _check_room_for(model: Any, run_dir: Path) -> None:
+    """A full disk before saving the model is an error now: keras-hub writes its preset with HDF5 straight to
+    the disk, and HDF5 meeting a full disk crashes the process. Twice the weights: model.keras and the preset."""
+    import numpy as np
+
+    needed = 2 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({free >> 20} MB free, about {needed >> 20} MB needed)",
+            str(run_dir),
+        )
 
 
 @contextmanager

@@ -220,3 +220,21 @@ def test_any_output_path_is_refused_or_loses_nothing(tmp_path_factory, folder, n
     changed = {key for key in before if after.get(key) != before[key]}
     assert changed <= {str(target.relative_to(root.resolve()))}, changed
     assert enclosing_run(target.parent) is None
+
+
+def test_a_planted_link_at_the_temporary_name_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / f".p.csv.kit-writing-{os.getpid()}").symlink_to(victim)
+    with replaced_when_complete(tmp_path / "p.csv") as handle:
+        handle.write("line,y\n")
+    assert victim.read_text() == "precious" and (tmp_path / "p.csv").read_text() == "line,y\n"
+
+
+def test_a_file_left_by_a_killed_predict_is_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".p.csv.kit-writing-{dead.stdout.strip()}"
+    left.write_text("line,y\n2,")
+    with replaced_when_complete(tmp_path / "p.csv") as handle:
+        handle.write("line,y\n")
+    assert os.listdir(tmp_path) == ["p.csv"]

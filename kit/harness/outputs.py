@@ -9,11 +9,12 @@ training saved), or are not a plain file or folder, are refused before any work.
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import shutil
 import stat
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -30,7 +31,8 @@ class OutputError(KitError):
 
 RUN_FILE = "run.json"  # what marks a run directory (kit.harness.rundir.RUN_FILE)
 PREDICTION_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-EXPORT_TMP = ".kit-export-"  # temporary export folders: .<name>.kit-export-<pid>
+WRITING = ".kit-writing-"  # a file being written: .<name>.kit-writing-<pid>, renamed when complete
+EXPORT_TMP = ".kit-export-"  # an export being written: .<name>.kit-export-<pid>
 
 
 def shown(path: Path | str) -> str:
@@ -156,32 +158,29 @@ def replaced_when_complete(destination: Path) -> Iterator[IO[str]]:
     If the block fails or is interrupted, the temporary file is removed and
     `destination` is left as it was.
     """
-    handle = tempfile.NamedTemporaryFile(
-        "w",
-        dir=destination.parent,
-        prefix=f".{destination.name}.",
-        suffix=".kit-tmp",
-        delete=False,
-        encoding="utf-8",
-        newline="",
-    )
+    scratch = destination.parent / f".{destination.name}{WRITING}{os.getpid()}"
+    _remove_abandoned(destination.parent, f".{destination.name}{WRITING}")
+    try:
+        handle = _create(scratch)
+    except OSError as exc:  # a read-only or full disk: name the file the user asked for, not our temporary one
+        raise OSError(exc.errno, exc.strerror, str(destination)) from None
     try:
         with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(handle.name, _new_file_mode())
-        os.replace(handle.name, destination)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        os.replace(scratch, destination)
+    except BaseException as exc:
+        scratch.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(scratch)):
+            raise OSError(exc.errno, exc.strerror, str(destination)) from None
         raise
 
 
-def _new_file_mode() -> int:
-    """The mode `open()` would give a new file (temporary files are private: 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create(path: Path) -> IO[str]:
+    """A new text file at `path` with the usual mode; whatever was there (a leftover, a planted link) is not followed."""
+    path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8", newline="")
 
 
 # ------------------------------------------------------------------ export
@@ -236,25 +235,44 @@ def folder_replaced_when_complete(destination: Path) -> Iterator[Path]:
     Temporary folders left by a killed export (their process is gone) are removed first.
     """
     parent = destination.parent
-    _remove_abandoned_exports(parent, destination.name)
+    _remove_abandoned(parent, f".{destination.name}{EXPORT_TMP}")
     scratch = parent / f".{destination.name}{EXPORT_TMP}{os.getpid()}"
+    if scratch.is_symlink():
+        scratch.unlink()
     shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
+    scratch.mkdir()  # fails rather than follow anything planted there since
     try:
         yield scratch
-        if destination.is_dir():
-            destination.rmdir()  # checked empty before the export started
-        scratch.rename(destination)
+        _move_into_place(scratch, destination)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
 
 
-def _remove_abandoned_exports(parent: Path, name: str) -> None:
-    for scratch in parent.glob(f".{name}{EXPORT_TMP}*"):
-        pid = scratch.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+def _move_into_place(scratch: Path, destination: Path) -> None:
+    try:
+        if destination.is_dir():
+            destination.rmdir()  # checked empty before the export started
+        scratch.rename(destination)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EBUSY):
+            raise
+        raise OutputError(
+            f"{shown(destination)} was filled while kit exported (another export at the same time?); kit will not "
+            f"overwrite it. Nothing was written: run the export again with another --output."
+        ) from None
+
+
+def _remove_abandoned(parent: Path, prefix: str) -> None:
+    """Remove what a killed kit process left half-written in `parent` (`prefix` + the dead process's id)."""
+    for scratch in parent.glob(f"{glob.escape(prefix)}*"):
+        pid = scratch.name[len(prefix) :]
+        if not pid.isdigit() or _process_alive(int(pid)) or scratch.is_symlink():
+            continue
+        if scratch.is_dir():
             shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            scratch.unlink(missing_ok=True)
 
 
 def _process_alive(pid: int) -> bool:

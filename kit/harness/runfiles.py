@@ -190,15 +190,25 @@ def model_folder(run_dir: Path, record: dict[str, Any]) -> Path:
     """The run's model/ folder, with every file in it checked to be a plain file inside the run."""
     folder = run_file(run_dir, MODEL_DIR, ModelError)
     if not (folder / BUNDLE_FILE).is_file() and not (folder / BUNDLE_FILE).is_symlink():
-        raise RunDirError(
-            f"{shown(run_dir)} has no trained model yet (run.json status: {quoted(record.get('status'))}). "
-            f"Finish it with {_finish_hint(run_dir)}."
-        )
+        raise RunDirError(_no_model(run_dir, record))
     for count, path in enumerate(folder.rglob("*")):
         if count >= MAX_MODEL_FILES:
             raise ModelError(f"{shown(folder)} holds more than {MAX_MODEL_FILES} files; it is not a kit model folder.")
         run_file(run_dir, path.relative_to(run_dir), ModelError)
     return folder
+
+
+def _no_model(run_dir: Path, record: dict[str, Any]) -> str:
+    status = record.get("status")
+    if status == "complete":
+        return (
+            f"{shown(run_dir)} has no model: {MODEL_DIR}/{BUNDLE_FILE} is missing although run.json says the run is "
+            f"complete (deleted or moved?). Use an intact copy of the run, or train it again."
+        )
+    return (
+        f"{shown(run_dir)} has no trained model yet (run.json status: {quoted(status)}). "
+        f"Finish it with {_finish_hint(run_dir)}."
+    )
 
 
 def damaged(path: Path, problem: str) -> ModelError:

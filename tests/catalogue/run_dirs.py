@@ -667,3 +667,46 @@ def export_preset_of_a_tabular_run(root, mp):
 def predict_with_a_missing_plugin_file(root, mp):
     """`kit predict --plugin` naming a file that does not exist"""
     return predict(trained_run(root), root, "--plugin", str(root / "nope.py"))
+
+
+@case("run directories", "is empty: expected a header line")
+def predict_an_empty_file(root, mp):
+    """`kit predict RUN empty.csv`: an input with no rows and no header"""
+    (root / "empty.csv").write_text("")
+    return ["predict", str(trained_run(root)), str(root / "empty.csv")]
+
+
+@case("run directories", "model/kit_model.json is missing although run.json says the run is complete")
+def predict_run_without_its_model_folder(root, mp):
+    """`kit predict` on a complete run whose model/ folder was deleted"""
+    run = trained_run(root)
+    shutil.rmtree(run / "model")
+    return predict(run, root)
+
+
+@case("run directories", "run.json leads outside the run directory (to /dev/zero)")
+def eval_run_record_linked_to_dev_zero(root, mp):
+    """`kit eval` on a run whose run.json is a symbolic link to /dev/zero (reading it would never end)"""
+    run = trained_run(root)
+    (run / "run.json").unlink()
+    (run / "run.json").symlink_to("/dev/zero")
+    return ["eval", str(run)]
+
+
+@case("run directories", "kit export checks the exported model on examples of the run's own data")
+def export_a_run_whose_data_is_gone(root, mp):
+    """`kit export` of a run sent without its training data (the export's check needs a few examples)"""
+    run = trained_run(root)
+    edit_bundle(run, lambda b: b["config"]["data"].update(train=str(root / "gone.csv")))
+    return ["export", str(run), "-o", str(root / "export")]
+
+
+@case("run directories", "Permission denied writing")
+def predict_output_on_a_read_only_disk(root, mp):
+    """`-o` on a read-only disk (simulated `EROFS`): the message names the file asked for"""
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(root / ".p.csv.kit-writing-1"))
+
+    mp.setattr("kit.harness.outputs._create", read_only)
+    return predict(trained_run(root), root, "-o", str(root / "p.csv"))

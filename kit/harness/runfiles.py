@@ -250,8 +250,8 @@ def _states_problem(saved: list[Any], key: str) -> str | None:
     if len(saved) > MAX_FEATURES:
         return f"'{key}' lists {len(saved)} columns (kit handles at most {MAX_FEATURES})"
     for index, item in enumerate(saved):
-        if not isinstance(item, dict) or not isinstance(item.get("column"), str):
-            return f"{key}[{index}] should be an object with a 'column' name"
+        if not isinstance(item, dict) or not _plain_name(item.get("column")):
+            return f"{key}[{index}] should be an object with a 'column' name (text without control characters)"
         problem = _state_problem(item.get("state"))
         if problem:
             return f"the learned state of {key[:-1]} {quoted(item['column'])} {problem}"
@@ -273,12 +273,18 @@ def _state_problem(state: Any) -> str | None:
     return None
 
 
+def _plain_name(name: Any) -> bool:
+    """A column name kit could have read from a header: text without control characters (they would
+    reach the terminal in messages: an escape sequence could rewrite what the user sees)."""
+    return isinstance(name, str) and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
 def _columns_problem(columns: Any) -> str | None:
     if not isinstance(columns, list) or len(columns) > MAX_FEATURES:
         return f"inputs.columns should list at most {MAX_FEATURES} columns"
     for column in columns:
-        if not (isinstance(column, dict) and isinstance(column.get("name"), str)):
-            return "inputs.columns should hold objects with a 'name'"
+        if not (isinstance(column, dict) and _plain_name(column.get("name"))):
+            return "inputs.columns should hold objects with a 'name' (text without control characters)"
         if column.get("type") not in ("number", "category"):
             return f"column {quoted(column['name'])} has type {quoted(column.get('type'))}, not number or category"
     names = [c["name"] for c in columns]
@@ -303,6 +309,9 @@ def confine_names(meta: dict[str, Any], folder: Path, path: Path) -> None:
             continue
         if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
             raise damaged(path, f"inputs.{key} is {quoted(name)}; it must name a file inside {shown(folder)}")
+        target = folder / name
+        if target.is_file() and target.stat().st_size > BUNDLE_LIMIT:
+            raise damaged(path, f"{shown(target)} is {target.stat().st_size / MiB:.0f} MB, far more than kit writes")
     if meta["inputs"].get("preprocessor_class", "TextClassifierPreprocessor") not in (
         "TextClassifierPreprocessor",
         "CausalLMPreprocessor",

@@ -53,7 +53,9 @@ __all__ = ["TrainedModel", "check_input", "export", "load_keras_model", "read_me
 # ------------------------------------------------------------------ the task's plugin
 
 
-def restore_task(run_dir: Path, config: Any, meta: dict[str, Any], plugin_files: Sequence[str]) -> Any:
+def restore_task(
+    run_dir: Path, record: dict[str, Any], config: Any, meta: dict[str, Any], plugin_files: Sequence[str]
+) -> Any:
     """The run's task, from an installed plugin or one named with --plugin; never from the run folder."""
     from kit.plugins import get_plugins
 
@@ -62,7 +64,7 @@ def restore_task(run_dir: Path, config: Any, meta: dict[str, Any], plugin_files:
         _load_named_plugins(plugins, plugin_files)
     plugins.collect()
     if config.task not in plugins.tasks.items and config.task not in plugins.tasks.conflicts:
-        raise PluginError(_missing_plugin(run_dir, config.task, read_record(run_dir), meta))
+        raise PluginError(_missing_plugin(run_dir, config.task, record, meta))
     try:
         task, _ = load_task(config, plugins)
     except ConfigError as exc:
@@ -120,7 +122,7 @@ class TrainedModel:
             refuse_generation(self.run_dir, self.meta)
         warn_if_unfinished(self.run_dir, self.record)
         self.config = saved_config(self.meta, bundle)
-        self.task = restore_task(self.run_dir, self.config, self.meta, plugins)
+        self.task = restore_task(self.run_dir, self.record, self.config, self.meta, plugins)
         with reading(bundle):
             _restore_states(self.task.setup_fields(), self.meta["targets"], "targets", bundle)
             self.inputs = self._restore_inputs(bundle)

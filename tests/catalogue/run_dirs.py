@@ -710,3 +710,9 @@ def predict_output_on_a_read_only_disk(root, mp):
 
     mp.setattr("kit.harness.outputs._create", read_only)
     return predict(trained_run(root), root, "-o", str(root / "p.csv"))
+
+
+@case("run directories", "should be an object with a 'column' name (text without control characters)")
+def predict_bundle_with_escape_codes_in_a_column(root, mp):
+    """A kit_model.json whose column name holds a terminal escape sequence (it would rewrite the user's screen)"""
+    return predict(edit_bundle(trained_run(root), lambda b: b["features"][0].update(column="x1\x1b[2J")), root)

@@ -358,3 +358,18 @@ def test_any_bytes_as_a_model_file_are_refused(tmp_path_factory, content):
     path.write_bytes(content)
     with pytest.raises(ModelError):
         runfiles.check_keras_archive(path)
+
+
+def test_paths_in_a_saved_config_are_never_written(runner, run, rows, tmp_path):
+    """runs_dir, tfds_data_dir and plugin paths from a run folder lead nowhere: nothing is created there."""
+    elsewhere = tmp_path / "elsewhere"
+
+    def change(bundle):
+        bundle["config"].update(runs_dir=str(elsewhere / "runs"), plugins=[str(elsewhere / "p.py")])
+        bundle["config"]["data"]["tfds_data_dir"] = str(elsewhere / "tfds")
+
+    edit_bundle(run, change)
+    ok(runner, ["predict", run, rows])
+    ok(runner, ["eval", run, "--data", rows])
+    ok(runner, ["export", run, "-o", tmp_path / "e"])
+    assert not elsewhere.exists()

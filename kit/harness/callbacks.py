@@ -405,27 +405,26 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
         except BaseException as exc:
             if _passes_through(exc):
                 raise
-            raise PluginError(
-                plugin_failure(plugin, f"its callback {type(callback).__name__}, in {method},", exc)
-            ) from None
+            raise PluginError(plugin_failure(plugin, f"its callback {type(callback).__name__}.{method}", exc)) from None
 
 
 def _passes_through(exc: BaseException) -> bool:
-    """Ctrl-C, kit's own errors and a full disk keep their meaning when a plugin raises them."""
-    if isinstance(exc, (KeyboardInterrupt, KitError)):
+    """What keeps its meaning when it comes out of a plugin's callback: a real Ctrl-C or signal
+    (`kit.harness.run.SignalStop`, raised by kit's handler), kit's own errors, and a full disk.
+    A plugin's own KeyboardInterrupt or SystemExit is that plugin failing: it must not end kit."""
+    if isinstance(exc, KitError) or getattr(exc, "signal", None) is not None:
         return True
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def plugin_failure(plugin: str, where: str, exc: BaseException) -> str:
-    """One line for a plugin's code that failed `where` (e.g. "its callback X in on_epoch_end")."""
+    """One line for plugin code that failed `where` (e.g. "its callback X.on_epoch_end")."""
     if isinstance(exc, SystemExit):
-        what = f"called sys.exit({exc.code!r})"
+        what = f"called sys.exit({exc.code!r}); a plugin must not end kit"
     else:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        what = f"raised {type(exc).__name__}" + (f": {detail}" if detail else "")
+        what = f"{type(exc).__name__}: {exc}".strip().splitlines()[0].rstrip(":")
     return (
-        f"Plugin '{plugin}' failed: {where} {what}. Nothing saved so far is lost (a run resumes from its last "
+        f"Plugin '{plugin}' failed in {where}: {what}. Nothing saved so far is lost (a run resumes from its last "
         f"saved training state): fix the plugin, or leave it out, then run the same command again."
     )
 

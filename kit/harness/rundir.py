@@ -50,9 +50,10 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def write_run(run_dir: Path, record: dict[str, Any]) -> None:
@@ -74,10 +75,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's resolved config, or None when it is missing or damaged (not a mapping, not YAML)."""
     path = run_dir / CONFIG_COPY
     if not path.is_file():
         return None
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -214,7 +220,11 @@ def _resume_latest(latest: Path, resolved: dict[str, Any], data: dict[str, str] 
     if record.get("status") == "complete":
         shutil.rmtree(latest / BACKUP, ignore_errors=True)  # left by a run killed just as it completed
         return None
-    changed = _differences(_saved_config(latest) or {}, resolved)
+    saved = _saved_config(latest)
+    if saved is None:
+        say(f"kit: {latest.name} is unfinished but its {CONFIG_COPY} is missing or damaged; starting a new run.")
+        return None
+    changed = _differences(saved, resolved)
     if changed:
         say(
             f"kit: {latest.name} is unfinished but was started with another config (changed: "
@@ -227,7 +237,11 @@ def _resume_latest(latest: Path, resolved: dict[str, Any], data: dict[str, str] 
         say(f"kit: {latest.name} is unfinished but its data changed since it started ({moved}); starting a new run.")
         return None
     lock = RunLock(latest)
-    if not lock.acquire():
+    try:
+        taken = lock.acquire()
+    except OSError as exc:  # its .lock is a folder, or unwritable
+        raise _lock_problem(lock, exc) from None
+    if not taken:
         say(f"kit: {latest.name} is being trained by another kit run ({lock.holder()}); starting a new run.")
         return None
     return ChosenRun(_checked_writable(latest), True, lock)
@@ -257,27 +271,39 @@ def _new_run(runs_root: Path) -> ChosenRun:
         except OSError as exc:
             raise _not_writable(run_dir, exc) from None
         lock = RunLock(run_dir)
-        if lock.acquire():  # someone's --run-dir may have taken the empty folder first
+        try:
+            taken = lock.acquire()
+        except OSError as exc:
+            raise _lock_problem(lock, exc) from None
+        if taken:  # else someone's --run-dir took the empty folder first
             return ChosenRun(_checked_writable(run_dir), False, lock)
     raise RunDirError(f"Could not create a new run folder in {runs_root}: every run-N name is taken.")
 
 
 def _check_requested(run_dir: Path, resolved: dict[str, Any], data: dict[str, str] | None) -> ChosenRun:
     if run_dir.exists() and not run_dir.is_dir():
+        what = "a file" if run_dir.is_file() else "a special file (a pipe, a socket or a device)"
         raise RunDirError(
-            f"--run-dir {run_dir} is a file, not a folder. Give a folder for the run (a new one, or an "
-            f"unfinished run to resume), e.g. --run-dir runs/run-9."
+            f"--run-dir {run_dir} is {what}, not a folder. Give a folder (a new one, or an unfinished "
+            f"run to resume), e.g. --run-dir runs/run-9."
         )
     if not run_dir.is_dir() or _is_empty(run_dir):
         _make_folder(run_dir)
         return ChosenRun(_checked_writable(run_dir), False, _locked(run_dir))
     record = read_run(run_dir)
     if record is None:
+        damaged = " (its run.json is damaged)" if (run_dir / RUN_FILE).exists() else ""
         raise RunDirError(
-            f"{run_dir} exists and is not a kit run directory; kit will not write into it. Choose another --run-dir."
+            f"{run_dir} exists and is not a kit run directory{damaged}; kit will not write into it. "
+            f"Choose another --run-dir."
         )
-    saved = _saved_config(run_dir) or {}
-    if saved.get("task") != resolved.get("task"):
+    saved = _saved_config(run_dir)
+    if saved is None and record.get("status") != "complete":
+        raise RunDirError(
+            f"{run_dir} holds an unfinished run whose {CONFIG_COPY} is missing or damaged, so kit cannot tell "
+            f"whether it is this config's run. Choose another --run-dir (none: a new run)."
+        )
+    if saved is not None and saved.get("task") != resolved.get("task"):
         raise RunDirError(
             f"{run_dir} holds a run of task '{saved.get('task')}', not '{resolved.get('task')}'. Choose another --run-dir."
         )
@@ -315,13 +341,20 @@ def _locked(run_dir: Path) -> RunLock:
     try:
         taken = lock.acquire()
     except OSError as exc:
-        raise _not_writable(run_dir, exc) from None
+        raise _lock_problem(lock, exc) from None
     if not taken:
         raise RunDirError(
             f"{run_dir} is being written by another kit run ({lock.holder()}). Wait for it to finish (or stop it), "
             f"or choose another --run-dir."
         )
     return lock
+
+
+def _lock_problem(lock: RunLock, exc: OSError) -> RunDirError:
+    return RunDirError(
+        f"Cannot lock the run folder {lock.run_dir}: {lock.path} {exc.strerror or exc}. kit creates that file to "
+        f"keep two runs out of one folder; remove whatever is there in its place (or make the folder writable)."
+    )
 
 
 def _is_empty(run_dir: Path) -> bool:

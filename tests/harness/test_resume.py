@@ -614,7 +614,7 @@ def test_a_state_that_is_not_json_is_refused_naming_the_plugin():
             return {"seen": {1, 2}}
 
     odd = Odd()
-    with pytest.raises(PluginError, match=r"Plugin 'odd.py' failed: its callback Odd, in get_state, raised TypeError"):
+    with pytest.raises(PluginError, match=r"Plugin 'odd.py' failed in its callback Odd.get_state: TypeError"):
         TrainingCallbacks([odd], {id(odd): "odd.py"}, small_model()).states()
 
 

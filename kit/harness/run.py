@@ -11,6 +11,7 @@ training evaluates and writes its outputs without training again.
 from __future__ import annotations
 
 import errno
+import os
 import platform
 import shlex
 import shutil
@@ -26,7 +27,7 @@ from typing import Any, Iterator
 from kit.config import Config, dump_yaml, resolved_dict
 from kit.data.plan import report_text, scan
 from kit.errors import RunDirError
-from kit.harness.rundir import CONFIG_COPY, ChosenRun, choose_run_dir, read_run, write_run
+from kit.harness.rundir import CONFIG_COPY, ChosenRun, choose_run_dir, read_run, write_run, write_text_atomic
 from kit.harness.setup import Pieces, assemble, say
 
 
@@ -156,7 +157,7 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None) -> Pa
 
 def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: ChosenRun, resolved: dict) -> dict:
     """Write the resolved config and return the run record, marked running."""
-    (chosen.path / CONFIG_COPY).write_text(dump_yaml(resolved), encoding="utf-8")
+    write_text_atomic(chosen.path / CONFIG_COPY, dump_yaml(resolved))
     return _run_record(config, pieces, argv, chosen.resumed, read_run(chosen.path))
 
 
@@ -195,19 +196,40 @@ def _check_room_for(model: Any, run_dir: Path) -> None:
 
 @contextmanager
 def _explained(chosen: ChosenRun) -> Iterator[None]:
-    """Leave no HDF5 file half-written behind an error, and name a run folder deleted under the run."""
+    """Leave no HDF5 file half-written behind an error, and explain errors that come from the run folder."""
     try:
         yield
     except BaseException as exc:
         from kit.harness.resume import close_h5_files
 
         close_h5_files()  # a plugin's or keras-hub's write cut short: closed now, not flushed at exit
-        if isinstance(exc, Exception) and not isinstance(exc, RunDirError) and not chosen.path.is_dir():
-            raise RunDirError(
-                f"The run folder {chosen.path} was deleted while this run was using it ({type(exc).__name__}). "
-                f"Run `kit run` again to start a new run."
-            ) from None
+        if isinstance(exc, Exception) and not isinstance(exc, RunDirError):
+            problem = _run_folder_problem(chosen.path, exc)
+            if problem:
+                raise RunDirError(problem) from None
         raise
+
+
+# Left to the CLI, which says what they are: a full disk, a read-only or forbidden folder.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _run_folder_problem(run_dir: Path, exc: Exception) -> str | None:
+    """What went wrong in the run folder, when that is why `exc` happened (else None)."""
+    if not run_dir.is_dir():
+        return (
+            f"The run folder {run_dir} was deleted while this run was using it ({type(exc).__name__}). "
+            f"Run `kit run` again to start a new run."
+        )
+    if not isinstance(exc, OSError) or exc.errno in STORAGE_ERRORS or not exc.filename:
+        return None
+    if not Path(os.fsdecode(exc.filename)).absolute().is_relative_to(run_dir.absolute()):
+        return None
+    return (
+        f"kit cannot write {exc.filename} ({exc.strerror}): something else is in its place in the run folder "
+        f"(a file where kit keeps a folder, or a folder where it keeps a file). Move it away and run the same "
+        f"command again; the saved training state is kept."
+    )
 
 
 def _run_record(

@@ -62,10 +62,15 @@ def write_run(run_dir: Path, record: dict[str, Any]) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, flush it to disk, then rename: a crash never leaves half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary name, flush it to disk, then rename: a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=2) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)

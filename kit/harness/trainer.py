@@ -272,6 +272,9 @@ def fit(
     phases = [] if restored.stopped else training_phases(restored.step, steps, epochs)
     say(f"kit: training {model.count_params():,} parameters for {epochs} epochs of {steps} steps")
     with preprocessing_detached(model):
+        if phases and phases[0][3] % steps:  # resumed mid-epoch: carry on the epoch's running metrics
+            _build_metrics(model, datasets["train"], restored.metrics)
+            callbacks.metric_state = restored.metrics
         callbacks.start(restored.callbacks if restored.step else None)
         _train_phases(model, stream, datasets, callbacks, phases, steps, stops)
         callbacks.finish()  # early stopping puts the best weights back here
@@ -302,6 +305,17 @@ def _train_phases(
             f"kit run stopped by {stops.received} after training; the trained state is saved. Run the same "
             f"command again to evaluate and save the model (without training again)."
         )
+
+
+def _build_metrics(model: keras.Model, dataset: tf.data.Dataset, saved: list | None) -> None:
+    """Build the compiled metrics now, from one batch, when they are not built yet (without a distribution
+    strategy Keras builds them as it first traces a step), so the saved running totals can go back in first."""
+    from kit.harness.resume import metric_variables
+
+    if saved is None or len(metric_variables(model)) == len(saved):
+        return
+    x, y, weight = keras.utils.unpack_x_y_sample_weight(next(iter(dataset)))
+    model.compute_metrics(x, y, model(x, training=False), sample_weight=weight)
 
 
 def training_phases(start_step: int, steps: int, epochs: int) -> list[tuple[int, int, int, int]]:
@@ -410,9 +424,11 @@ def _plugin_callbacks(context: Any) -> list[tuple[keras.callbacks.Callback, str]
 
         try:
             impl.function(register=register, run=context)
-        except (KeyboardInterrupt, KitError):
+        except KitError:
             raise
-        except BaseException as exc:  # sys.exit() included: a plugin cannot end kit
+        except BaseException as exc:  # sys.exit() and its own KeyboardInterrupt too: a plugin cannot end kit
+            if getattr(exc, "signal", None) is not None:  # a real Ctrl-C or SIGTERM (kit.harness.run.SignalStop)
+                raise
             raise PluginError(plugin_failure(impl.plugin_name, "register_callbacks", exc)) from None
     return found
 

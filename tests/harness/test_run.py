@@ -525,3 +525,18 @@ def test_a_plugin_cannot_end_kit_at_import(tmp_path, monkeypatch):
     assert "called sys.exit(0)" in errors["quits"]
     assert errors["ctrl"].startswith("import failed: KeyboardInterrupt")
     assert errors["halts"].startswith("import failed: GeneratorExit")
+
+
+def test_something_in_the_way_in_the_run_folder_is_named(runner, tmp_path):
+    """A file where the run keeps a folder (checkpoints/, backup/): one line naming it; moved away, it resumes."""
+    import shutil
+
+    folder, run_dir = interrupted_run(runner, tmp_path)
+    shutil.move(run_dir / "checkpoints", tmp_path / "moved")
+    (run_dir / "checkpoints").write_text("oops")
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"kit cannot write {run_dir / 'checkpoints'} (File exists): something else is in its place" in result.output
+    (run_dir / "checkpoints").unlink()
+    run_ok(runner, ["run", str(folder)])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"

@@ -75,7 +75,12 @@ def run_file(run_dir: Path, relative: str | Path, error: type[KitError] = RunDir
 
 def read_json(path: Path, limit: int, error: type[KitError], advice: str) -> Any:
     """Parse a JSON file kit wrote, with its size bounded; damage is an `error` naming the file."""
-    size = path.stat().st_size
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{shown(path)} is damaged: a folder, not a file. {advice}")
+    if not stat.S_ISREG(info.st_mode):  # a pipe would block, /dev/zero would never end
+        raise error(f"{shown(path)} is not a plain file (a device, pipe or socket); kit will not read it.")
+    size = info.st_size
     if size > limit:
         raise error(f"{shown(path)} is {size / MiB:.0f} MB, far more than kit writes there; it is not kit's. {advice}")
     try:
@@ -86,8 +91,6 @@ def read_json(path: Path, limit: int, error: type[KitError], advice: str) -> Any
         problem = "not UTF-8 text"
     except (ValueError, RecursionError) as exc:
         problem = f"not JSON kit can read ({type(exc).__name__}: {str(exc)[:100]})"
-    except IsADirectoryError:
-        problem = "a folder, not a file"
     raise error(f"{shown(path)} is damaged: {problem}. {advice}")
 
 
@@ -195,6 +198,11 @@ def model_folder(run_dir: Path, record: dict[str, Any]) -> Path:
         if count >= MAX_MODEL_FILES:
             raise ModelError(f"{shown(folder)} holds more than {MAX_MODEL_FILES} files; it is not a kit model folder.")
         run_file(run_dir, path.relative_to(run_dir), ModelError)
+        if path.is_symlink() and path.is_dir():  # kit writes none; copying one (export) could recurse forever
+            raise ModelError(
+                f"{shown(path)} is a link to a folder; kit writes none into a model folder and will not follow it. "
+                f"Use an intact copy of the run."
+            )
     return folder
 
 

@@ -732,3 +732,11 @@ def fine_tune_from_a_tampered_run(root, mp):
     )
     config = f"task: classification\ndata:\n  train: {texts}\nmodel:\n  backbone: {run}\ntrain:\n  epochs: 1\n"
     return ["run", str(project(root / "p", config))]
+
+
+@case("run directories", "is a link to a folder; kit writes none into a model folder")
+def export_a_model_folder_holding_a_link_loop(root, mp):
+    """`kit export` of a run whose model/ holds `loop -> .` (copying it would fill the disk)"""
+    run = trained_run(root)
+    (run / "model" / "loop").symlink_to(".")
+    return ["export", str(run), "-o", str(root / "export")]

@@ -373,3 +373,14 @@ def test_paths_in_a_saved_config_are_never_written(runner, run, rows, tmp_path):
     ok(runner, ["eval", run, "--data", rows])
     ok(runner, ["export", run, "-o", tmp_path / "e"])
     assert not elsewhere.exists()
+
+
+def test_preset_json_that_never_ends_is_refused(tmp_path):
+    """A backbone preset (model.backbone: RUN) whose tokenizer.json links to /dev/zero or is a pipe."""
+    (tmp_path / "tokenizer.json").symlink_to("/dev/zero")
+    with pytest.raises(ModelError, match="not a plain file"):
+        runfiles.check_preset_files(tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    os.mkfifo(tmp_path / "tokenizer.json")
+    with pytest.raises(ModelError, match="not a plain file"):
+        runfiles.check_preset_files(tmp_path)

@@ -334,23 +334,32 @@ def _load(model: keras.Model, state: Path) -> Restored:
     if meta.get("model") != model_signature(model):
         raise ValueError("it was saved by a different model (its weights differ in number or shape)")
     model.load_weights(str(state / WEIGHTS))
-    with np.load(state / RANDOM) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    variables = seed_states(model)
+    _load_random_states(model, state)
+    if global_step(model) != meta["step"]:
+        raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
+    stopped = bool(meta.get("stopped", False))
+    return Restored(int(meta["step"]), _callback_states(model, state), stopped, _arrays(state / METRICS))
+
+
+def _load_random_states(model: keras.Model, state: Path) -> None:
+    values, variables = _arrays(state / RANDOM), seed_states(model)
     if len(values) != len(variables):
         raise ValueError(f"it holds {len(values)} random states, the model has {len(variables)}")
     for variable, value in zip(variables, values):
         variable.assign(value)
-    if global_step(model) != meta["step"]:
-        raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
+
+
+def _arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of an `.npz` written by `np.savez(path, *arrays)`, in order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def _callback_states(model: keras.Model, state: Path) -> dict[str, Any]:
     callbacks = json.loads((state / CALLBACKS).read_text(encoding="utf-8"))
     if not isinstance(callbacks, dict):
         raise ValueError(f"{CALLBACKS} holds {type(callbacks).__name__}, not an object")
-    arrays = _read_arrays(state / CALLBACK_ARRAYS)
-    decoded = _decode(callbacks, arrays, _lazy(model.get_weights))
-    with np.load(state / METRICS) as saved:
-        metrics = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    return Restored(int(meta["step"]), decoded, bool(meta.get("stopped", False)), metrics)
+    return _decode(callbacks, _read_arrays(state / CALLBACK_ARRAYS), _lazy(model.get_weights))
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ For each project: one run straight through, then one run that is killed
 with `kill -9` from outside at a random wall-clock moment (mid-epoch,
 mid-save, mid-start-up, wherever it lands), restarted with the same command,
 killed again, and so on `--kills` times before it may finish. The final
-epoch checkpoint and metrics.json must equal the straight run's exactly.
+epoch checkpoint, metrics.json and history.jsonl (but for times) must equal the straight run's exactly.
 Prints the kills survived and appends them to benchmarks/RESULTS.md.
 """
 
@@ -60,15 +60,23 @@ def final_weights(run_dir: Path) -> dict:
 
 
 def same(a: Path, b: Path) -> bool:
+    """Same final weights, byte-identical metrics.json, the same history.jsonl but for epoch times."""
     import numpy as np
 
     left, right = final_weights(a), final_weights(b)
-    metrics = [json.loads((d / "metrics.json").read_text()) for d in (a, b)]
+    histories = [[_timeless(line) for line in (d / "history.jsonl").read_text().splitlines()] for d in (a, b)]
     return (
         left.keys() == right.keys()
         and all(np.array_equal(left[k], right[k]) for k in left)
-        and metrics[0] == metrics[1]
+        and (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+        and histories[0] == histories[1]
     )
+
+
+def _timeless(line: str) -> dict:
+    record = json.loads(line)
+    record.pop("seconds", None)
+    return record
 
 
 def kill_and_resume(folder: Path, kills: int, rng: random.Random, training_seconds: float) -> int:
@@ -135,7 +143,7 @@ def main() -> None:
     header = (
         f"\n### Kill and resume on real data ({datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs)\n\n"
         f"`python benchmarks/kill_resume.py --kills {args.kills}` - SIGKILL from outside at random moments.\n\n"
-        "| project | kills | resumes recorded | final weights and metrics identical | uninterrupted run |\n"
+        "| project | kills | resumes recorded | final weights, metrics and history identical | uninterrupted run |\n"
         "|---|---|---|---|---|\n"
     )
     with open(RESULTS, "a", encoding="utf-8") as handle:

@@ -184,10 +184,12 @@ def _installed(registry: Any, wanted: Any, what: str) -> Registered:
 
 
 def _set_states(fields: list[Field], saved: list[dict[str, Any]]) -> None:
-    by_column = {item["column"]: item["state"] for item in saved}
-    for f in fields:
-        if f.column in by_column:
-            f.set_state(by_column[f.column])
+    """Give each field its learned state; the saved columns must be the fields' own, in order."""
+    expected, found = [f.column for f in fields], [item["column"] for item in saved]
+    if expected != found:
+        raise ValueError(f"it lists the columns {found} where its config gives {expected}")
+    for f, item in zip(fields, saved):
+        f.set_state(item["state"])
 
 
 def check_not_targets(kind: InputKind, task: Task) -> None:

@@ -69,31 +69,36 @@ def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None
     Running the same command again resumes an unfinished run.
     """
     from kit.config import load_config
+    from kit.harness.run import STOPS, train  # no TensorFlow yet: that comes with _quiet_tensorflow
 
-    config = load_config(project, overrides)
-    quiet_tensorflow()
-    from kit.harness.run import train
+    with STOPS.handled():  # from the start: a signal during start-up also stops with status 130
+        config = load_config(project, overrides)
+        quiet_tensorflow()
+        train(config, run_dir, argv=["kit", *sys.argv[1:]])
 
-    train(config, run_dir, argv=["kit", *sys.argv[1:]])
+
+PLUGIN_HELP = (
+    "A plugin file or module providing the run's task, input kind or backbone family, when it is not installed "
+    "(a project's own plugin). kit never imports code named by a run folder."
+)
 
 
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--data", "source", help="Evaluate on this data (a file, folder or tfds:/keras: source) instead.")
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
+def eval_command(run_dir: Path, source: str | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
     """Print the metrics of a trained run as JSON (re-computed with --data)."""
     quiet_tensorflow()
-    from kit.inference import TrainedModel, read_bundle
-    from kit.rundir import RunDir
+    from kit.inference import TrainedModel, check_input, read_metrics
 
     if source is None:
-        run = RunDir(run_dir)
-        read_bundle(run)
-        metrics = json.loads(run.metrics_file.read_text(encoding="utf-8"))
+        metrics = read_metrics(run_dir)
     else:
-        metrics = TrainedModel(run_dir, unsafe).evaluate(source)
+        check_input(source)
+        metrics = TrainedModel(run_dir, unsafe, plugin_files).evaluate(source)
     click.echo(json.dumps(metrics, indent=2))
 
 
@@ -107,14 +112,20 @@ def eval_command(run_dir: Path, source: str | None, unsafe: bool) -> None:
     help="Write to a .jsonl or .csv file (default: JSON lines on stdout).",
 )
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -> None:
+def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
     """Predict every row of INPUT (CSV, JSONL, folder) with a trained run."""
-    quiet_tensorflow()
-    from kit.inference import TrainedModel, write_predictions
+    from kit.outputs import check_prediction_output
 
-    trained = TrainedModel(run_dir, unsafe)
-    count = write_predictions(trained.predict_rows(input_data), output)
+    # Checked before the model loads: a wrong -o costs nothing and never touches the input or a run.
+    target = check_prediction_output(output, [Path(input_data)]) if output else None
+    quiet_tensorflow()
+    from kit.inference import TrainedModel, check_input, write_predictions
+
+    check_input(input_data)
+    trained = TrainedModel(run_dir, unsafe, plugin_files)
+    count = write_predictions(trained.predict_rows(input_data), target)
     if output:
         click.echo(f"kit: wrote {count} predictions to {output}", err=True)
 
@@ -134,14 +145,21 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool) -
     "--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT)."
 )
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool) -> None:
+def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
     """Export a trained run and check that the reloaded export predicts the same."""
+    from kit.outputs import check_export_destination
+    from kit.rundir import RunDir
+
+    destination = output or RunDir(run_dir).export_dir(fmt)
+    if run_dir.is_dir():  # otherwise loading the run says what is wrong with it
+        check_export_destination(destination, run_dir)  # before the slow part
     quiet_tensorflow()
     from kit.exports import export as export_model
     from kit.inference import TrainedModel
 
-    destination = export_model(TrainedModel(run_dir, unsafe), fmt, output)
+    export_model(TrainedModel(run_dir, unsafe, plugin_files), fmt, destination)
     click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
 
 
@@ -232,15 +250,17 @@ def plugins_command(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--template", "-t", help="Template to render (see `kit templates`); default: classification.")
 @click.option("--task", help="Pick the template made for this task.")
-@click.option("--force", is_flag=True, help="Render into an existing, non-empty folder.")
+@click.option(
+    "--force", is_flag=True, help="Add the template's files to an existing folder (never replacing a file of yours)."
+)
 @handle_errors
 def new(name: str, template: str | None, task: str | None, force: bool) -> None:
     """Create project NAME in a new folder from a template, with sample data."""
     from kit.templates import check_name, choose_template, new_project
 
-    check_name(Path(name).name)
+    target = Path(name).expanduser()
+    check_name(target.name if name not in (".", "..") else name)
     chosen = choose_template(template, task)
-    target = Path(name)
     written = new_project(target.name, target, chosen, force)
     click.echo(f"kit: created {target}/ from template '{chosen.name}' ({len(written)} files)")
     if chosen.kind == "plugin":

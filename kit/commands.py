@@ -82,7 +82,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 sys.exit(exc.exit_code)
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
-            click.echo("\nkit: interrupted; run the same command again to resume.", err=True)
+            click.echo(f"\nkit: interrupted{_after_interrupt()}", err=True)
             sys.exit(130)
         except OSError as exc:
             message = _storage_problem(exc)
@@ -91,6 +91,16 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(message) from None
 
     return wrapper
+
+
+def _after_interrupt() -> str:
+    """What an interrupted command leaves: training resumes; outputs are written whole or not at all."""
+    command = getattr(click.get_current_context(silent=True), "info_name", None)
+    if command == "run":
+        return "; run the same command again to resume."
+    if command in ("predict", "export"):
+        return "; no partial output was saved."
+    return "."
 
 
 def _storage_problem(exc: OSError) -> str | None:

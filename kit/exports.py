@@ -6,6 +6,7 @@ run's own outputs on a sample of its data.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from kit.errors import ModelError
-from kit.inference import TrainedModel, load_keras_model
-from kit.rundir import write_json_atomic
+from kit.inference import TrainedModel, load_keras_model, plain_model
+from kit.outputs import check_export_destination, folder_replaced_when_complete, shown
 
 
 def keras_hub_backbone(model: Any) -> Any:
@@ -28,46 +29,65 @@ def keras_hub_backbone(model: Any) -> Any:
 
 
 def export(trained: TrainedModel, fmt: str, destination: Path | None) -> Path:
-    """Export a trained model and check that the reloaded copy predicts the same."""
+    """Export a trained model and check that the reloaded copy predicts the same.
+
+    The export is written into a temporary folder beside `destination`,
+    checked, and renamed onto it: an interrupted or failed export leaves
+    nothing, and the same command can simply be run again.
+    """
     destination = destination or trained.run.export_dir(fmt)
-    if destination.exists() and any(destination.iterdir()):
-        raise ModelError(
-            f"{destination} already exists and is not empty; kit will not overwrite it. Pass --output DIR."
-        )
+    target = check_export_destination(destination, trained.run_dir)
     sample = trained.sample_features()
-    expected = _served_outputs(trained, sample)
+    made = _make_default_parent(trained, target)
+    try:
+        with folder_replaced_when_complete(target) as scratch:
+            expected, actual = _write_export(trained, fmt, sample, scratch)
+            _check_reproduced(expected, actual, destination)
+            record = {"format": fmt, "checked_examples": int(len(expected)), "run": str(trained.run_dir)}
+            record["run_status"] = trained.record.get("status")
+            record["requires"] = sorted({"keras", *trained.backbone.export_requirements})
+            (scratch / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    return destination
+
+
+def _make_default_parent(trained: TrainedModel, target: Path) -> Path | None:
+    """Create RUN_DIR/export for the default destination; return it when it was created here."""
+    parent = trained.run.export_dir("x").parent.resolve()
+    if target.parent != parent or parent.exists():
+        return None
+    parent.mkdir()
+    return parent
+
+
+def _write_export(trained: TrainedModel, fmt: str, sample: dict[str, Any], folder: Path) -> tuple[Any, Any]:
+    """Write the export into `folder`; return (the run's outputs, the reloaded export's outputs) on `sample`."""
     if fmt == "preset":
-        expected, actual = _export_preset(trained, sample, destination)
-    elif fmt == "keras":
-        shutil.copytree(trained.run.model_dir, destination, dirs_exist_ok=True)
+        return _export_preset(trained, sample, folder)
+    expected = _served_outputs(trained, sample)
+    if fmt == "keras":
+        shutil.copytree(trained.run.model_dir, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp*"))
         reloaded = TrainedModel.__new__(TrainedModel)
         reloaded.__dict__.update(trained.__dict__)
-        reloaded.model = load_keras_model(destination / trained.run.model_file.name)
-        actual = _served_outputs(reloaded, sample)
-    else:
-        actual = _export_saved_model(trained, sample, destination)
+        reloaded.model = load_keras_model(folder / trained.run.MODEL_FILE)
+        return expected, _served_outputs(reloaded, sample)
+    return expected, _export_saved_model(trained, sample, folder)
+
+
+def _check_reproduced(expected: Any, actual: Any, destination: Path) -> None:
     if not np.allclose(expected, actual, rtol=1e-4, atol=1e-5):
         raise ModelError(
-            f"The exported model in {destination} does not reproduce the run's predictions (max diff "
-            f"{float(np.max(np.abs(expected - actual)))}). Please report this as a bug."
+            f"The exported model for {shown(destination)} does not reproduce the run's predictions (max diff "
+            f"{float(np.max(np.abs(expected - actual)))}); nothing was written. Please report this as a bug."
         )
-    write_json_atomic(
-        destination / "export.json",
-        {"format": fmt, "checked_examples": int(len(expected)), "run": str(trained.run_dir)},
-    )
-    return destination
 
 
 def _served_outputs(trained: TrainedModel, features: dict[str, Any]) -> np.ndarray:
     x = trained.backbone.preprocess_batch(features)
-    return np.asarray(trained.task.postprocess(_plain_model(trained.model)(x, training=False)))
-
-
-def _plain_model(model: Any) -> Any:
-    """The model fed with preprocessed inputs (a keras-hub task without its preprocessor)."""
-    if getattr(model, "preprocessor", None) is None:
-        return model
-    return type(model)(backbone=model.backbone, preprocessor=None)
+    return np.asarray(trained.task.postprocess(plain_model(trained.model)(x, training=False)))
 
 
 def _export_preset(trained: TrainedModel, sample: dict[str, Any], destination: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +104,7 @@ def _export_preset(trained: TrainedModel, sample: dict[str, Any], destination: P
     if isinstance(model, keras_hub.models.Task):
         model.save_to_preset(str(destination))
         reloaded = type(model).from_preset(str(destination))
-        return np.asarray(_plain_model(model)(x)), np.asarray(_plain_model(reloaded)(x))
+        return np.asarray(plain_model(model)(x)), np.asarray(plain_model(reloaded)(x))
     backbone = keras_hub_backbone(model)
     if backbone is None:
         raise ModelError(
@@ -107,7 +127,7 @@ def _first_output(outputs: Any) -> np.ndarray:
 def _export_saved_model(trained: TrainedModel, sample: dict[str, Any], destination: Path) -> np.ndarray:
     import tensorflow as tf
 
-    inputs, model, task = trained.backbone, _plain_model(trained.model), trained.task
+    inputs, model, task = trained.backbone, plain_model(trained.model), trained.task
     signature = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype, name=k.replace(" ", "_")) for k, v in sample.items()}
 
     class Serving(tf.Module):

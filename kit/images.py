@@ -18,8 +18,10 @@ def decode_image(value: Any, size: list[int], channels: int) -> Any:
     """A path (string tensor) or a pixel array -> a float32 image of `size` [height, width] and `channels`."""
     import tensorflow as tf
 
+    from kit.data.images import decode
+
     if value.dtype == tf.string:
-        image = tf.io.decode_image(tf.io.read_file(value), channels=channels, expand_animations=False)
+        image = decode(tf.io.read_file(value), channels)
     else:
         image = value if value.shape.rank == 3 else value[..., tf.newaxis]
         if image.shape[-1] != channels:

@@ -2,9 +2,10 @@
 
 A run's `model/` folder holds `model.keras` (loaded with Keras safe mode) and
 `kit_model.json` (the task, input kind and backbone family by name, their
-learned states, the resolved config). The task, kind and family are looked
-up among the installed plugins: a run folder names what it needs and never
-brings code.
+learned states, the resolved config). A run folder may come from someone else,
+so what is read from it is data, never code (`kit.runfiles`): the task, kind
+and family are looked up among the installed plugins (or a plugin file the
+user names with --plugin); the plugins a saved config names are never imported.
 
 Example:
     >>> trained = TrainedModel("runs/run-1")
@@ -18,38 +19,86 @@ import csv
 import dataclasses
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
 from kit.assembly import Pieces, data_plan, restore, saved_reference
-from kit.config import build_config
 from kit.console import say
 from kit.data.pipeline import examples
 from kit.data.plan import DataPlan, check_columns, parse_row, report_text, scan
-from kit.errors import ModelError, PluginError, RunDirError
+from kit.errors import ConfigError, DataError, ModelError, PluginError, UsageError
 from kit.evaluation import split_metrics
+from kit.outputs import enclosing_run, replaced_when_complete, shown
 from kit.rundir import RunDir
+from kit.runfiles import (
+    check_keras_archive,
+    check_preset_files,
+    confine_names,
+    load_keras_model,
+    model_folder,
+    quoted,
+    read_bundle,
+    read_metrics,
+    read_record,
+    reading,
+    saved_config,
+    warn_if_unfinished,
+)
+
+__all__ = ["TrainedModel", "check_input", "load_keras_model", "read_metrics", "write_predictions"]
 
 
 class TrainedModel:
     """A trained run's model with its task, input kind and backbone family restored.
 
+    Args:
+        run_dir: the run directory.
+        unsafe: allow model.keras to hold Python code (Lambda layers).
+        plugins: plugin files or modules the user named (--plugin) for a task, kind or family
+            that is not installed.
+
     Attributes:
-        run: the run's `RunDir`; config: its resolved `Config`; pieces: task, kind, backbone;
-        model: the Keras model from model.keras.
+        run: the run's `RunDir`; record: its run.json; bundle: its kit_model.json; config: its
+        resolved `Config`; pieces: task, kind, backbone family; model: the Keras model.
     """
 
-    def __init__(self, run_dir: str | Path, unsafe: bool = False):
+    def __init__(self, run_dir: str | Path, unsafe: bool = False, plugins: Sequence[str] = ()):
         self.run = RunDir(run_dir)
         self.run_dir = self.run.path
-        self.bundle = read_bundle(self.run)
-        self.config = build_config(self.bundle["config"], reference=saved_reference(self.bundle))
-        self.pieces: Pieces = restore(self.config, self.bundle)
-        self.pieces.backbone.load(self.run.model_dir, self.bundle["backbone"])
+        self.record = read_record(self.run_dir)
+        self.folder = model_folder(self.run_dir, self.record)
+        self.bundle = read_bundle(self.run_dir, self.folder)
+        warn_if_unfinished(self.run_dir, self.record)
+        confine_names(self.bundle, self.folder, self.run.bundle_file)
+        self.config = saved_config(self.bundle, self.run.bundle_file, saved_reference(self.bundle))
+        self.pieces: Pieces = self._restore(plugins)
+        check_keras_archive(self.run.model_file)
         self.model = load_keras_model(self.run.model_file, unsafe)
+        check_model_fits(self)
+
+    def _restore(self, plugin_files: Sequence[str]) -> Pieces:
+        from kit.plugins import get_plugins
+
+        plugins = get_plugins()
+        if plugin_files:
+            _load_named_plugins(plugins, plugin_files)
+        try:
+            with reading(self.run.bundle_file):
+                pieces = restore(self.config, self.bundle, plugins)
+        except PluginError as exc:
+            raise PluginError(f"{shown(self.run_dir)}: {exc}{_plugin_hint(self.record, self.bundle)}") from None
+        except ConfigError as exc:
+            raise ModelError(f"The saved options of {shown(self.run.bundle_file)} do not fit the installed plugins: {exc}") from None
+        for folder in self.folder.iterdir():  # keras-hub reads these: check the classes they name first
+            if folder.is_dir():
+                check_preset_files(folder)
+        with reading(self.run.bundle_file):
+            pieces.backbone.load(self.folder, self.bundle["backbone"])
+        return pieces
 
     @property
     def task(self) -> Any:
@@ -70,7 +119,7 @@ class TrainedModel:
         )
         config = dataclasses.replace(self.config, data=data)
         config.source_file = Path.cwd() / "kit.yaml"  # relative paths on the command line mean the cwd
-        plan = data_plan(config)
+        plan = data_plan(config, train_described="The input")  # not "data.train": it came from the command line
         fields = self.kind.fields + (self.task.fields if with_targets else [])
         role = {f.column: "a target" for f in self.task.fields}
         check_columns(plan.sources["train"], fields, lambda column: role.get(column, "an input of this model"))
@@ -86,10 +135,13 @@ class TrainedModel:
         reshaped = self.task.prepare(stream, self.backbone, "data")
         if reshaped is None:
             reshaped = stream.map(lambda x, y: (self.backbone.preprocess(x), y))
-        return {"data": split_metrics(self.model, self.task, reshaped.batch(self.config.data.batch_size), None, "data")}
+        batches = reshaped.batch(self.config.data.batch_size)
+        return {"data": split_metrics(self.model, self.task, batches, None, "data")}
 
     def predict_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """Predictions for every usable row of `source`, each with its line number."""
+        if not self.task.predicts:  # it says what to use instead (generation: kit generate)
+            self.task.predictions(np.zeros((0,)))
         plan, fields = self.plan_for(source, with_targets=False)
         reports = scan(plan, fields, self.config.data.bad_rows, learn=False)
         if reports["train"].bad:
@@ -117,33 +169,111 @@ class TrainedModel:
 
     def sample_features(self, count: int = 16) -> dict[str, Any]:
         """A small batch of raw features from the run's test (or validation) data."""
-        plan = data_plan(self.config)
-        split = "test" if "test" in plan.splits() else plan.splits()[-1]
-        scan(plan, self.kind.fields, "skip", learn=False)
-        return next(iter(examples(plan, split, self.kind.fields, []).batch(count)))
+        try:
+            plan = data_plan(self.config)
+            split = "test" if "test" in plan.splits() else plan.splits()[-1]
+            scan(plan, self.kind.fields, "skip", learn=False)
+            return next(iter(examples(plan, split, self.kind.fields, []).batch(count)))
+        except (DataError, ConfigError) as exc:
+            raise DataError(
+                f"kit export checks the exported model on examples of the run's own data (data.train in "
+                f"{shown(self.run.config_file)}), which cannot be read here: {exc}"
+            ) from None
 
 
-def read_bundle(run: RunDir) -> dict[str, Any]:
-    """A finished run's kit_model.json, or a clear error about what is missing or damaged."""
-    if not run.path.is_dir():
-        raise RunDirError(f"No run directory at {run.path}. Pass a folder written by `kit run` (e.g. runs/run-1).")
-    record = run.read_record()
-    if record is None:
-        raise RunDirError(f"{run.path} is not a kit run directory (no readable {run.RECORD}).")
-    if not run.bundle_file.is_file():
-        raise RunDirError(
-            f"{run.path} has no trained model yet (status: {record.get('status')}). Finish it with `kit run` first."
-        )
+# ------------------------------------------------------------------ plugins a run needs
+
+
+def _load_named_plugins(plugins: Any, plugin_files: Sequence[str]) -> None:
     try:
-        bundle = json.loads(run.bundle_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{run.bundle_file} is damaged ({type(exc).__name__}); the run cannot be used.") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != 2:
-        raise RunDirError(
-            f"{run.bundle_file} was written by another version of kit (format {bundle.get('format', 1) if isinstance(bundle, dict) else '?'}). "
-            f"Train the run again with this version (`kit run {run.path / run.CONFIG}`)."
+        plugins.load_project_plugins(list(plugin_files), Path.cwd())
+        plugins.check_project_plugins()
+    except PluginError as exc:
+        message = str(exc).replace("(from `plugins:` in kit.yaml)", "(from --plugin)")
+        raise PluginError(message.replace("(named in `plugins:` in kit.yaml)", "(from --plugin)")) from None
+
+
+def _plugin_hint(record: dict[str, Any], bundle: dict[str, Any]) -> str:
+    """Which plugin and version trained the run, and --plugin for a project's own plugin file."""
+    versions = record.get("plugins") if isinstance(record.get("plugins"), dict) else {}
+    plugin = bundle["task"].get("plugin")
+    version = versions.get(plugin) if isinstance(plugin, str) else None
+    hint = f" The run recorded the plugin {quoted(plugin)}{f' {quoted(version)}' if version else ''}." if plugin else ""
+    files = bundle["config"].get("plugins")
+    if files:
+        named = ", ".join(quoted(f) for f in files[:5]) if isinstance(files, list) else quoted(files)
+        hint += (
+            f" If it comes from a project's own plugin file ({named} in the run's config), pass that file with "
+            f"--plugin FILE once you trust its code."
         )
-    return bundle
+    return hint
+
+
+# ------------------------------------------------------------------ does model.keras belong to kit_model.json?
+
+
+def check_model_fits(trained: TrainedModel) -> None:
+    """model.keras must take the inputs kit_model.json describes and give the outputs its task expects.
+
+    A model.keras copied from another run (other columns, other labels) would
+    otherwise fail at the first batch, or silently pair outputs with the wrong labels.
+    """
+    where = f"{shown(trained.run.model_file)} and {shown(trained.run.bundle_file)}"
+    try:
+        outputs = plain_model(trained.model)(trained.backbone.preprocess_batch(blank_features(trained)), training=False)
+    except Exception as exc:  # noqa: BLE001  any mismatch between the two files
+        raise ModelError(
+            f"{where} do not belong together: the model does not take the inputs the bundle describes "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}). Use an intact copy of the run."
+        ) from None
+    width, expected = _last_dimension(outputs), _head_width(trained)
+    if width is not None and expected is not None and width != expected:
+        raise ModelError(
+            f"{where} do not belong together: the model gives {width} outputs per example but the task expects "
+            f"{expected} (e.g. one per label). Use an intact copy of the run."
+        )
+
+
+def plain_model(model: Any) -> Any:
+    """The model fed with preprocessed inputs (a keras-hub task without its preprocessor)."""
+    if getattr(model, "preprocessor", None) is None:
+        return model
+    return type(model)(backbone=model.backbone, preprocessor=None)
+
+
+def blank_features(trained: TrainedModel) -> dict[str, Any]:
+    """One example with a plain value in every input column, as tf.data gives them (images as pixels)."""
+    import tensorflow as tf
+
+    from kit.data.fields import ImageField
+
+    features = {}
+    for f in trained.kind.fields:
+        if isinstance(f, ImageField):
+            features[f.column] = tf.zeros((1, 8, 8, 3), "uint8")
+        elif f.dtype == "str":
+            features[f.column] = tf.fill((1, *f.shape), "a")
+        else:
+            features[f.column] = tf.zeros((1, *f.shape), f.dtype)
+    return features
+
+
+def _last_dimension(outputs: Any) -> int | None:
+    if isinstance(outputs, (dict, list, tuple)):
+        return None
+    shape = getattr(outputs, "shape", ())
+    return int(shape[-1]) if len(shape) >= 2 and shape[-1] is not None else None
+
+
+def _head_width(trained: TrainedModel) -> int | None:
+    """The output width the task's head has for the restored targets (None when it cannot tell)."""
+    import keras
+
+    try:
+        head = trained.task.build_head(keras.Input((8,)))
+    except Exception:  # noqa: BLE001  a task may build its whole model instead; then there is nothing to compare
+        return None
+    return _last_dimension(head)
 
 
 def _usable_lines(plan: DataPlan, fields: list[Any]) -> Iterator[int]:
@@ -157,49 +287,76 @@ def _usable_lines(plan: DataPlan, fields: list[Any]) -> Iterator[int]:
         yield row.line
 
 
-def load_keras_model(path: Path, unsafe: bool = False) -> Any:
-    """Load a `.keras` file in safe mode unless `unsafe` is explicitly requested."""
-    import keras
+def check_input(source: str) -> None:
+    """INPUT / --data must be data, not a run directory or a model folder."""
+    path = Path(source)
+    if not path.exists():
+        return
+    real = path.resolve()
+    run = enclosing_run(real)
+    if run is None or not (real == run or _is_inside(real, RunDir(run).model_dir)):
+        return
+    what = "a run directory" if real == run else "inside a run's model folder"
+    raise UsageError(
+        f"{shown(source)} is {what}, not data. Give the CSV/JSONL file or folder of examples as INPUT "
+        f"(and the run as RUN_DIR)."
+    )
 
-    from kit.compat import fix_keras_hub
 
-    fix_keras_hub()
-    try:
-        # compile=False: inference needs no optimizer state (resuming uses the run's backup/).
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise ModelError(
-                f"{path} needs unsafe deserialisation (it contains Python code, e.g. a Lambda layer). "
-                f"Load it only if you trust its author, with --unsafe."
-            ) from None
-        raise ModelError(f"Cannot load {path}: {exc}") from None
-    except OSError as exc:
-        raise ModelError(f"Cannot read {path}: {exc}") from None
+def _is_inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+# ------------------------------------------------------------------ writing predictions
 
 
 def write_predictions(rows: Iterator[dict[str, Any]], output: Path | None) -> int:
-    """Write predictions as JSON lines (stdout or .jsonl) or CSV (.csv); return the count."""
-    count = 0
-    if output is not None and output.suffix.lower() == ".csv":
-        with open(output, "w", newline="", encoding="utf-8") as handle:
-            writer = None
-            for row in rows:
-                flat = _flatten(row)
-                if writer is None:
-                    writer = csv.DictWriter(handle, fieldnames=list(flat))
-                    writer.writeheader()
-                writer.writerow(flat)
-                count += 1
-        return count
-    handle = open(output, "w", encoding="utf-8") if output else sys.stdout
+    """Write predictions as JSON lines (stdout or .jsonl) or CSV (.csv); return the count.
+
+    A file is written under a temporary name and renamed when complete
+    (`kit.outputs`): a failure or Ctrl-C leaves no half-written file.
+    """
+    if output is None:
+        return _to_stdout(rows)
+    with replaced_when_complete(output) as handle:
+        if output.suffix.lower() == ".csv":
+            return _write_csv(rows, handle)
+        return _write_jsonl(rows, handle)
+
+
+def _to_stdout(rows: Iterator[dict[str, Any]]) -> int:
     try:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-            count += 1
-    finally:
-        if output:
-            handle.close()
+        count = _write_jsonl(rows, sys.stdout)
+        sys.stdout.flush()
+        return count
+    except BrokenPipeError:  # `kit predict ... | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _write_jsonl(rows: Iterator[dict[str, Any]], handle: IO[str]) -> int:
+    count = 0
+    for row in rows:
+        handle.write(json.dumps(row) + "\n")
+        count += 1
+    return count
+
+
+def _write_csv(rows: Iterator[dict[str, Any]], handle: IO[str]) -> int:
+    writer, count = None, 0
+    for row in rows:
+        flat = _flatten(row)
+        if writer is None:
+            writer = csv.DictWriter(handle, fieldnames=list(flat))
+            writer.writeheader()
+        elif list(flat) != writer.fieldnames:
+            raise PluginError(
+                f"The task's predictions for line {row.get('line')} have other fields ({', '.join(flat)}) than the "
+                f"first row's, so they do not fit one CSV table. Write JSON lines instead (-o predictions.jsonl)."
+            )
+        writer.writerow(flat)
+        count += 1
     return count
 
 
@@ -211,3 +368,4 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+

@@ -128,8 +128,9 @@ class Plugins:
             info = PluginInfo(ep.name, "entry point", ep.package, ep.version)
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not break kit
-                self._record_failure(info, f"import failed: {_one_line(exc)}")
+            except BaseException as exc:  # a broken plugin must not break kit, nor end it (sys.exit)
+                _reraise_signals(exc)
+                self._record_failure(info, f"import failed: {_described(exc)}")
                 continue
             self._register(plugin, info)
 
@@ -141,9 +142,10 @@ class Plugins:
                 module = _import_local(spec, project_dir)
             except PluginError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() too: a plugin cannot end kit as if it had succeeded
+                _reraise_signals(exc)
                 raise PluginError(
-                    f"Project plugin '{spec}' (from `plugins:` in kit.yaml) failed to import: {_one_line(exc)}\n"
+                    f"Project plugin '{spec}' (from `plugins:` in kit.yaml) failed to import: {_described(exc)}\n"
                     + _user_frames(exc)
                 ) from None
             self._register(module, info)
@@ -151,8 +153,9 @@ class Plugins:
     def _load_module(self, module_name: str, info: PluginInfo) -> None:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
-            self._record_failure(info, f"import failed: {_one_line(exc)}")
+        except BaseException as exc:
+            _reraise_signals(exc)
+            self._record_failure(info, f"import failed: {_described(exc)}")
             return
         self._register(module, info)
 
@@ -202,7 +205,8 @@ class Plugins:
             arguments = {**kwargs, **({"register": register_for(name)} if register_for else {})}
             try:
                 self.pm.subset_hook_caller(hook, remove_plugins=others)(**arguments)
-            except Exception as exc:  # a plugin's bug is reported against it
+            except BaseException as exc:  # a plugin's bug (even sys.exit) is reported against it
+                _reraise_signals(exc)
                 errors[name] = exc
         return errors
 
@@ -217,7 +221,7 @@ class Plugins:
             return register
 
         for plugin, exc in self.call_each(hook, register_for, only=only).items():
-            self._note_error(plugin, str(exc) if isinstance(exc, PluginError) else f"{hook} raised {_one_line(exc)}")
+            self._note_error(plugin, str(exc) if isinstance(exc, PluginError) else f"{hook} {_described(exc, 'raised ')}")
 
     def _check_backbone(self, plugin: str, family: Any) -> tuple[str, Any]:
         name, family = _check_backbone(plugin, family)
@@ -389,6 +393,20 @@ def _import_local(spec: str, project_dir: Path) -> Any:
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _described(exc: BaseException, raised: str = "") -> str:
+    """What plugin code did, in one line: "called sys.exit(0)" or "[raised ]ValueError: ..."."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}), which a plugin must not do (it would end kit as if all went well)"
+    return raised + _one_line(exc)
+
+
+def _reraise_signals(exc: BaseException) -> None:
+    """A real Ctrl-C or SIGTERM during `kit run` (kit.harness.run.SignalStop) still stops kit; plugin code's
+    own KeyboardInterrupt, SystemExit or other BaseException is that plugin's failure."""
+    if getattr(exc, "signal", None) is not None:
+        raise exc
 
 
 def _user_frames(exc: BaseException) -> str:

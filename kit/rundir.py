@@ -23,21 +23,26 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write JSON to a temporary name, flush it to disk, then rename: a crash never leaves half a file."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary name, flush it to disk, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data, indent=2) + "\n")
-        os.replace(temporary, path)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written .tmp behind
         raise
 
 
@@ -55,6 +60,13 @@ class RunDir:
     HISTORY = "history.jsonl"
     METRICS = "metrics.json"
     CURVES = "curves.png"
+    MODEL = "model"
+    MODEL_FILE = "model.keras"
+    BUNDLE = "kit_model.json"
+    PRESET = "preset"
+    BACKUP = "backup"
+    CHECKPOINTS = "checkpoints"
+    LOCK = ".lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -93,28 +105,32 @@ class RunDir:
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / self.CHECKPOINTS
 
     @property
     def backup_dir(self) -> Path:
-        return self.path / "backup"
+        return self.path / self.BACKUP
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / self.LOCK
 
     @property
     def model_dir(self) -> Path:
-        return self.path / "model"
+        return self.path / self.MODEL
 
     @property
     def model_file(self) -> Path:
-        return self.model_dir / "model.keras"
+        return self.model_dir / self.MODEL_FILE
 
     @property
     def bundle_file(self) -> Path:
         """kit_model.json: task, input kind, backbone family, learned field states, resolved config."""
-        return self.model_dir / "kit_model.json"
+        return self.model_dir / self.BUNDLE
 
     @property
     def preset_dir(self) -> Path:
-        return self.model_dir / "preset"
+        return self.model_dir / self.PRESET
 
     @property
     def adapters_file(self) -> Path:

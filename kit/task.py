@@ -70,6 +70,9 @@ class Task:
             plugin's new kind works with the task. With `data.inputs: auto`: the only one, or the one
             the data shows.
         Options: an optional dataclass validating the `options:` section.
+        predicts: whether `kit predict` makes sense for the task; a task that sets it False
+            (generation continues text) raises `kit.UsageError` from `predictions()` saying
+            what to use instead.
     """
 
     name: ClassVar[str] = ""
@@ -77,6 +80,7 @@ class Task:
     default_target: ClassVar[str | Sequence[str]] = ("label",)
     input_kinds: ClassVar[Sequence[str]] = ("text", "tabular", "image")
     Options: ClassVar[type | None] = None
+    predicts: ClassVar[bool] = True
 
     def __init__(self, config: Config, options: Any = None):
         self.config = config
@@ -153,6 +157,13 @@ class Task:
     def metrics(self) -> list[Any]:
         """Keras metrics reported each epoch (on encoded targets)."""
         return []
+
+    def metric_names(self) -> list[str] | None:
+        """The names each epoch's logs give `metrics()` (what `train.monitor` may name, with `loss` and
+        `val_` forms); None when they cannot be told before training. Default: each metric's name."""
+        metrics = self.metrics()
+        names = [m if isinstance(m, str) else getattr(m, "name", None) or getattr(m, "__name__", None) for m in metrics]
+        return names if all(isinstance(name, str) for name in names) else None
 
     # -- results
 

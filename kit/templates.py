@@ -6,16 +6,20 @@ variables are errors); file and folder names may hold `{{ name }}`-style
 variables; everything else is copied byte for byte. Text whose only Jinja2
 syntax is `{{ name }}` or `{{ function() }}` is filled in directly, with the
 same result: importing Jinja2 alone takes longer than the rest of `kit new`.
-Rendering never writes outside the target, never overwrites a non-empty
-folder without `force`, and removes what it wrote when it fails.
+Rendering plans the whole project in memory first and checks it (no
+template links, no name leading outside, no link followed in the target, no
+existing file replaced) before it writes anything; if writing fails, it
+removes exactly what it created.
 """
 
 from __future__ import annotations
 
 import json
 import keyword
+import os
 import re
-import shutil
+import stat
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,10 +29,12 @@ from kit.errors import KitError, PluginError, UsageError
 
 # Dot-files are stored without the dot so packaging tools do not skip them.
 DOTFILES = {"gitignore": ".gitignore"}
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# Letters, digits, '-' and '_', from a letter to a letter or digit (what pip accepts as a distribution name).
+NAME_PATTERN = re.compile(r"^[A-Za-z]([A-Za-z0-9_-]*[A-Za-z0-9])?$")
 # `{{ name }}` or `{{ name() }}`, the only Jinja2 syntax the fast path fills in itself.
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\(\s*\))?\s*\}\}")
 METADATA = "template.json"
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -69,6 +75,11 @@ def all_templates() -> dict[str, Template]:
 
     def register_for(plugin: str) -> Any:
         def register(name: str, path: Any, description: str = "", task: str | None = None) -> None:
+            if not isinstance(name, str) or not TEMPLATE_NAME.match(name):
+                raise PluginError(
+                    f"Plugin '{plugin}' registers a template named {name!r}; a template name is letters, digits, "
+                    "'-', '_' and '.', starting with a letter or digit (it is typed after --template)."
+                )
             if name in templates:
                 raise PluginError(
                     f"Plugin '{plugin}' registers template '{name}', already provided by {templates[name].origin}."
@@ -84,17 +95,107 @@ def all_templates() -> dict[str, Template]:
     return templates
 
 
+MAX_NAME = 64  # a project name is a folder, a distribution and a package name; long ones break paths
+# Names Windows cannot give a file or folder: a project named so cannot be checked out there.
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+# kit's distributions and import names: a plugin so named would replace kit when installed, and a project folder
+# so named shadows kit for Python started beside it.
+KIT_NAMES = {"kit", "kit-plugins", "kit-templates", "kit_plugins", "kit_templates"}
+
+
 def check_name(name: str) -> None:
     """Refuse names that cannot be a project/package name, suggesting one that can."""
-    if NAME_PATTERN.match(name) and not keyword.iskeyword(name):
+    problem = _name_problem(name)
+    if problem is None:
         return
-    suggestion = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_") or "my-project"
+    raise UsageError(f"'{_visible(name)}' is not a valid project name: {problem}. Try: kit new {_suggest(name)}")
+
+
+def _name_problem(name: str) -> str | None:
+    if name in ("", ".", ".."):
+        return "kit new NAME creates the new folder NAME"
+    if len(name) > MAX_NAME:
+        return f"it has {len(name)} characters; at most {MAX_NAME}"
+    if not NAME_PATTERN.match(name):
+        return "use letters, digits, '-' and '_', starting with a letter and ending with a letter or digit"
+    if keyword.iskeyword(package_name(name)):
+        return f"'{package_name(name)}' is a Python keyword, so it cannot name a package"
+    if name.lower() in WINDOWS_RESERVED:
+        return f"Windows reserves the name '{name}' for a device"
+    if package_name(name) in KIT_NAMES:  # a folder `kit/` shadows kit for Python started beside it
+        return f"'{name}' is the name of kit's own package"
+    return None
+
+
+def _suggest(name: str) -> str:
+    """A valid name close to `name`."""
+    suggestion = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[: MAX_NAME - 8].strip("-_") or "my-project"
     if not suggestion[0].isalpha():
         suggestion = f"project-{suggestion}"
-    raise UsageError(
-        f"'{name}' is not a valid project name: use letters, digits, '-' and '_', starting with a letter. "
-        f"Try: kit new {suggestion}"
-    )
+    return suggestion if _name_problem(suggestion) is None else f"{suggestion}-project"
+
+
+def package_name(name: str) -> str:
+    """The Python package a project name becomes (`my-ext` -> `my_ext`)."""
+    return re.sub(r"\W", "_", name).lower()
+
+
+def check_plugin_name(name: str) -> None:
+    """Refuse a plugin name whose `pip install -e` would replace or shadow something installed.
+
+    The package would shadow a module of the same name for every program in the
+    environment (kit, its plugins and templates, the standard library, or a
+    dependency such as keras or numpy), and the distribution would replace an
+    installed one of the same name. A task name equal to a registered one
+    would clash with it in `kit tasks`.
+    """
+    package, distribution = package_name(name), re.sub(r"[-_.]+", "-", name).lower()
+    clash = _installed_clash(package, distribution)
+    if clash:
+        raise UsageError(
+            f"A plugin named '{name}' would be installed as the package '{package}', but {clash}. "
+            f"Choose another name, e.g. kit new {_suggest(f'{name}-plugin')} --template plugin"
+        )
+
+
+def _installed_clash(package: str, distribution: str) -> str | None:
+    if package in KIT_NAMES or distribution in KIT_NAMES:
+        return "kit itself uses that name (`pip install -e` would replace kit)"
+    if package in sys.stdlib_module_names:
+        return f"'{package}' is a module of Python's standard library, which it would shadow"
+    return _module_clash(package) or _distribution_clash(distribution) or _task_clash(package)
+
+
+def _module_clash(package: str) -> str | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)  # finds, never imports
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    return f"a module '{package}' is already installed ({spec.origin or 'a namespace package'}), which it would shadow"
+
+
+def _distribution_clash(distribution: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return f"a distribution '{distribution}' is already installed, which `pip install -e` would replace"
+
+
+def _task_clash(package: str) -> str | None:
+    from kit.plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.collect()
+    if package in plugins.tasks.names():
+        return f"its task '{package}' is already provided by plugin '{plugins.tasks.items[package].plugin}'"
+    return None
 
 
 def choose_template(template: str | None, task: str | None) -> Template:
@@ -107,24 +208,50 @@ def choose_template(template: str | None, task: str | None) -> Template:
             )
         return matching[0] if matching else templates["classification"]
     if template not in templates:
-        raise UsageError(f"Unknown template '{template}'. Known templates: {', '.join(sorted(templates))}.")
-    return templates[template]
+        raise UsageError(f"Unknown template '{_visible(template)}'. Known templates: {', '.join(sorted(templates))}.")
+    chosen = templates[template]
+    if task and chosen.task != task:
+        raise UsageError(
+            f"--template {template} is for task '{chosen.task or 'none'}', not --task {task}; give one of them."
+        )
+    if isinstance(chosen.path, Path) and not chosen.path.is_dir():
+        raise PluginError(f"Template '{template}' from {chosen.origin} is missing: {chosen.path} is not a folder.")
+    return chosen
+
+
+@dataclass
+class Planned:
+    """One entry of a rendered project: a folder (`data` None) or a file and its bytes."""
+
+    parts: tuple[str, ...]  # the path inside the project
+    data: bytes | None
+    source: str  # the template entry it comes from, for messages
 
 
 def new_project(
     name: str, target: Path, template: Template, force: bool = False, extra: dict[str, Any] | None = None
 ) -> list[Path]:
-    """Render `template` into `target`; return the files written."""
+    """Render `template` into `target`; return the files written.
+
+    Everything is checked before anything is written: the name, the target
+    folder, every template entry (no links, no name leading outside) and
+    every destination (no link followed, no file of the user's replaced).
+    With `force` the target may hold files already: the template's files are
+    added beside them, and one that exists with other content is refused,
+    never overwritten. A failure while writing removes only what kit created.
+    """
     check_name(name)
-    existed = target.exists()
-    if existed and not target.is_dir():
-        raise KitError(f"{target} exists and is a file; choose another name.")
-    if existed and any(target.iterdir()) and not force:
-        raise KitError(
-            f"{target} already exists and is not empty; kit new never overwrites it. Choose another name or pass --force."
-        )
-    package = re.sub(r"\W", "_", name).lower()
-    variables = {
+    if template.kind == "plugin":
+        check_plugin_name(name)
+    _check_target(target, force)
+    plan = plan_project(template, _variables(name, template, extra))
+    _check_destinations(target, plan)
+    return _write(target, plan)
+
+
+def _variables(name: str, template: Template, extra: dict[str, Any] | None) -> dict[str, Any]:
+    package = package_name(name)
+    return {
         "name": name,
         "package": package,
         "task": template.task or "",
@@ -132,38 +259,170 @@ def new_project(
         "class_name": "".join(part.capitalize() for part in package.split("_") if part) + "Task",
         **(extra or {}),
     }
-    written: list[Path] = []
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        _render_tree(template.path, target, target.resolve(), variables, written)
-    except Exception:
-        _remove_partial(target, existed, written)
-        raise
-    return written
 
 
-def _render_tree(source: Any, target: Path, root: Path, variables: dict[str, Any], written: list[Path]) -> None:
+def _check_target(target: Path, force: bool) -> None:
+    """The target is a real folder (empty unless `force`) or can be created as one."""
+    if target.is_symlink():
+        raise KitError(
+            f"{target} is a symbolic link (to {os.readlink(target)}); kit new writes only into a real folder."
+        )
+    if target.exists():
+        if not target.is_dir():
+            raise KitError(f"{target} exists and is not a folder; choose another name.")
+        if any(target.iterdir()) and not force:
+            raise KitError(
+                f"{target} already exists and is not empty; kit new never overwrites it. "
+                "Choose another name, or pass --force to add the template's files beside yours."
+            )
+        return
+    parent = next(p for p in target.absolute().parents if os.path.lexists(p))
+    if not parent.is_dir():
+        raise KitError(f"Cannot create {target}: {parent} is not a folder. Choose another place.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KitError(f"Cannot create {target}: {parent} is not writable. Choose another place.")
+
+
+def plan_project(template: Template, variables: dict[str, Any]) -> list[Planned]:
+    """Every folder and file of the rendered project, in memory, parents before children."""
+    plan: list[Planned] = []
+    _plan_folder(template.path, (), variables, plan)
+    return plan
+
+
+def _plan_folder(source: Any, parts: tuple[str, ...], variables: dict[str, Any], plan: list[Planned]) -> None:
+    taken: dict[str, str] = {}
     for entry in sorted(source.iterdir(), key=lambda e: e.name):
         if entry.name in (METADATA, "__init__.py", "__pycache__"):
             continue
-        name = _render_text(entry.name, variables, f"file name {entry.name}")
-        if name.endswith(".jinja"):
-            name = name[: -len(".jinja")]
-        if name in DOTFILES:
-            name = DOTFILES[name]
-        destination = (target / name).resolve()
-        if destination != root and root not in destination.parents:
-            raise KitError(f"Template entry '{entry.name}' would write outside {root}; refusing.")
+        _refuse_special(entry)
+        name = _destination_name(entry.name, variables)
+        if name in taken:
+            raise KitError(f"Template entries '{taken[name]}' and '{entry.name}' both render to '{name}'.")
+        taken[name] = entry.name
         if entry.is_dir():
-            destination.mkdir(exist_ok=True)
-            _render_tree(entry, destination, root, variables, written)
-        elif entry.name.endswith(".jinja"):
-            text = _render_text(entry.read_text(encoding="utf-8"), variables, entry.name)
-            destination.write_text(text, encoding="utf-8")
-            written.append(destination)
+            plan.append(Planned((*parts, name), None, entry.name))
+            _plan_folder(entry, (*parts, name), variables, plan)
         else:
-            destination.write_bytes(entry.read_bytes())
-            written.append(destination)
+            plan.append(Planned((*parts, name), _file_bytes(entry, variables), entry.name))
+
+
+def _refuse_special(entry: Any) -> None:
+    """Templates hold plain files and folders: a link could copy /etc/ssl into a project, or loop forever."""
+    if not isinstance(entry, Path):  # a resource inside a zip: plain by construction
+        return
+    mode = entry.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        raise KitError(
+            f"Template entry {entry} is a symbolic link (to {os.readlink(entry)}); templates must hold plain "
+            "files and folders, so kit new refuses it. Replace the link by a copy of the file."
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise KitError(f"Template entry {entry} is not a plain file or folder (a pipe, socket or device).")
+
+
+def _destination_name(source_name: str, variables: dict[str, Any]) -> str:
+    name = _render_text(source_name, variables, f"file name {source_name}")
+    if name.endswith(".jinja"):
+        name = name[: -len(".jinja")]
+    name = DOTFILES.get(name, name)
+    if name in ("", ".", "..") or any(c in name for c in "/\\"):
+        raise KitError(
+            f"Template entry '{source_name}' renders to the name {name!r}, which would write outside its folder; "
+            "refusing. A template's names must be plain file or folder names."
+        )
+    if not name.isprintable():
+        raise KitError(f"Template entry '{source_name}' renders to the name {name!r}, with control characters.")
+    return name
+
+
+def _file_bytes(entry: Any, variables: dict[str, Any]) -> bytes:
+    if not entry.name.endswith(".jinja"):
+        return entry.read_bytes()
+    try:
+        text = entry.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KitError(f"Template file {entry.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    return _render_text(text, variables, entry.name).encode("utf-8")
+
+
+def _check_destinations(target: Path, plan: list[Planned]) -> None:
+    """No destination is a link, or a file where a folder goes; files that exist with other content are refused."""
+    differ = []
+    for entry in plan:
+        path = target.joinpath(*entry.parts)
+        try:
+            info = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            raise KitError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); kit new never writes through links. "
+                "Move it away, or choose another folder. Nothing was written."
+            )
+        wanted = "folder" if entry.data is None else "file"
+        fits = stat.S_ISDIR(info.st_mode) if entry.data is None else stat.S_ISREG(info.st_mode)
+        if not fits:
+            raise KitError(
+                f"{path} exists, but the template has a {wanted} there. Move it away, or choose another folder."
+            )
+        if entry.data is not None and (info.st_size != len(entry.data) or path.read_bytes() != entry.data):
+            differ.append(str(path))
+    if differ:
+        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        raise KitError(
+            f"kit new never overwrites your files, and the template has other content for {shown}. "
+            "Move them away, or choose another folder. Nothing was written."
+        )
+
+
+def _write(target: Path, plan: list[Planned]) -> list[Path]:
+    """Create the target and the plan's entries; on any failure remove exactly what was created, then say why."""
+    created: list[Path] = []
+    absolute = target.absolute()
+    try:
+        for folder in reversed([absolute, *absolute.parents]):
+            if not os.path.lexists(folder):
+                folder.mkdir()
+                created.append(folder)
+        for entry in plan:
+            _write_entry(absolute.joinpath(*entry.parts), entry.data, created)
+    except BaseException as exc:
+        _remove_created(created)
+        if isinstance(exc, OSError):
+            raise KitError(
+                f"Cannot write {exc.filename or target}: {exc.strerror or exc}. kit new removed what it had written."
+            ) from None
+        raise
+    return [path for path in created if not path.is_dir()]
+
+
+def _write_entry(path: Path, data: bytes | None, created: list[Path]) -> None:
+    if data is None:
+        if not path.is_dir():
+            path.mkdir()
+            created.append(path)
+        return
+    if path.is_file():  # checked: a file with the same bytes
+        return
+    # O_EXCL: never replace a file that appeared since the check; O_NOFOLLOW: never write through a link.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags, 0o666)
+    created.append(path)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def _remove_created(created: list[Path]) -> None:
+    for path in reversed(created):
+        try:
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError:
+            pass  # not empty (someone else wrote there) or already gone: leave it
+
+
+def _visible(text: str) -> str:
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _render_text(text: str, variables: dict[str, Any], where: str) -> str:
@@ -202,6 +461,10 @@ def _render_jinja(text: str, variables: dict[str, Any], where: str) -> str:
         raise _template_error(where, exc.message, variables) from None
     except jinja2.TemplateSyntaxError as exc:
         raise KitError(f"Template syntax error in {where}, line {exc.lineno}: {exc.message}.") from None
+    except KitError:
+        raise
+    except Exception as exc:  # the template's own expression failed (1/0, a missing include...)
+        raise KitError(f"Template error in {where}: {type(exc).__name__}: {exc}.") from None
 
 
 def _template_error(where: str, problem: str, variables: dict[str, Any]) -> KitError:
@@ -226,11 +489,3 @@ def python_docs() -> str:
 
 
 TEMPLATE_GLOBALS = {"python_docs": python_docs}
-
-
-def _remove_partial(target: Path, existed: bool, written: list[Path]) -> None:
-    if not existed:
-        shutil.rmtree(target, ignore_errors=True)
-        return
-    for path in written:
-        path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,6 +45,19 @@ def _split_of(rest: str, role: str) -> tuple[str, str]:
     return name, split or role
 
 
+# TFDS's own syntax: NAME[/CONFIG][:VERSION]; refused here with an example rather than deep inside tfds.builder.
+TFDS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9*]+\.[0-9*]+\.[0-9*]+)?")
+
+
+def _checked_tfds_name(name: str, spec: str) -> str:
+    if TFDS_NAME.fullmatch(name):
+        return name
+    raise kit.DataError(
+        f"'{spec}' does not name a TFDS data set: write tfds:NAME[/CONFIG][:VERSION][@SPLIT], "
+        f"e.g. tfds:mnist, tfds:imdb_reviews/plain_text@test or tfds:mnist@train[:10%]."
+    )
+
+
 class TfdsSource(Source):
     """A TensorFlow Datasets split, read from a prepared `data_dir`."""
 
@@ -56,25 +70,41 @@ class TfdsSource(Source):
 
     def builder(self) -> Any:
         if self._builder is None:
-            import tensorflow_datasets as tfds
-
-            try:
-                builder = tfds.builder(self.dataset, data_dir=self.data_dir)
-            except tfds.core.registered.DatasetNotFoundError:
-                raise kit.DataError(
-                    f"TFDS has no data set named '{self.dataset}' ({self.name}). See `tfds.list_builders()`."
-                ) from None
+            builder = self._make_builder()
             if not builder.is_prepared():
                 where = self.data_dir or "the default data_dir (~/tensorflow_datasets)"
                 raise kit.DataError(
                     f"TFDS data set '{self.dataset}' is not prepared in {where}. Prepare it on a machine with network "
                     f"access (`tfds build {self.dataset} --data_dir DIR`) and set data.tfds_data_dir to DIR."
                 )
-            if self.split.split("[")[0] not in builder.info.splits:
-                known = ", ".join(builder.info.splits)
-                raise kit.DataError(f"TFDS data set '{self.dataset}' has no split '{self.split}'. Splits: {known}.")
+            self._check_split(builder)
             self._builder = builder
         return self._builder
+
+    def _make_builder(self) -> Any:
+        import tensorflow_datasets as tfds
+
+        try:
+            return tfds.builder(self.dataset, data_dir=self.data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise kit.DataError(
+                f"TFDS has no data set named '{self.dataset}' ({self.name}). See `tfds.list_builders()`."
+            ) from None
+        except (ValueError, AssertionError) as exc:  # an unknown config or version
+            reason = str(exc).split(": ", 1)[-1].split("\n")[0]
+            raise kit.DataError(f"{self.name}: TFDS cannot open '{self.dataset}': {reason}") from None
+
+    def _check_split(self, builder: Any) -> None:
+        known = ", ".join(builder.info.splits)
+        if self.split.split("[")[0] not in builder.info.splits:
+            raise kit.DataError(f"TFDS data set '{self.dataset}' has no split '{self.split}'. Splits: {known}.")
+        try:
+            builder.info.splits[self.split]  # parses a slice such as train[:10%]
+        except (ValueError, KeyError, AssertionError, TypeError) as exc:
+            raise kit.DataError(
+                f"{self.name}: '{self.split}' is not a split TFDS understands ({str(exc).splitlines()[0]}). "
+                f"Write a split name ({known}) or a slice such as train[:10%] or train[100:200]."
+            ) from None
 
     def columns(self) -> list[str]:
         return list(self.builder().info.features.keys())
@@ -112,6 +142,7 @@ def _plain(key: str, value: Any, names: dict[str, list[str]]) -> Any:
 
 def open_tfds(rest: str, data_config: Any, project_dir: Path, role: str) -> Source:
     name, split = _split_of(rest, role)
+    name = _checked_tfds_name(name, f"tfds:{rest}")
     data_dir = data_config.tfds_data_dir
     if data_dir and not os.path.isabs(data_dir):
         data_dir = str(project_dir / data_dir)
@@ -125,8 +156,10 @@ class KerasDatasetSource(Source):
 
     def __init__(self, dataset: str, split: str):
         if dataset not in KERAS_DATASETS:
+            known = ", ".join(f"keras:{name}" for name in KERAS_DATASETS)
             raise kit.DataError(
-                f"kit reads keras:{dataset}? No: known keras data sets are {', '.join(KERAS_DATASETS)}."
+                f"keras:{dataset} is not a data set kit reads from Keras's cache: use one of {known} "
+                f"(with @test for the test split), or tfds:NAME for others."
             )
         if split not in ("train", "test"):
             raise kit.DataError(f"keras:{dataset} has splits train and test, not '{split}'.")
@@ -141,14 +174,7 @@ class KerasDatasetSource(Source):
     def arrays(self) -> tuple[Any, Any]:
         home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
         if "archive" in self.spec:
-            if not (home / self.spec["archive"]).is_file():
-                raise kit.DataError(
-                    f"{self.name}: {home / self.spec['archive']} is missing and cannot be downloaded here."
-                )
-            import keras
-
-            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.dataset).load_data()
-            return (x_train, y_train) if self.split == "train" else (x_test, y_test)
+            return self._from_archive(home / self.spec["archive"])
         images, labels = self.spec["files"][self.split]
         for folder in (home / self.spec["subdir"], Path(self.spec["debian"][1])):
             if (folder / images).is_file() and (folder / labels).is_file():
@@ -158,6 +184,19 @@ class KerasDatasetSource(Source):
             f"`{self.spec['debian'][0]}` (apt-get install {self.spec['debian'][0]}), or copy {images} and {labels} "
             f"into {home / self.spec['subdir']}."
         )
+
+    def _from_archive(self, archive: Path) -> tuple[Any, Any]:
+        if not archive.is_file():
+            raise kit.DataError(f"{self.name}: {archive} is missing and cannot be downloaded here.")
+        import keras
+
+        try:
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.dataset).load_data()
+        except Exception as exc:  # noqa: BLE001  numpy's zip reader raises many kinds on a damaged file
+            raise kit.DataError(
+                f"{self.name}: {archive} is damaged ({type(exc).__name__}: {exc}). Delete it and copy an intact one."
+            ) from None
+        return (x_train, y_train) if self.split == "train" else (x_test, y_test)
 
     def rows(self) -> Iterator[Row]:
         images, labels = self.arrays()
@@ -174,11 +213,16 @@ def _read_idx(path: Path) -> Any:
     import numpy as np
 
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        dims = data[3]
+        shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    except (OSError, EOFError, IndexError, ValueError) as exc:
+        raise kit.DataError(
+            f"{path} is damaged or not an IDX file ({type(exc).__name__}: {exc}). Delete it and copy an intact one."
+        ) from None
 
 
 def open_keras(rest: str, data_config: Any, project_dir: Path, role: str) -> Source:

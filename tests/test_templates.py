@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from kit.templates import (
     _render_text,
     builtin_templates,
     check_name,
+    check_plugin_name,
     new_project,
 )
 
@@ -253,3 +255,91 @@ def test_plugin_template_round_trip(tmp_path, runner, monkeypatch):
         timeout=600,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+# ---------------------------------------------------------------- check everything, then write
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every entry under `root`, links shown as links (never followed)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        found[name] = f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_text()
+    return found
+
+
+def test_failed_force_leaves_the_users_files_alone(tmp_path, runner):
+    """Issue 13, item 3: a link in the target was found only after README.md had been overwritten, then removed."""
+    (tmp_path / "outside").mkdir()
+    target = tmp_path / "tgt"
+    target.mkdir()
+    (target / "README.md").write_text("my notes")
+    (target / "data").symlink_to("../outside")
+    before = _tree(tmp_path)
+    result = runner.invoke(cli, ["new", str(target), "--force"])
+    assert result.exit_code == 1 and "never writes through links" in result.output
+    assert _tree(tmp_path) == before
+
+
+def test_force_adds_files_beside_the_users_and_can_be_repeated(tmp_path, runner):
+    target = tmp_path / "tgt"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    assert runner.invoke(cli, ["new", str(target), "--force"]).exit_code == 0
+    rendered = _tree(target)
+    again = runner.invoke(cli, ["new", str(target), "--force"])  # every file already there, identical
+    assert again.exit_code == 0 and "(0 files)" in again.output
+    assert _tree(target) == rendered and rendered["notes.txt"] == "mine"
+
+
+def test_a_failure_while_writing_removes_only_what_kit_created(tmp_path, monkeypatch):
+    import kit.templates as templates
+
+    target = tmp_path / "made" / "tgt"
+    real, calls = templates._write_entry, []
+
+    def failing(path, data, created):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data, created)
+
+    monkeypatch.setattr(templates, "_write_entry", failing)
+    with pytest.raises(KitError, match="No space left on device. kit new removed what it had written"):
+        new_project("tgt", target, builtin_templates()["classification"])
+    assert not (tmp_path / "made").exists()  # the parents kit made are gone too
+    (target).mkdir(parents=True)
+    (target / "mine.txt").write_text("keep")
+    calls.clear()
+    with pytest.raises(KitError):
+        new_project("tgt", target, builtin_templates()["classification"], force=True)
+    assert _tree(target) == {"mine.txt": "keep"}
+
+
+def test_template_links_are_refused_not_followed(tmp_path):
+    source = tmp_path / "tpl"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    (source / "secret").symlink_to(tmp_path / "outside.txt")
+    (tmp_path / "outside.txt").write_text("secret")
+    with pytest.raises(KitError, match="is a symbolic link .* kit new refuses it"):
+        new_project("demo", tmp_path / "out", Template("t", source, "", "test"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "bad, suggestion",
+    [("class", "class-project"), ("NUL", "NUL-project"), ("a" * 300, "a" * 56), ("", "my-project")],
+)
+def test_suggestions_are_valid_names(bad, suggestion):
+    with pytest.raises(UsageError, match=f"Try: kit new {suggestion}$"):
+        check_name(bad)
+    check_name(suggestion)
+
+
+@pytest.mark.parametrize("name", ["kit", "Kit", "kit_plugins", "kit-templates", "json", "numpy", "click", "regression"])
+def test_plugin_names_that_would_shadow_are_refused(name):
+    with pytest.raises(UsageError, match="Choose another name"):
+        check_plugin_name(name)
+    check_plugin_name("my-ext")

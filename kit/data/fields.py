@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from kit.errors import DataError
 
@@ -223,6 +223,8 @@ class CategoryField(Field):
 
     def notes(self) -> list[str]:
         typing = [self.typing_note] if self.typing_note else []
+        if self.vocabulary == [""]:
+            typing.append(f"column '{self.column}' is empty in every training row: leave it out with data.features")
         return typing + _mostly_unique(self.column, self.counts, "values")
 
     def get_state(self) -> dict[str, Any]:
@@ -237,9 +239,10 @@ def _mostly_unique(column: str, counts: dict[str, int], what: str) -> list[str]:
     rows = sum(counts.values())
     if len(counts) <= 100 or len(counts) * 2 <= rows:
         return []
+    advice = "a number to predict with task: regression" if what == "labels" else "better left out (data.features)"
     return [
         f"column '{column}' has {len(counts):,} distinct {what} in {rows:,} training rows, most seen once: "
-        f"is it an identifier, or a number to predict with task: regression?"
+        f"is it an identifier, or {advice}?"
     ]
 
 
@@ -347,7 +350,9 @@ class ImageField(Field):
         if not isinstance(raw, str) or not raw.strip():
             return raw
         path = os.path.expanduser(raw)
-        return path if os.path.isabs(path) else os.path.join(folder, path)
+        if os.path.isabs(path) or WEB_ADDRESS.match(path):  # web addresses are refused by the check
+            return path
+        return os.path.join(folder, path)
 
     def observe(self, value: Any) -> None:
         self._require_decodable(value)
@@ -373,39 +378,60 @@ def _size(shape: tuple[int, ...]) -> str:
 IMAGE_PIXELS_MAX = 89_478_485
 
 
+class ImageHeader(NamedTuple):
+    """What Pillow reads from an image file's header, without decoding it."""
+
+    kind: str  # format and mode, e.g. "JPEG CMYK"
+    size: str  # "WxH"
+    pixels: int
+
+
+WEB_ADDRESS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def check_image(path: str, channels: int) -> str | None:
     """Why kit's pipeline could not decode the image file at `path`, or None when it can.
 
-    The file is decoded as `kit.inputs.ImageInputs.decode` does it: TensorFlow's
-    `decode_image` with `channels`, first frame of an animation. Only TensorFlow's
-    own decoder can say what TensorFlow accepts (it refuses GIF and BMP in
-    grayscale, CMYK JPEGs in grayscale, 1-bit BMPs, TIFF... which Pillow reads),
-    and it is already imported when data is scanned for a model. Pillow reads
-    the header first, so a decompression bomb is refused before it is decoded.
+    The file is decoded as the pipeline decodes it (`kit.data.images.decode`:
+    TensorFlow's `decode_image` at the file's own channel count, first frame of
+    an animation, then converted). Only TensorFlow's own decoder can say what
+    TensorFlow accepts (it refuses 1-bit BMPs, TIFF... which Pillow reads), and
+    it is already imported when data is scanned for a model. Pillow reads the
+    header first, so a decompression bomb is refused before it is decoded.
     """
+    problem = _file_problem(path)
+    if problem:
+        return problem
+    header = _image_header(path)
+    if header and header.pixels > IMAGE_PIXELS_MAX:
+        return (
+            f"the image is {header.size} pixels, more than kit decodes ({IMAGE_PIXELS_MAX:,}; a decompression "
+            f"bomb or a huge scan); shrink it (kit resizes every image to data.image_size anyway)"
+        )
+    refusal = _tensorflow_refusal(path, channels)
+    return _explained(refusal, header, channels, path) if refusal else None
+
+
+def _file_problem(path: str) -> str | None:
+    """A path that is no image file at all: a web address, missing, a FIFO (TensorFlow would wait forever)..."""
     from pathlib import Path
 
     from kit.data.sources import path_problem
 
-    problem = path_problem(Path(path), "The image file")
+    if WEB_ADDRESS.match(path):
+        return f"{path[:60]} is a web address: kit reads image files on disk; download the images and name their paths"
+    problem = path_problem(Path(path), "the image file")
     if problem:
         return problem
     if os.path.isdir(path):
         return f"{path} is a folder, not an image file"
     if os.path.getsize(path) == 0:
         return "the image file is empty (0 bytes): replace it, or remove it"
-    header = _image_header(path)
-    if header and header[2] > IMAGE_PIXELS_MAX:
-        return (
-            f"the image is {header[1]} pixels, more than kit decodes ({IMAGE_PIXELS_MAX:,}; a decompression "
-            f"bomb or a huge scan); shrink it (kit resizes every image to data.image_size anyway)"
-        )
-    refusal = _tensorflow_refusal(path, channels)
-    return _explained(refusal, header, channels) if refusal else None
+    return None
 
 
-def _image_header(path: str) -> tuple[str, str, int] | None:
-    """(format and mode, size as WxH, pixels) from the file's header, without decoding it; None if unknown."""
+def _image_header(path: str) -> ImageHeader | None:
+    """The file's header as Pillow reads it; None when Pillow does not know the format."""
     import warnings
 
     try:
@@ -417,9 +443,9 @@ def _image_header(path: str) -> tuple[str, str, int] | None:
             warnings.simplefilter("ignore")  # Pillow warns about big images: kit's own limit decides
             with Image.open(path) as image:
                 width, height = image.size
-                return f"{image.format} {image.mode}", f"{width}x{height}", width * height
+                return ImageHeader(f"{image.format} {image.mode}", f"{width}x{height}", width * height)
     except Image.DecompressionBombError:
-        return "", "over 178 million", IMAGE_PIXELS_MAX * 2
+        return ImageHeader("", "over 178 million", IMAGE_PIXELS_MAX * 2)
     except Exception:  # noqa: BLE001  Pillow does not know every format TensorFlow reads: TensorFlow decides
         return None
 
@@ -428,9 +454,11 @@ def _tensorflow_refusal(path: str, channels: int) -> str | None:
     """TensorFlow's error when decoding the file as the pipeline does, or None."""
     import tensorflow as tf
 
+    from kit.data.images import decode
+
     try:
         with _quiet_stderr():  # libjpeg prints its complaints straight to the terminal
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            image = decode(tf.io.read_file(path), channels)
     except tf.errors.OpError as exc:
         return re.sub(r"\{\{.*?\}\}|\[Op:.*", "", exc.message).strip()
     return None if min(image.shape[:2]) > 0 else "the image has no pixels"
@@ -453,22 +481,33 @@ def _quiet_stderr() -> Iterator[None]:
 _COLOUR_ONLY = {"for GIF": "GIF", "for BMP": "BMP", "WebP only": "WebP"}
 
 
-def _explained(refusal: str, header: tuple[str, str, int] | None, channels: int) -> str:
+def _what_file(found: str, path: str) -> str:
+    if found:
+        return f"the file is a {found} image, which TensorFlow does not read"
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the file is not an image TensorFlow reads"
+    return "the file holds text, not an image" if text.isprintable() or "\n" in text else "the file is not an image"
+
+
+def _explained(refusal: str, header: ImageHeader | None, channels: int, path: str) -> str:
     """TensorFlow's decoding error in a user's words, with what to do."""
-    found = header[0].split()[0] if header and header[0] else ""
+    found = header.kind.split()[0] if header and header.kind else ""
     for marker, kind in _COLOUR_ONLY.items():
         if marker in refusal:
             return (
                 f"a {kind} image, which TensorFlow decodes only in colour: set data.color_mode: rgb, "
                 f"or convert the images to PNG"
             )
-    if channels == 1 and header and header[0] == "JPEG CMYK":
+    if channels == 1 and header and header.kind == "JPEG CMYK":
         return (
             "a CMYK JPEG, which TensorFlow cannot decode to grayscale: set data.color_mode: rgb, or convert it to RGB"
         )
     if "Unknown image file format" in refusal:
-        what = f"a {found} image" if found else "not an image TensorFlow reads"
-        return f"the file is {what}, not PNG, JPEG, GIF or BMP: convert it, or remove it"
+        return f"{_what_file(found, path)}: replace it with a PNG, JPEG, GIF or BMP image, or remove it"
     if "channels inherent" in refusal:
         return "a BMP TensorFlow cannot decode (it reads 24- and 32-bit BMPs): convert it to PNG"
     for kind in ("JPEG", "PNG", "GIF", "BMP"):

@@ -140,8 +140,14 @@ def parse_row(row: Row, fields: list[Field]) -> list[Any]:
         try:
             parsed.append(f.parse(raw))
         except BadValue as exc:
+            if _repeats_header(values):
+                raise BadValue("the header line again (were files joined?); remove it") from None
             raise BadValue(f"column '{f.column}': {exc}") from None
     return parsed
+
+
+def _repeats_header(values: dict[str, Any]) -> bool:
+    return len(values) > 1 and all(isinstance(v, str) and v.strip() == k for k, v in values.items())
 
 
 def check_value(f: Field, value: Any, learning: bool = False) -> None:
@@ -237,6 +243,7 @@ def _require_columns(plan: DataPlan, split: str, fields: list[Field]) -> None:
 
 def _bad_row(report: SplitReport, source: Source, row: Row, reason: str, policy: str) -> None:
     place = source.where(row)
+    reason = reason.rstrip(".")
     if policy == "fail":
         raise DataError(f"{place}: {reason}. Fix that row, or set `data.bad_rows: skip` to leave malformed rows out.")
     report.bad += 1
@@ -279,8 +286,8 @@ def _empty_split(plan: DataPlan, split: str, report: SplitReport, read: int) -> 
         )
     fraction = plan.shared[split]
     return (
-        f"The {split} split is empty: data.{split}_fraction is {fraction} but none of the {read} rows read "
-        f"from {plan.sources['train'].name} fell into it (each row goes to a split by a seeded hash; a corpus "
+        f"The {split} split is empty: data.{split}_fraction is {fraction} but none of the rows read "
+        f"from {plan.sources['train'].name} ({read:,}) fell into it (each row goes to a split by a seeded hash; a corpus "
         f"gives one row per passage of about 4,000 characters). Add data, set data.{split} to a file of {split} "
         f"examples, or set data.{split}_fraction: 0 to go without {split} metrics."
     )

@@ -112,6 +112,8 @@ def path_problem(path: Path, described: str = "Data file") -> str | None:
         mode = os.stat(path).st_mode
     except OSError as exc:
         return _stat_problem(path, exc, described)
+    except ValueError:  # a NUL character: no file system allows it
+        return f"{described} {str(path)!r} contains a NUL character, which no file name can hold. Fix the path."
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
     kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
@@ -128,6 +130,8 @@ def _stat_problem(path: Path, exc: OSError, described: str) -> str:
         return f"{described} {path} is a symbolic link to {os.readlink(path)}, which does not exist. Fix or remove the link."
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return f"{described} {path} does not exist."
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{described} {str(path)[:80]}... is too long a name for the file system ({len(str(path))} characters)."
     if exc.errno == errno.EACCES:
         return (
             f"{described} {path} cannot be read: permission denied. Give yourself read access (chmod u+r) or copy it."
@@ -146,10 +150,12 @@ def _require_file(path: Path) -> None:
 def _text_encoding(encoding: str) -> str:
     """UTF-8 files saved by Excel and Notepad start with a byte-order mark: read it as such, not as a character."""
     try:
-        name = codecs.lookup(encoding).name
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise DataError(f"Unknown text encoding '{encoding}' (data.encoding). Use e.g. utf-8 or latin-1.") from None
-    return "utf-8-sig" if name == "utf-8" else encoding
+    if not getattr(codec, "_is_text_encoding", True):  # rot13, base64: bytes to bytes
+        raise DataError(f"'{encoding}' (data.encoding) is not a text encoding. Use e.g. utf-8 or latin-1.")
+    return "utf-8-sig" if codec.name == "utf-8" else encoding
 
 
 def _open_text(path: Path, encoding: str):
@@ -171,8 +177,23 @@ def _open_binary(path: Path):
 # ---------------------------------------------------------------- decoding
 
 
+# The first bytes of files that are not text at all, whatever the encoding.
+BINARY_STARTS = {
+    b"\x1f\x8b": "gzip-compressed",
+    b"PK\x03\x04": "a zip archive (or an Excel workbook)",
+    b"%PDF": "a PDF",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"PAR1": "a Parquet file",
+    b"SQLite format": "an SQLite database",
+}
+
+
 def _decode_error(path: Path, line: int, encoding: str, exc: UnicodeDecodeError) -> DataError:
     """Text files are decoded in chunks, so the reader's line is only near the bad bytes: find the real one."""
+    binary = _binary_kind(path)
+    if binary:
+        return DataError(f"{path} is not text: it is {binary}. Point kit at the CSV, JSONL or text file itself.")
     exact = _first_undecodable_line(path, encoding)
     where = f"line {exact}" if exact else f"near line {line}"
     return DataError(
@@ -181,13 +202,22 @@ def _decode_error(path: Path, line: int, encoding: str, exc: UnicodeDecodeError)
     )
 
 
-def _likely_encoding(path: Path) -> str:
-    """A guess from the file's first bytes: UTF-16 files (Excel's "Unicode text") start with a byte-order mark."""
+def _head_bytes(path: Path, size: int = 16) -> bytes:
     try:
         with open(path, "rb") as handle:
-            head = handle.read(4)
+            return handle.read(size)
     except OSError:
-        head = b""
+        return b""
+
+
+def _binary_kind(path: Path) -> str | None:
+    head = _head_bytes(path)
+    return next((kind for start, kind in BINARY_STARTS.items() if head.startswith(start)), None)
+
+
+def _likely_encoding(path: Path) -> str:
+    """A guess from the file's first bytes: UTF-16 files (Excel's "Unicode text") start with a byte-order mark."""
+    head = _head_bytes(path, 4)
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         return "it starts like utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -279,6 +309,14 @@ class CsvSource(Source):
         return _file_fingerprint([self.path])
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _checked_delimiter(delimiter: str) -> str:
     if len(delimiter) == 1 and delimiter not in '"\r\n':
         return delimiter
@@ -291,6 +329,11 @@ def _checked_delimiter(delimiter: str) -> str:
 
 def _checked_header(path: Path, names: list[str]) -> list[str]:
     """Every column needs a name, and one name per column: otherwise values would silently go astray."""
+    if all(_is_number(name) for name in names):
+        raise DataError(
+            f"{path}, line 1: the first line holds numbers, not column names. Add a header line naming the "
+            f"columns (e.g. x1,x2,y) above the data."
+        )
     first: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if not name:
@@ -348,6 +391,8 @@ class JsonlSource(Source):
 
     def columns(self) -> list[str]:
         """The keys of the first object (among the first lines: one bad line is a malformed row, not the format)."""
+        if self._head().startswith("["):
+            raise DataError(f"{self.path} is not JSON lines (one JSON object per line). {self._looks_like()}")
         first = None
         for count, row in enumerate(self.rows()):
             if not isinstance(row.values, BadJson):
@@ -362,10 +407,18 @@ class JsonlSource(Source):
             f"{first.values.reason}. {self._looks_like()}"
         )
 
-    def _looks_like(self) -> str:
+    def hint(self) -> str:
+        return " A JSONL file's columns are the keys of its first object: give every object the same keys."
+
+    def _head(self) -> str:
         with _open_text(self.path, self.encoding) as handle:
-            head = handle.read(4096).lstrip()
-        if head.startswith(("[", "{")):
+            try:
+                return handle.read(4096).lstrip()
+            except UnicodeDecodeError:
+                return ""  # reported with its line when the rows are read
+
+    def _looks_like(self) -> str:
+        if self._head().startswith(("[", "{")):
             return (
                 "It looks like one JSON document; write one object per line instead "
                 "(e.g. `jq -c '.[]' data.json > data.jsonl`)."
@@ -457,8 +510,21 @@ class FolderSource(Source):
                 empty.append(label_dir.name)
         if not found:
             raise DataError(self._nothing_found())
+        self._refuse_one_level_up(found)
         self._note_left_out(left_out, empty)
         return found
+
+    def _refuse_one_level_up(self, found: list[tuple[str, Path]]) -> None:
+        """root/train/cat/1.png given as root: one "label", train, whose sub-folders are the real labels."""
+        labels = {label for label, _ in found}
+        if len(labels) != 1:
+            return
+        inner = self.root / labels.pop()
+        if sum(1 for p in inner.iterdir() if p.is_dir() and not p.name.startswith(".")) > 1:
+            raise DataError(
+                f"{self.root} has one label folder, {inner.name}, which holds folders itself: kit would learn a single "
+                f"class. Point the data path at {inner} (its sub-folders are the labels)."
+            )
 
     def _note_left_out(self, left_out: list[Path], empty: list[str]) -> None:
         kinds = "image" if self.kind_hint == "image" else "text"
@@ -473,6 +539,12 @@ class FolderSource(Source):
 
     def _nothing_found(self) -> str:
         loose = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        tables = sorted(p.name for p in self.root.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"))
+        if tables:
+            return (
+                f"{self.root} is a folder of data files ({', '.join(tables[:3])}): kit reads one file per split. "
+                f"Name one in data.train (and data.validation / data.test), or join them into one file."
+            )
         if loose:
             return (
                 f"{self.root} holds images directly, not in label sub-folders: put each class's images in a "
@@ -489,6 +561,7 @@ class FolderSource(Source):
         )
 
     def columns(self) -> list[str]:
+        self.files()  # a folder laid out otherwise is refused with advice before any column is looked for
         return [self.value_column, "label"]
 
     def hint(self) -> str:
@@ -500,14 +573,15 @@ class FolderSource(Source):
                 value: Any = str(path)
             else:
                 value = self._read_text(path)
-            yield Row(number, {self.value_column: value, "label": label}, origin=str(path))
+            values = value if isinstance(value, BadJson) else {self.value_column: value, "label": label}
+            yield Row(number, values, origin=str(path))  # an unreadable file is a malformed row
 
     def _read_text(self, path: Path) -> Any:
         try:
             with _open_text(path, self.encoding) as handle:
                 return handle.read()
         except UnicodeDecodeError as exc:
-            return BadJson(f"not valid {self.encoding} ({exc.reason}); set data.encoding")
+            return BadJson(f"not valid {self.encoding} ({exc.reason}); set data.encoding to the files' encoding")
         except DataError as exc:
             return BadJson(str(exc).rstrip("."))
 
@@ -564,7 +638,7 @@ class CorpusSource(Source):
         return (
             f" {self.path} is read as plain text for generation (data.format: corpus), one column: "
             f"{self.value_column}. For labelled examples use a CSV/JSONL file or label sub-folders "
-            f"(data.format: text_folder)."
+            f"(data.format: text_folder or image_folder)."
         )
 
     def rows(self) -> Iterator[Row]:
@@ -660,19 +734,33 @@ def _break_point(text: str, size: int) -> int:
 # ---------------------------------------------------------------- opening
 
 
+def _folder_format(path: Path) -> str:
+    children = [child for child in path.iterdir() if not child.name.startswith(".")]
+    files = {child.suffix.lower() for child in children if child.is_file()}
+    if files & {".txt", ".md"}:
+        return "corpus"  # text files directly inside: a corpus, not label sub-folders
+    if files & IMAGE_SUFFIXES or _holds_images(children, depth=2):
+        return "image_folder"  # images in label folders, or (refused with advice) loose or one level down
+    if files & {".csv", ".tsv", ".jsonl", ".json"}:
+        return "text_folder"  # refused with advice: one file per split
+    return "text_folder"
+
+
+def _holds_images(folders: list[Path], depth: int) -> bool:
+    """Whether images lie within `depth` levels under these folders (looking at a few entries of each)."""
+    for folder in (f for f in folders if f.is_dir()):
+        entries = [item for _, item in zip(range(50), folder.iterdir())]
+        if any(item.suffix.lower() in IMAGE_SUFFIXES for item in entries):
+            return True
+        if depth > 1 and _holds_images(entries, depth - 1):
+            return True
+    return False
+
+
 def detect_format(path: Path) -> str:
     """Guess the source format of a path from its extension or contents."""
     if path.is_dir():
-        for child in path.iterdir():
-            if child.is_dir():
-                for item in child.iterdir():
-                    if item.suffix.lower() in IMAGE_SUFFIXES:
-                        return "image_folder"
-        if any(child.is_file() and child.suffix.lower() in (".txt", ".md") for child in path.iterdir()):
-            return "corpus"  # text files directly inside: a corpus, not label sub-folders
-        if any(child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES for child in path.iterdir()):
-            return "image_folder"  # refused with advice: images need label sub-folders
-        return "text_folder"
+        return _folder_format(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"

@@ -3,41 +3,77 @@
 A state is everything an uninterrupted run would carry forward: the model's
 weights and the optimizer's slots and step count (one Keras `.weights.h5`),
 the random-number state of every dropout (Keras keeps it in seed-generator
-variables that weights files leave out), and the global step, which fixes
-the data position (see `kit.data.pipeline.training_stream`) and the
-learning-rate schedule's position.
+variables that weights files leave out), the running means of the epoch's
+training metrics (so a resumed epoch logs what it would have), the global
+step, which fixes the
+data position (see `kit.data.pipeline.training_stream`) and the
+learning-rate schedule's position, and the state of every callback that has
+one: early stopping's best value, wait count and best weights, the best
+checkpoint's best value, and what plugin callbacks return from `get_state()`
+(see `kit.harness.callbacks.callback_state`). Callback states are JSON
+(`callbacks.json`); their arrays, such as early stopping's best weights, go
+into `callbacks.h5`, except weights equal to the model's own, which are
+recorded as such rather than written twice.
 
 States are written atomically: into a hidden temporary folder, flushed, then
 renamed to `backup/step-000001234/`. The newest `keep` are kept. A state that
-fails to load (a truncated file, a disk error) is reported and the previous
-one is used.
+fails to load (a truncated file, a missing part, one saved by a different
+model) is reported, set aside as `damaged-step-...`, and the previous one is
+used.
+
+HDF5 is never the one to meet a full disk. Writing straight to a file, a
+failed write surfaces only when h5py closes a dataset (an "Exception ignored"
+traceback per object), HDF5 carries on with a half-flushed cache, and the
+process dies with a segfault (exit 139). So every `.h5` file kit writes is
+built in memory (`weights_image`) and written out by Python
+(`write_atomically`), where a full disk or a quota is an ordinary `OSError`
+and the CLI says "the disk is full". The cost is one file's bytes in memory
+while it is written.
 
 kit replaces Keras's `BackupAndRestore` with this because that callback
 restarts an interrupted epoch from its first batch with mid-epoch weights, does
-not save dropout's random state, and writes its file in place.
+not save dropout's random state or callbacks' state, and writes its file in place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
 import shutil
-import signal
 import tempfile
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import keras
 import numpy as np
 
 from kit.console import say
+from kit.errors import Interrupted
 
 STATE_PREFIX = "step-"
+DAMAGED_PREFIX = "damaged-"
 WEIGHTS = "state.weights.h5"
 RANDOM = "random.npz"
+METRICS = "metrics.npz"
 META = "state.json"
+CALLBACKS = "callbacks.json"
+CALLBACK_ARRAYS = "callbacks.h5"
+ARRAY = "__array__"  # a JSON placeholder for an array stored in callbacks.h5
+MODEL_WEIGHTS = "__model_weights__"  # a JSON placeholder for weights equal to the model's own
+
+
+@dataclass
+class Restored:
+    """What a saved state gave back: the global step, callback states, and whether training had ended."""
+
+    step: int = 0
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # early stopping (or a callback) ended training at this state
+    metrics: list[np.ndarray] | None = None  # the running means of a cut-short epoch's training metrics
 
 
 def seed_states(model: keras.Model) -> list[Any]:
@@ -45,8 +81,20 @@ def seed_states(model: keras.Model) -> list[Any]:
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
+def metric_variables(model: keras.Model) -> list[Any]:
+    """The variables of the model's metrics (the loss tracker's total and count...): mid-epoch, they hold the
+    running means that Keras logs at every step and at the epoch's end."""
+    return [v for metric in model.metrics for v in metric.variables]
+
+
 def global_step(model: keras.Model) -> int:
     return int(model.optimizer.iterations.numpy())
+
+
+def model_signature(model: keras.Model) -> str:
+    """A short hash of the model's weight shapes and types: states of another model do not match it."""
+    shapes = ";".join(f"{tuple(w.shape)}:{w.dtype}" for w in model.weights)
+    return hashlib.sha256(shapes.encode()).hexdigest()[:16]
 
 
 def saved_states(folder: Path) -> list[Path]:
@@ -56,21 +104,32 @@ def saved_states(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.name.startswith(STATE_PREFIX)), reverse=True)
 
 
-def save_state(model: keras.Model, folder: Path, epoch: int, keep: int = 2) -> Path:
-    """Write the training state at the model's current step; return its folder."""
-    folder.mkdir(parents=True, exist_ok=True)
+# ------------------------------------------------------------------ saving
+
+
+def save_state(
+    model: keras.Model,
+    folder: Path,
+    epoch: int,
+    keep: int = 2,
+    callbacks: dict[str, Any] | None = None,
+    stopped: bool = False,
+) -> Path:
+    """Write the training state at the model's current step; return its folder.
+
+    `callbacks` maps each stateful callback's key to its state (JSON values and NumPy arrays).
+    `folder` is created, but not its parent: a run folder deleted meanwhile is not brought back.
+    """
+    folder.mkdir(exist_ok=True)
     step = global_step(model)
     target = folder / f"{STATE_PREFIX}{step:09d}"
     scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=folder))
     try:
-        model.save_weights(str(scratch / WEIGHTS))
-        np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
-        (scratch / META).write_text(json.dumps({"step": step, "epoch": epoch}), encoding="utf-8")
-        for name in (WEIGHTS, RANDOM, META):
-            _fsync(scratch / name)
+        _write_state(model, scratch, {"step": step, "epoch": epoch, "stopped": stopped}, callbacks or {})
         if target.exists():  # the same step saved twice (an epoch end that is also a step save)
             shutil.rmtree(target)
         scratch.rename(target)
+        _fsync_folder(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for old in saved_states(folder)[max(keep, 1) :]:
@@ -78,57 +137,274 @@ def save_state(model: keras.Model, folder: Path, epoch: int, keep: int = 2) -> P
     return target
 
 
+def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callbacks: dict[str, Any]) -> None:
+    _write(scratch / WEIGHTS, weights_image(model))
+    np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
+    np.savez(scratch / METRICS, *[np.asarray(v.numpy()) for v in metric_variables(model)])
+    arrays: dict[str, np.ndarray] = {}
+    encoded = _encode(callbacks, arrays, _lazy(model.get_weights))
+    if arrays:
+        _write(scratch / CALLBACK_ARRAYS, _arrays_image(arrays))
+    (scratch / CALLBACKS).write_text(json.dumps(encoded), encoding="utf-8")
+    (scratch / META).write_text(json.dumps({**meta, "model": model_signature(model)}), encoding="utf-8")
+    for path in scratch.iterdir():
+        _fsync(path)
+
+
+def _lazy(compute: Callable[[], Any]) -> Callable[[], Any]:
+    """`compute()` at most once, when first asked for."""
+    cache: list[Any] = []
+    return lambda: cache[0] if cache else (cache.append(compute()) or cache[0])
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray], model_weights: Callable[[], list]) -> Any:
+    """JSON for a callback state; arrays go to `arrays` (by key), weights equal to the model's become a marker."""
+    if isinstance(value, dict):
+        return {str(k): _encode(v, arrays, model_weights) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, np.ndarray) for v in value) and _same_arrays(value, model_weights()):
+            return {MODEL_WEIGHTS: True}
+        return [_encode(v, arrays, model_weights) for v in value]
+    if isinstance(value, np.ndarray):
+        key = str(len(arrays))
+        arrays[key] = value
+        return {ARRAY: key}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _same_arrays(left: list, right: list) -> bool:
+    return len(left) == len(right) and all(
+        a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(left, right)
+    )
+
+
+def _arrays_image(arrays: dict[str, np.ndarray]) -> io.BytesIO:
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        for key, array in arrays.items():
+            handle.create_dataset(key, data=array)
+    return buffer
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
 
-def restore_state(model: keras.Model, folder: Path) -> int:
-    """Load the newest state that loads cleanly; return its global step (0 when there is none)."""
-    for state in saved_states(folder):
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a power cut after it keeps the new name)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename itself is still atomic
+    finally:
+        os.close(handle)
+
+
+def weights_image(model: keras.Model) -> io.BytesIO:
+    """The model's `.weights.h5` file (weights and optimizer state), built in memory (see the module doc).
+
+    Through Keras's own writer: the same file `model.save_weights` makes, which `model.load_weights` reads.
+    """
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    try:
+        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    finally:
+        store.close()
+    return buffer
+
+
+def save_weights_file(model: keras.Model, path: Path) -> None:
+    """`model.save_weights(path)`, safe from a kill (a temporary name, renamed) and a full disk (see above)."""
+    write_atomically(Path(path), weights_image(model))
+
+
+def write_atomically(path: Path, buffer: io.BytesIO) -> None:
+    """Write `buffer` to a temporary name beside `path`, flush it to disk, rename it to `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        _write(tmp, buffer)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a signal leaves no partial file behind
+        raise
+
+
+def _write(path: Path, buffer: io.BytesIO) -> None:
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def close_h5_files() -> int:
+    """Close HDF5 files still open for writing: a plugin's or keras-hub's write cut short by an error.
+
+    Closed now, they are not flushed when Python finalises them at exit (a
+    traceback per object, and on a full disk a crash). Returns how many.
+    """
+    import h5py
+
+    closed = 0
+    for file_id in h5py.h5f.get_obj_ids(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE):
+        if not file_id.get_intent() & h5py.h5f.ACC_RDWR:
+            continue  # opened for reading: nothing to flush
+        kinds = h5py.h5f.OBJ_DATASET | h5py.h5f.OBJ_GROUP | h5py.h5f.OBJ_ATTR
+        for item in [*h5py.h5f.get_obj_ids(file_id, kinds), file_id]:
+            _release(item)
+        closed += 1
+    return closed
+
+
+def _release(item: Any) -> None:
+    import h5py
+
+    for _ in range(3):  # a flush that fails once usually lets the second try release it
+        if not item.valid:
+            return
         try:
-            _load(model, state)
+            h5py.h5i.dec_ref(item)
+        except Exception:  # noqa: BLE001 - the file is being abandoned; its errors are moot
+            pass
+
+
+# ---------------------------------------------------------------- restoring
+
+
+def restore_state(model: keras.Model, folder: Path) -> Restored:
+    """Load the newest state that loads cleanly (the global step 0 when there is none).
+
+    A state that does not load is set aside as `damaged-step-...` (kept, but never tried again), so the
+    states saved from here on are the newest; the model is put back as it was before each failed try.
+    """
+    for leftover in folder.glob(".writing-*") if folder.is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)  # a write a kill cut short (the run's lock: no one else writes)
+    states = saved_states(folder)
+    if not states:
+        return Restored()
+    fresh = _snapshot(model)
+    for state in states:
+        try:
+            restored = _load(model, state)
         except Exception as exc:  # noqa: BLE001 - any failure means this state is unusable
-            say(f"kit: the saved state {state} is damaged ({type(exc).__name__}: {exc}); trying an older one.")
+            _put_back(model, fresh)
+            _set_aside(state, exc)
             continue
-        step = json.loads((state / META).read_text(encoding="utf-8"))["step"]
-        say(f"kit: resuming from step {step} ({state.name})")
-        return step
-    return 0
+        say(f"kit: resuming from step {restored.step} ({state.name})")
+        return restored
+    return Restored()
 
 
-def _load(model: keras.Model, state: Path) -> None:
-    meta = json.loads((state / META).read_text(encoding="utf-8"))
+def _snapshot(model: keras.Model) -> list[tuple[Any, np.ndarray]]:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+    return [(v, np.array(v.numpy())) for v in [*model.variables, *model.optimizer.variables]]
+
+
+def _put_back(model: keras.Model, snapshot: list[tuple[Any, np.ndarray]]) -> None:
+    for variable, value in snapshot:
+        variable.assign(value)
+
+
+def _set_aside(state: Path, exc: Exception) -> None:
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    aside = state.with_name(DAMAGED_PREFIX + state.name)
+    try:
+        shutil.rmtree(aside, ignore_errors=True)
+        state.rename(aside)
+        where = f"kept as {aside.name}"
+    except OSError:
+        where = "left in place"
+    say(f"kit: the saved state {state} is damaged ({reason}); {where}, trying an older one.")
+
+
+def _load(model: keras.Model, state: Path) -> Restored:
+    meta = json.loads((state / META).read_text(encoding="utf-8"))
+    if meta.get("model") != model_signature(model):
+        raise ValueError("it was saved by a different model (its weights differ in number or shape)")
     model.load_weights(str(state / WEIGHTS))
-    with np.load(state / RANDOM) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    variables = seed_states(model)
+    _load_random_states(model, state)
+    if global_step(model) != meta["step"]:
+        raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
+    stopped = bool(meta.get("stopped", False))
+    return Restored(int(meta["step"]), _callback_states(model, state), stopped, _arrays(state / METRICS))
+
+
+def _load_random_states(model: keras.Model, state: Path) -> None:
+    values, variables = _arrays(state / RANDOM), seed_states(model)
     if len(values) != len(variables):
         raise ValueError(f"it holds {len(values)} random states, the model has {len(variables)}")
     for variable, value in zip(variables, values):
         variable.assign(value)
-    if global_step(model) != meta["step"]:
-        raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
+
+
+def _arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of an `.npz` written by `np.savez(path, *arrays)`, in order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def _callback_states(model: keras.Model, state: Path) -> dict[str, Any]:
+    callbacks = json.loads((state / CALLBACKS).read_text(encoding="utf-8"))
+    if not isinstance(callbacks, dict):
+        raise ValueError(f"{CALLBACKS} holds {type(callbacks).__name__}, not an object")
+    return _decode(callbacks, _read_arrays(state / CALLBACK_ARRAYS), _lazy(model.get_weights))
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return {key: handle[key][()] for key in handle}
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray], model_weights: Callable[[], list]) -> Any:
+    if isinstance(value, dict):
+        if value.get(MODEL_WEIGHTS) is True and len(value) == 1:
+            return model_weights()
+        if set(value) == {ARRAY}:
+            return arrays[value[ARRAY]]  # a KeyError: the arrays file lacks it, so the state is damaged
+        return {k: _decode(v, arrays, model_weights) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, arrays, model_weights) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------ the callback
 
 
 class SaveTrainingState(keras.callbacks.Callback):
     """Saves the training state at every epoch end, every `every_steps` steps, and when asked to stop.
 
-    SIGINT (Ctrl-C) and SIGTERM (what schedulers and `kill` send) set a flag
-    inside `stopping_on_signals`; the next batch end saves the state and stops
-    training, so the run resumes from that exact step.
+    kit puts it last among the run's callbacks, so a state holds every other
+    callback's state after its epoch end (`callbacks`, a
+    `kit.harness.callbacks.TrainingCallbacks`). `stops` tells it when SIGINT,
+    SIGTERM or SIGHUP arrived (`kit.harness.run.Stops`): the next batch end (or
+    the end of the epoch being validated) saves the state and raises
+    `Interrupted`, so the run resumes from that exact step.
     """
 
-    def __init__(self, folder: Path, every_steps: int | None = None, keep: int = 2):
+    def __init__(self, folder: Path, every_steps: int | None = None, keep: int = 2, stops: Any = None):
         super().__init__()
         self.folder = Path(folder)
         self.every_steps = every_steps
         self.keep = keep
+        self.stops = stops
+        self.callbacks: Any = None
         self.epoch = 0
-        self.stop_requested: str | None = None
-        self.stopped_at: int | None = None
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.epoch = epoch
@@ -136,38 +412,36 @@ class SaveTrainingState(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         if not _finite(logs):
             return  # the NaN guard stops the run; the last good state stays the newest
+        if batch + 1 == (self.params or {}).get("steps"):
+            # The epoch's last step: its state is saved at the epoch's end, after validation and every callback's
+            # on_epoch_end. Saved now, a kill before then would resume at the next epoch, skipping this one's end.
+            return
         if self.stop_requested:
-            save_state(self.model, self.folder, self.epoch, self.keep)
-            self.stopped_at = global_step(self.model)
-            self.model.stop_training = True
+            self.save(self.epoch)
+            self.stop()
         elif self.every_steps and global_step(self.model) % self.every_steps == 0:
-            save_state(self.model, self.folder, self.epoch, self.keep)
+            self.save(self.epoch)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        if _finite(logs) and not self.stopped_at:
-            save_state(self.model, self.folder, epoch + 1, self.keep)
+        if _finite(logs):
+            self.save(epoch + 1)
+        if self.stop_requested:
+            self.stop()
 
-    @contextmanager
-    def stopping_on_signals(self) -> Iterator[None]:
-        """While training: the first SIGINT/SIGTERM saves and stops at the next batch, a second one quits now."""
+    @property
+    def stop_requested(self) -> str | None:
+        return getattr(self.stops, "received", None)
 
-        def handler(number: int, frame: Any) -> None:
-            if self.stop_requested:
-                raise KeyboardInterrupt
-            self.stop_requested = signal.Signals(number).name
-            say(f"\nkit: {self.stop_requested} received: saving the training state after this step...")
+    def save(self, epoch: int) -> Path:
+        states = self.callbacks.states() if self.callbacks is not None else {}
+        return save_state(self.model, self.folder, epoch, self.keep, states, bool(self.model.stop_training))
 
-        handled = (signal.SIGINT, signal.SIGTERM)
-        try:
-            previous = {number: signal.signal(number, handler) for number in handled}
-        except ValueError:  # not the main thread: leave signals alone
-            yield
-            return
-        try:
-            yield
-        finally:
-            for number, old in previous.items():
-                signal.signal(number, old)
+    def stop(self) -> None:
+        """End training now (not after validating a cut-short epoch): the state is saved."""
+        raise Interrupted(
+            f"Training stopped by {self.stop_requested} at step {global_step(self.model)}; its state is saved in "
+            f"{self.folder}. Run the same command again to continue exactly where it stopped."
+        )
 
 
 def _finite(logs: Any) -> bool:

@@ -1,21 +1,35 @@
-"""`kit run`: train a project into a run directory, then evaluate and save it."""
+"""`kit run`: train a project into a run directory, then evaluate and save it.
+
+Signals are handled for the whole command (`Stops`): while `model.fit` runs,
+SIGINT (Ctrl-C), SIGTERM (what `kill` and schedulers send) and SIGHUP (a
+closed terminal) save the training state at the next step and stop with
+status 130; at any other moment they stop at once, also with 130. Either way
+what was saved stays, and the same command resumes: a run stopped after
+training evaluates and writes its outputs without training again.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import platform
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kit.assembly import Pieces, assemble
-from kit.config import Config, dump_yaml, resolved_dict
+from kit.config import Config, check_monitor, dump_yaml, resolved_dict
 from kit.console import say
 from kit.data.plan import report_text, scan
-from kit.harness.rundir import choose_run_dir
+from kit.errors import RunDirError
+from kit.harness.rundir import ChosenRun, choose_run_dir, write_text_atomic
 from kit.rundir import RunDir
 
 
@@ -41,46 +55,140 @@ class RunContext:
         return RunDir(self.run_dir)
 
 
+class SignalStop(KeyboardInterrupt):
+    """A signal that stops `kit run` at once (outside training, or a second one): the CLI exits 130."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.signal = name
+
+
+class Stops:
+    """SIGINT, SIGTERM and SIGHUP during `kit run`.
+
+    Inside `during_training()` the first one only sets `received`; the state
+    saver (`kit.harness.resume.SaveTrainingState`) then saves at the next step
+    and stops. Any other time, or a second signal, raises `SignalStop`.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.deferred = False
+        self._depth = 0
+
+    @contextmanager
+    def handled(self) -> Iterator[Stops]:
+        """Handle the signals until the block ends (nested blocks share the outermost's handlers)."""
+        if self._depth or threading.current_thread() is not threading.main_thread():
+            yield self  # already handled, or not the main thread: Python only lets that one set handlers
+            return
+        self.received, self.deferred = None, False
+        numbers = [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]
+        previous = {number: signal.signal(number, self._handle) for number in numbers}
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    @contextmanager
+    def during_training(self) -> Iterator[None]:
+        self.deferred = True
+        try:
+            yield
+        finally:
+            self.deferred = False
+
+    def _handle(self, number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if self.deferred and self.received is None:
+            self.received = name
+            _tell(f"\nkit: {name} received: saving the training state after this step...")
+            return
+        _tell(f"\nkit: {name} received: stopping.")
+        raise SignalStop(name)
+
+
+def _tell(message: str) -> None:
+    try:
+        say(message)
+    except (OSError, ValueError):  # SIGHUP: the terminal may be gone
+        pass
+
+
+STOPS = Stops()
+
+
 def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = None) -> Path:
     """Train the project described by `config`; return the run directory.
 
     Runs again with the same config resume the latest unfinished run.
     """
-    started = time.time()
+    with STOPS.handled():
+        return _train(config, run_dir, argv)
+
+
+def _train(config: Config, requested: Path | None, argv: list[str] | None) -> Path:
+    started = time.monotonic()  # not time.time(): a clock set back must not make the run last minus an hour
     resolved = resolved_dict(config)
     pieces = assemble(config)
     runs_root = Path(resolved["runs_dir"])
     # Check the data before creating anything: a malformed file leaves no empty run behind.
     reports = scan(pieces.plan, pieces.fields, config.data.bad_rows, check=pieces.check_example)
-    from kit.harness import trainer
-    from kit.harness.artifacts import save_model
     from kit.harness.datasets import training_features
     from kit.harness.strategy import make_strategy, split_cpu
 
     # Devices and the strategy first: multi-worker collectives must be set up before any TensorFlow operation.
     split_cpu()
     strategy = make_strategy(config.train.strategy)
+    check_monitor(config, pieces.task)  # before training; after the strategy: metrics are TensorFlow objects
     # Learns the vocabulary or loads the pretrained model: a bad backbone fails here, before any run dir.
     pieces.backbone.adapt(training_features(pieces))
-    run_dir, resumed = choose_run_dir(resolved, runs_root, run_dir)
-    run = RunDir(run_dir)
-    say(f"kit: {'resuming' if resumed else 'starting'} run in {run_dir}")
-    say(report_text(reports))
-    run.config_file.write_text(dump_yaml(resolved), encoding="utf-8")
-    record = _run_record(config, pieces, argv, resumed, run.read_record())
-    record["data"] = {"fingerprint": pieces.plan.fingerprint(), **{s: r.as_dict() for s, r in reports.items()}}
-    run.write_record(record)
+    fingerprint = pieces.plan.fingerprint()
+    chosen = choose_run_dir(resolved, runs_root, requested, fingerprint)
+    with chosen.lock, _explained(chosen):
+        say(f"kit: {'resuming' if chosen.resumed else 'starting'} run in {chosen.path}")
+        say(report_text(reports))
+        record = _begin(config, pieces, argv, chosen, resolved)
+        record["data"] = {"fingerprint": fingerprint, **{s: r.as_dict() for s, r in reports.items()}}
+        run = RunDir(chosen.path)
+        run.write_record(record)
+        metrics = _train_and_finish(config, pieces, reports, strategy, chosen, resolved)
+        record.update(status="complete", metrics=metrics, wall_seconds=round(time.monotonic() - started, 1))
+        run.write_record(record)
+        shutil.rmtree(run.backup_dir, ignore_errors=True)  # only now: a crash before resumes from it
+    say(f"kit: run complete: {chosen.path}")
+    return chosen.path
 
-    context = RunContext(config, run_dir, pieces.task, resumed)
-    model, built, datasets = trainer.fit(config, pieces, reports, context, strategy)
-    save_model(model, built, pieces, config, resolved, run)
+
+def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: ChosenRun, resolved: dict) -> dict:
+    """Write the resolved config and return the run record, marked running."""
+    run = RunDir(chosen.path)
+    write_text_atomic(run.config_file, dump_yaml(resolved))
+    return _run_record(config, pieces, argv, chosen.resumed, run.read_record())
+
+
+def _train_and_finish(
+    config: Config, pieces: Pieces, reports: dict, strategy: Any, chosen: ChosenRun, resolved: dict
+) -> dict[str, Any]:
+    """Train (or finish training), save the model, evaluate it, write the outputs; return the final metrics."""
+    from kit.harness import trainer
+    from kit.harness.artifacts import save_model
+    from kit.harness.callbacks import check_run_folder
+
+    context = RunContext(config, chosen.path, pieces.task, chosen.resumed)
+    model, built, datasets = trainer.fit(config, pieces, reports, context, strategy, stops=STOPS, lock=chosen.lock)
+    check_run_folder(chosen.lock)
+    _check_room_for(model, chosen.path)
+    save_model(model, built, pieces, config, resolved, context.run)
     metrics = trainer.final_metrics(model, pieces, datasets, context)
-    write_outputs(run, metrics)
-    record.update(status="complete", metrics=metrics, wall_seconds=round(time.time() - started, 1))
-    run.write_record(record)
-    shutil.rmtree(run.backup_dir, ignore_errors=True)  # only now: a crash before resumes from it
-    say(f"kit: run complete: {run_dir}")
-    return run_dir
+    check_run_folder(chosen.lock)
+    write_outputs(context.run, metrics)
+    return metrics
 
 
 def write_outputs(run: RunDir, metrics: dict[str, Any]) -> None:
@@ -95,6 +203,59 @@ def write_outputs(run: RunDir, metrics: dict[str, Any]) -> None:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, float))
         say(f"kit: {split}: {shown}")
     say(f"kit: metrics in {run.metrics_file}")
+
+
+def _check_room_for(model: Any, run_dir: Path) -> None:
+    """A full disk before saving the model is an error now: keras-hub writes its preset with HDF5 straight to
+    the disk, and HDF5 meeting a full disk crashes the process. Twice the weights: model.keras and the preset."""
+    import numpy as np
+
+    needed = 2 * sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) + (16 << 20)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({free >> 20} MB free, about {needed >> 20} MB needed)",
+            str(run_dir),
+        )
+
+
+@contextmanager
+def _explained(chosen: ChosenRun) -> Iterator[None]:
+    """Leave no HDF5 file half-written behind an error, and explain errors that come from the run folder."""
+    try:
+        yield
+    except BaseException as exc:
+        from kit.harness.resume import close_h5_files
+
+        close_h5_files()  # a plugin's or keras-hub's write cut short: closed now, not flushed at exit
+        if isinstance(exc, Exception) and not isinstance(exc, RunDirError):
+            problem = _run_folder_problem(chosen.path, exc)
+            if problem:
+                raise RunDirError(problem) from None
+        raise
+
+
+# Left to the CLI, which says what they are: a full disk, a read-only or forbidden folder.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _run_folder_problem(run_dir: Path, exc: Exception) -> str | None:
+    """What went wrong in the run folder, when that is why `exc` happened (else None)."""
+    if not run_dir.is_dir():
+        return (
+            f"The run folder {run_dir} was deleted while this run was using it ({type(exc).__name__}). "
+            f"Run `kit run` again to start a new run."
+        )
+    if not isinstance(exc, OSError) or exc.errno in STORAGE_ERRORS or not exc.filename:
+        return None
+    if not Path(os.fsdecode(exc.filename)).absolute().is_relative_to(run_dir.absolute()):
+        return None
+    return (
+        f"kit cannot write {exc.filename} ({exc.strerror}): something else is in its place in the run folder "
+        f"(a file where kit keeps a folder, or a folder where it keeps a file). Move it away and run the same "
+        f"command again; the saved training state is kept."
+    )
 
 
 def _run_record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -12,9 +13,19 @@ from kit.assembly import Pieces
 from kit.backbone import Built
 from kit.config import Config
 from kit.console import say
-from kit.errors import Interrupted, PluginError, TrainingError
+from kit.data.pipeline import TrainingStream
+from kit.errors import Interrupted, KitError, PluginError
 from kit.evaluation import split_metrics
-from kit.harness.callbacks import BackboneSchedule, JsonHistory, NanGuard, PruneCheckpoints
+from kit.harness.callbacks import (
+    BackboneSchedule,
+    BestCheckpoint,
+    EpochCheckpoints,
+    JsonHistory,
+    NanGuard,
+    RunFolderGuard,
+    TrainingCallbacks,
+    plugin_failure,
+)
 from kit.harness.datasets import make_datasets
 from kit.harness.finetune import apply_fine_tuning, backbone_rate
 from kit.harness.optim import make_optimizer
@@ -67,11 +78,20 @@ def build_optimizer(model: keras.Model) -> None:
 
 
 def fit(
-    config: Config, pieces: Pieces, reports: dict[str, Any], context: Any, strategy: Any = None
+    config: Config,
+    pieces: Pieces,
+    reports: dict[str, Any],
+    context: Any,
+    strategy: Any = None,
+    stops: Any = None,
+    lock: Any = None,
 ) -> tuple[keras.Model, Built, dict]:
     """Build the model and train it, resuming exactly from the run's saved training state if there is one.
 
     Returns the trained model, what the backbone family built, and the batched datasets of every split.
+
+    `stops` (`kit.harness.run.Stops`) says when a signal asks training to stop; `lock` is the run folder's
+    `kit.harness.rundir.RunLock`, checked at every step so a deleted run folder stops the run.
     """
     seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     set_precision(config.train.precision)
@@ -81,15 +101,27 @@ def fit(
     epochs = config.train.epochs
     with strategy.scope():
         model, built = build_model(config, pieces, steps * epochs)
-    saver = SaveTrainingState(context.run.backup_dir, config.train.checkpoint_every_steps)
-    start = restore_state(model, saver.folder)
-    guard = NanGuard()
-    # The saver runs after kit's epoch-end writers: a kill while they write leaves the previous state newest,
-    # so the epoch is trained and its files written again. Plugin callbacks come last.
-    callbacks = [guard, *_callbacks(config, context, "validation" in datasets), saver, *_plugin_callbacks(context)]
+    restored = restore_state(model, context.run.backup_dir)
+    callbacks = _training_callbacks(config, context, model, "validation" in datasets, steps, stops, lock)
+    # A state saved when early stopping (or a callback) ended training: nothing is left to train.
+    phases = [] if restored.stopped else training_phases(restored.step, steps, epochs)
     say(f"kit: training {model.count_params():,} parameters for {epochs} epochs of {steps} steps")
-    with saver.stopping_on_signals():
-        for first_epoch, end_epoch, epoch_steps, from_step in training_phases(start, steps, epochs):
+    if phases and phases[0][3] % steps:  # resumed mid-epoch: carry on the epoch's running metrics
+        _build_metrics(model, datasets["train"], restored.metrics)
+        callbacks.metric_state = restored.metrics
+    callbacks.start(restored.callbacks if restored.step else None)
+    _train_phases(model, stream, datasets, callbacks, phases, steps, stops)
+    callbacks.finish()  # early stopping puts the best weights back here
+    return model, built, datasets
+
+
+def _train_phases(
+    model: keras.Model, stream: TrainingStream, datasets: dict, callbacks: Any, phases: list, steps: int, stops: Any
+) -> None:
+    """One `model.fit` per phase (see `training_phases`), all seen by the callbacks as one training."""
+    with stops.during_training() if stops is not None else contextlib.nullcontext():
+        for first_epoch, end_epoch, epoch_steps, from_step in phases:
+            callbacks.first_batch = from_step - first_epoch * steps
             model.fit(
                 stream.from_step(from_step),
                 validation_data=datasets.get("validation"),
@@ -98,23 +130,26 @@ def fit(
                 steps_per_epoch=epoch_steps,
                 callbacks=callbacks,
                 shuffle=False,  # the stream is shuffled already
-                verbose=_verbosity(config.train.verbose),
+                verbose=0,  # the progress bar is in `callbacks`, counting the run's epochs
             )
-            if model.stop_training:  # early stopping, the NaN guard or a signal
+            if model.stop_training:  # early stopping or a callback
                 break
-    if guard.failed_at:
-        epoch, batch, loss = guard.failed_at
-        raise TrainingError(
-            f"Training stopped: the loss became {loss} at epoch {epoch}, batch {batch}. "
-            f"The last good state is kept in {saver.folder} and run again resumes from it. "
-            f"Usual remedies: a lower train.learning_rate, train.precision: float32, or check the data for extreme values."
-        )
-    if saver.stopped_at is not None:
+    if stops is not None and stops.received:  # it came after the last step's state was saved
         raise Interrupted(
-            f"Training stopped by {saver.stop_requested} at step {saver.stopped_at}; its state is saved in "
-            f"{saver.folder}. Run the same command again to continue exactly where it stopped."
+            f"kit run stopped by {stops.received} after training; the trained state is saved. Run the same "
+            f"command again to evaluate and save the model (without training again)."
         )
-    return model, built, datasets
+
+
+def _build_metrics(model: keras.Model, dataset: tf.data.Dataset, saved: list | None) -> None:
+    """Build the compiled metrics now, from one batch, when they are not built yet (without a distribution
+    strategy Keras builds them as it first traces a step), so the saved running totals can go back in first."""
+    from kit.harness.resume import metric_variables
+
+    if saved is None or len(metric_variables(model)) == len(saved):
+        return
+    x, y, weight = keras.utils.unpack_x_y_sample_weight(next(iter(dataset)))
+    model.compute_metrics(x, y, model(x, training=False), sample_weight=weight)
 
 
 def training_phases(start_step: int, steps: int, epochs: int) -> list[tuple[int, int, int, int]]:
@@ -141,17 +176,36 @@ def _verbosity(setting: Any) -> Any:
     return 1 if os.isatty(1) else 2
 
 
+def _training_callbacks(
+    config: Config, context: Any, model: keras.Model, has_validation: bool, steps: int, stops: Any, lock: Any
+) -> TrainingCallbacks:
+    """kit's callbacks, then the plugins', then the state saver."""
+    backup = context.run.backup_dir
+    saver = SaveTrainingState(backup, config.train.checkpoint_every_steps, stops=stops)
+    plugins = _plugin_callbacks(context)
+    guards = [RunFolderGuard(lock)] if lock is not None else []
+    # The saver comes last: a state then holds every callback's state after its epoch end, and a kill while
+    # kit's or a plugin's epoch-end writers run leaves the previous state newest (the epoch is done again).
+    callbacks = TrainingCallbacks(
+        [*guards, NanGuard(backup), *_callbacks(config, context, has_validation), *(c for c, _ in plugins), saver],
+        owners={id(callback): plugin for callback, plugin in plugins},
+        model=model,
+        verbose=_verbosity(config.train.verbose),
+        epochs=config.train.epochs,
+        steps=steps,
+    )
+    saver.callbacks = callbacks
+    return callbacks
+
+
 def _callbacks(config: Config, context: Any, has_validation: bool) -> list[keras.callbacks.Callback]:
     run = context.run
     checkpoints = run.checkpoints_dir
     checkpoints.mkdir(exist_ok=True)
     monitor = config.train.monitor if has_validation or not config.train.monitor.startswith("val_") else "loss"
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch-{epoch:03d}.weights.h5"), save_weights_only=True),
-        PruneCheckpoints(checkpoints, keep=config.train.keep_checkpoints),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoints / "best.weights.h5"), save_weights_only=True, save_best_only=True, monitor=monitor
-        ),
+        EpochCheckpoints(checkpoints, keep=config.train.keep_checkpoints),
+        BestCheckpoint(checkpoints / "best.weights.h5", monitor=monitor),
         keras.callbacks.TensorBoard(str(run.logs_dir)),
         JsonHistory(run.history_file),
     ]
@@ -166,28 +220,40 @@ def _callbacks(config: Config, context: Any, has_validation: bool) -> list[keras
     return callbacks
 
 
-def _plugin_callbacks(context: Any) -> list[keras.callbacks.Callback]:
-    """The Keras callbacks plugins add through `register_callbacks`, each checked and owned by its plugin."""
+def _plugin_callbacks(context: Any) -> list[tuple[keras.callbacks.Callback, str]]:
+    """The callbacks plugins register through `register_callbacks`, each with its plugin's name."""
     from kit.plugins import get_plugins
 
-    found: list[keras.callbacks.Callback] = []
+    found: list[tuple[keras.callbacks.Callback, str]] = []
 
     def register_for(plugin: str) -> Any:
         def register(callback: Any) -> None:
-            if not isinstance(callback, keras.callbacks.Callback):
-                raise PluginError(
-                    f"Plugin '{plugin}' registered {callback!r}; callbacks must be keras.callbacks.Callback."
-                )
-            found.append(callback)
+            _check_callback(callback, plugin, [c for c, _ in found])
+            found.append((callback, plugin))
 
         return register
 
-    errors = get_plugins().call_each("register_callbacks", register_for, run=context)
-    for plugin, exc in errors.items():
-        if isinstance(exc, PluginError):
+    for plugin, exc in get_plugins().call_each("register_callbacks", register_for, run=context).items():
+        if isinstance(exc, KitError):
             raise exc
-        raise PluginError(f"Plugin '{plugin}' failed in register_callbacks: {type(exc).__name__}: {exc}") from None
+        # sys.exit() and its own KeyboardInterrupt too: a plugin cannot end kit
+        raise PluginError(plugin_failure(plugin, "register_callbacks", exc)) from None
     return found
+
+
+def _check_callback(callback: Any, plugin: str, registered: list) -> None:
+    if not isinstance(callback, keras.callbacks.Callback):
+        raise PluginError(f"Plugin '{plugin}' registered {callback!r}; callbacks must be keras.callbacks.Callback.")
+    if isinstance(callback, keras.callbacks.BackupAndRestore):
+        raise PluginError(
+            f"Plugin '{plugin}' registered keras.callbacks.BackupAndRestore. kit saves and restores the training "
+            f"state itself (backup/ in the run folder), exactly, and the two would fight: leave it out."
+        )
+    if any(callback is other for other in registered):
+        raise PluginError(
+            f"Plugin '{plugin}' registered the same {type(callback).__name__} object twice; Keras would call it "
+            f"twice per step. Register it once (or two separate instances)."
+        )
 
 
 def final_metrics(model: keras.Model, pieces: Pieces, datasets: dict, context: Any) -> dict[str, dict[str, float]]:

@@ -36,6 +36,7 @@ class GenerationTask(kit.Task):
     description = "Causal language modelling on plain text (GPT-style): pretrain or continue, then `kit generate`."
     default_target = ()
     input_kinds = ("causal_text",)
+    predicts = False  # `kit generate` continues prompts instead
 
     def target_fields(self, columns: list[str]) -> list[Any]:
         if columns:
@@ -66,6 +67,10 @@ class GenerationTask(kit.Task):
         import keras_hub
 
         return [keras_hub.metrics.Perplexity(from_logits=True, name="perplexity")]
+
+    def metric_names(self) -> list[str] | None:
+        # keras-hub's causal LMs add this weighted metric when compiled.
+        return [*(super().metric_names() or []), "sparse_categorical_accuracy"]
 
     def evaluate_model(self, model: Any, dataset: Any) -> dict[str, float]:
         preprocessor, model.preprocessor = model.preprocessor, None  # the windows are token ids already

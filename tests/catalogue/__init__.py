@@ -32,6 +32,7 @@ AREAS = {
     "plugins": "plugins",
     "templates": "templates",
     "run directories": "run_dirs",
+    "training": "training",
 }
 
 REGRESSION = "task: regression\ndata:\n  train: {data}\n  target: y\ntrain:\n  epochs: 1\n  verbose: 0\n"

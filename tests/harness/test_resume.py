@@ -1,9 +1,13 @@
-"""Exact resume: `kit run` killed with SIGKILL mid-epoch, run again, ends bit-identical to an uninterrupted run.
+"""Exact resume and faults during `kit run`, with real processes and real signals.
 
-Each built-in task runs three times in real subprocesses: once straight
-through, once killed by a real SIGKILL at a random step (a project-local
-plugin sends it to its own process, so the step is known), and once more to
-finish the killed run. Final weights and metrics must match exactly.
+A fault-injection harness: `faulty_project` adds a project-local plugin
+(`FAULTS` below) to a project; `kit_run(folder, "WHEN=WHAT")` runs `kit run`
+in a subprocess whose plugin strikes WHAT (SIGKILL, SIGTERM, SIGINT, two
+SIGINTs, SIGHUP) WHEN: after a given training step, or on entering (or
+leaving) a named function of kit's run (saving the model, the final
+evaluation, writing a training state...). `killed_when_file_appears` kills
+from outside when a file shows up. Each killed or stopped run is run again
+and must end byte for byte as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,18 +29,65 @@ from tests.conftest import make_tabular, project, review, write_csv
 
 pytestmark = pytest.mark.slow
 
-KILLER = """
-import os, signal, keras, kit
+FAULTS = '''
+"""Fault injection for kit's tests: KIT_TEST_FAULT="WHEN=WHAT[,WHEN=WHAT]".
 
-class KillAtStep(keras.callbacks.Callback):
+WHEN: `step:N` (after training step N), `NAME` (on entering a function of kit.harness.run, trainer, callbacks
+or resume) or `after:NAME` (on leaving it). WHAT: KILL, TERM, INT, HUP, INT2 (two SIGINTs, as a double Ctrl-C)
+or SLEEP (a minute, holding the run).
+"""
+import os
+import signal
+import time
+
+import keras
+
+import kit
+from kit.harness import callbacks, resume, run, trainer
+
+FAULTS = dict(item.split("=") for item in os.environ.get("KIT_TEST_FAULT", "").split(",") if item)
+SIGNALS = {"KILL": ["SIGKILL"], "TERM": ["SIGTERM"], "INT": ["SIGINT"], "HUP": ["SIGHUP"], "INT2": ["SIGINT"] * 2}
+
+
+def strike(what):
+    if what == "SLEEP":
+        time.sleep(60)
+    for name in SIGNALS.get(what, []):
+        os.kill(os.getpid(), getattr(signal, name))
+        time.sleep(0.01)  # let Python run its handler before the next one
+
+
+def patched(original, what, after):
+    def wrapper(*args, **kwargs):
+        if not after:
+            strike(what)
+        result = original(*args, **kwargs)
+        if after:
+            strike(what)
+        return result
+
+    return wrapper
+
+
+for when, what in FAULTS.items():
+    after, _, name = when.rpartition(":")
+    if after == "step":
+        continue
+    module = next(m for m in (run, trainer, callbacks, resume) if hasattr(m, name))
+    setattr(module, name, patched(getattr(module, name), what, after == "after"))
+
+
+class StepFaults(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == int(os.environ.get("KIT_TEST_KILL_AT_STEP", -1)):
-            os.kill(os.getpid(), signal.SIGKILL)
+        what = FAULTS.get(f"step:{int(self.model.optimizer.iterations.numpy())}")
+        if what:
+            strike(what)
+
 
 @kit.hookimpl
 def register_callbacks(register, run):
-    register(KillAtStep())
-"""
+    register(StepFaults())
+'''
 
 
 def text_data(folder):
@@ -47,11 +99,11 @@ def text_data(folder):
 
 
 def corpus(folder):
+    """40 documents of about 300 characters, one per row (a corpus file would be 3 passages: no validation)."""
     from tests.harness.test_generation import python_docs
 
-    path = folder / "corpus.txt"
-    path.write_text(python_docs(12_000), encoding="utf-8")
-    return path
+    text = python_docs(12_000)
+    return write_csv(folder / "corpus.csv", ["text"], [[text[i : i + 300]] for i in range(0, 12_000, 300)])
 
 
 # task -> (data maker, config); every config has dropout, a warm-up + decay schedule and 3 epochs.
@@ -71,16 +123,65 @@ TASKS = {
         "  vocabulary_size: 300\n",
     ),
 }
-TRAIN = "train:\n  epochs: 3\n  warmup_fraction: 0.1\n  checkpoint_every_steps: 4\n  verbose: 0\nplugins: [killer.py]\n"
+TRAIN = "train:\n  epochs: 3\n  warmup_fraction: 0.1\n  checkpoint_every_steps: 4\n  verbose: 0\n"
+# Stops early: with this learning rate validation loss is best at epoch 2, and training stops after epoch 5.
+EARLY_STOPPING = (
+    "task: regression\ndata:\n  train: {data}\n  target: y\n  batch_size: 16\nmodel:\n  dropout: 0.3\n"
+    "train:\n  epochs: 12\n  learning_rate: 0.1\n  early_stopping_patience: 3\n  checkpoint_every_steps: 5\n"
+    "  verbose: 0\n"
+)
 
 
-def kit_run(folder, kill_at=None):
+# ------------------------------------------------------------------ harness
+
+
+def faulty_project(folder: Path, config: str, plugins: tuple[str, ...] = ()) -> Path:
+    """A project whose `kit run` can be made to fail on demand (see `kit_run`)."""
+    folder = project(folder, config + f"plugins: [{', '.join(['faults.py', *plugins])}]\n")
+    (folder / "faults.py").write_text(FAULTS)
+    return folder
+
+
+def _env(fault: str | None) -> dict[str, str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KIT_LOAD_PLUGINS": ""}
-    if kill_at is not None:
-        env["KIT_TEST_KILL_AT_STEP"] = str(kill_at)
+    env.pop("KIT_TEST_FAULT", None)
+    if fault:
+        env["KIT_TEST_FAULT"] = fault
+    return env
+
+
+def kit_run(folder: Path, fault: str | None = None, *args: str) -> subprocess.CompletedProcess:
+    """`kit run FOLDER` in a fresh process, striking `fault` ("WHEN=WHAT", see FAULTS)."""
     return subprocess.run(
-        [sys.executable, "-m", "kit", "run", str(folder)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "kit", "run", str(folder), *args],
+        env=_env(fault),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
+
+
+def start_run(folder: Path, fault: str | None = None, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kit", "run", str(folder), *args],
+        env=_env(fault),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def killed_when_file_appears(folder: Path, pattern: str, number: int = signal.SIGKILL) -> subprocess.Popen:
+    """Run `kit run FOLDER` and send it `number` from outside as soon as a file matching `pattern` exists."""
+    process = start_run(folder)
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+        if list(folder.glob(pattern)):
+            process.send_signal(number)
+            break
+        time.sleep(0.005)
+    process.communicate(timeout=300)
+    return process
 
 
 def weights(path):
@@ -97,48 +198,27 @@ def weights(path):
 
 def final_state(run_dir):
     checkpoint = sorted((run_dir / "checkpoints").glob("epoch-*.weights.h5"))[-1]
-    return weights(checkpoint), json.loads((run_dir / "metrics.json").read_text())
+    return weights(checkpoint), (run_dir / "metrics.json").read_bytes()
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_killed_run_resumes_bit_identical(tmp_path, task):
-    make_data, config = TASKS[task]
-    data = make_data(tmp_path)
-    folders = {}
-    for name in ("straight", "killed"):
-        folders[name] = project(tmp_path / name, config.format(data=data) + TRAIN)
-        (folders[name] / "killer.py").write_text(KILLER)
-
-    straight = kit_run(folders["straight"])
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    record = json.loads((folders["straight"] / "runs" / "run-1" / "run.json").read_text())
-    history = (folders["straight"] / "runs" / "run-1" / "history.jsonl").read_text().splitlines()
-    assert len(history) == 3 and record["status"] == "complete"
-
-    # A random step that is not an epoch's last and not a multiple of the save interval:
-    # the resumed run must replay steps since the last saved state, mid-epoch.
-    per_epoch = steps_per_epoch(straight.stderr)
-    candidates = [s for s in range(per_epoch + 1, 3 * per_epoch) if s % per_epoch and s % 4]
-    kill_at = random.Random().choice(candidates)
-    killed = kit_run(folders["killed"], kill_at=kill_at)
-    assert killed.returncode == -signal.SIGKILL, f"not killed at step {kill_at}: {killed.stderr[-2000:]}"
-    run_dir = folders["killed"] / "runs" / "run-1"
-    assert not (run_dir / "metrics.json").exists()
-    assert list((run_dir / "backup").glob("step-*")), "no saved state before the kill"
-
-    resumed = kit_run(folders["killed"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    last_saved = max(kill_at // 4 * 4, kill_at // per_epoch * per_epoch)  # every 4 steps and at epoch ends
-    assert f"resuming from step {last_saved}" in resumed.stderr
-    assert not (folders["killed"] / "runs" / "run-2").exists()
-    assert not (run_dir / "backup").exists()  # removed once the run is complete
-
-    expected_weights, expected_metrics = final_state(folders["straight"] / "runs" / "run-1")
-    got_weights, got_metrics = final_state(run_dir)
+def assert_same_run(got: Path, expected: Path, label: str) -> None:
+    """Same final checkpoint, byte-identical metrics.json, the same history (but for the times)."""
+    expected_weights, expected_metrics = final_state(expected)
+    got_weights, got_metrics = final_state(got)
     assert sorted(got_weights) == sorted(expected_weights)
     for name, array in expected_weights.items():
-        assert np.array_equal(got_weights[name], array), f"{task}: {name} differs after resuming at step {kill_at}"
-    assert got_metrics == expected_metrics
+        assert np.array_equal(got_weights[name], array), f"{label}: {name} differs"
+    assert got_metrics == expected_metrics, f"{label}: metrics.json differs"
+    # The same epochs with the same metrics, those of an epoch cut short by the kill included (only times differ).
+    history = [[_timeless(line) for line in (d / "history.jsonl").read_text().splitlines()] for d in (got, expected)]
+    assert history[0] == history[1], f"{label}: history {history[0]}\nuninterrupted {history[1]}"
+    assert not (got / "backup").exists()  # removed once the run is complete
+
+
+def _timeless(line: str) -> dict:
+    record = json.loads(line)
+    record.pop("seconds")
+    return record
 
 
 def steps_per_epoch(stderr):
@@ -146,15 +226,178 @@ def steps_per_epoch(stderr):
     return int(re.search(r"epochs of (\d+) steps", stderr).group(1))
 
 
+def saved_steps(run_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in (run_dir / "backup").glob("step-*"))
+
+
+def straight_run(tmp_path: Path, config: str, plugins: tuple[str, ...] = ()) -> tuple[Path, str]:
+    folder = faulty_project(tmp_path / "straight", config, plugins)
+    done = kit_run(folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((folder / "runs" / "run-1" / "run.json").read_text())["status"] == "complete"
+    return folder / "runs" / "run-1", done.stderr
+
+
+# ---------------------------------------------------------------- kill -9
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_killed_run_resumes_bit_identical(tmp_path, task):
+    make_data, config = TASKS[task]
+    config = config.format(data=make_data(tmp_path)) + TRAIN
+    expected, stderr = straight_run(tmp_path, config)
+    # A random step that is not an epoch's last and not a multiple of the save interval:
+    # the resumed run must replay steps since the last saved state, mid-epoch.
+    per_epoch = steps_per_epoch(stderr)
+    candidates = [s for s in range(per_epoch + 1, 3 * per_epoch) if s % per_epoch and s % 4]
+    kill_at = random.Random().choice(candidates)
+    folder = faulty_project(tmp_path / "killed", config)
+    killed = kit_run(folder, f"step:{kill_at}=KILL")
+    assert killed.returncode == -signal.SIGKILL, f"not killed at step {kill_at}: {killed.stderr[-2000:]}"
+    run_dir = folder / "runs" / "run-1"
+    assert not (run_dir / "metrics.json").exists()
+    assert saved_steps(run_dir), "no saved state before the kill"
+
+    resumed = kit_run(folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    last_saved = max(kill_at // 4 * 4, kill_at // per_epoch * per_epoch)  # every 4 steps and at epoch ends
+    assert f"resuming from step {last_saved}" in resumed.stderr
+    assert not (folder / "runs" / "run-2").exists()
+    assert_same_run(run_dir, expected, f"{task} killed at step {kill_at}")
+
+
+def test_early_stopped_run_resumes_bit_identical(tmp_path):
+    """Early stopping's best value, wait count and best weights are part of the state (issue 13, item 5)."""
+    config = EARLY_STOPPING.format(data=make_tabular(tmp_path))
+    expected, stderr = straight_run(tmp_path, config)
+    trained = len((expected / "history.jsonl").read_text().splitlines())
+    assert 3 <= trained < 12, f"the test config must stop early, trained {trained} epochs"
+    per_epoch = steps_per_epoch(stderr)
+    # Killed from outside the moment epoch 2's checkpoint appears, as the issue did it...
+    folder = faulty_project(tmp_path / "outside", config)
+    assert killed_when_file_appears(folder, "runs/run-1/checkpoints/epoch-002.weights.h5").returncode == -9
+    assert kit_run(folder).returncode == 0
+    assert_same_run(folder / "runs" / "run-1", expected, "killed after epoch 2's checkpoint")
+    # ...and at a random step, mid-epoch, before the stop.
+    kill_at = random.Random().choice([s for s in range(per_epoch + 1, (trained - 1) * per_epoch) if s % 5])
+    folder = faulty_project(tmp_path / "inside", config)
+    assert kit_run(folder, f"step:{kill_at}=KILL").returncode == -9
+    resumed = kit_run(folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(folder / "runs" / "run-1", expected, f"early stopping, killed at step {kill_at}")
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
+
+
+def documented_stateful_callback() -> str:
+    """The `get_state`/`set_state` example of docs/hooks.md, as a plugin file."""
+    section = DOCS.read_text(encoding="utf-8").split("## register_callbacks(")[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[1]
+
+
+def test_documented_callback_state_survives_a_kill(tmp_path):
+    """A plugin callback's get_state()/set_state() carry it through kill -9 exactly (the docs example)."""
+    config = TASKS["regression"][1].format(data=make_tabular(tmp_path)) + TRAIN
+    for side in ("straight", "killed"):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "smoothed.py").write_text(documented_stateful_callback())
+    expected, stderr = straight_run(tmp_path, config, ("smoothed.py",))
+    folder = faulty_project(tmp_path / "killed", config, ("smoothed.py",))
+    kill_at = random.Random().choice([s for s in range(5, 3 * steps_per_epoch(stderr)) if s % 4])
+    assert kit_run(folder, f"step:{kill_at}=KILL").returncode == -9
+    assert kit_run(folder).returncode == 0
+    smoothed = [json.loads((d / "smoothed_loss.json").read_text()) for d in (folder / "runs" / "run-1", expected)]
+    assert smoothed[0] == smoothed[1] and smoothed[0]["steps"] > 0
+    assert_same_run(folder / "runs" / "run-1", expected, f"documented callback, killed at step {kill_at}")
+
+
+# ------------------------------------------------------ faults after training
+
+
+@pytest.fixture(scope="module")
+def regression_straight(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    config = TASKS["regression"][1].format(data=make_tabular(root)) + TRAIN
+    run_dir, stderr = straight_run(root, config)
+    return root, config, run_dir, steps_per_epoch(stderr)
+
+
+@pytest.mark.parametrize(
+    "fault, status",
+    [
+        ("save_model=KILL", -9),  # killed while saving the model
+        ("final_metrics=TERM", 130),  # SIGTERM during the final evaluation (issue 13: it exited 143)
+        ("write_outputs=KILL", -9),  # killed while writing metrics.json
+        ("plot_curves=KILL", -9),  # killed while drawing curves.png
+        ("final_metrics=INT", 130),  # Ctrl-C during the final evaluation
+    ],
+)
+def test_stopped_after_training_finishes_without_training_again(regression_straight, tmp_path, fault, status):
+    root, config, expected, per_epoch = regression_straight
+    folder = faulty_project(tmp_path / "p", config)
+    stopped = kit_run(folder, fault)
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    run_dir = folder / "runs" / "run-1"
+    history = (run_dir / "history.jsonl").read_bytes()
+    finished = kit_run(folder)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resuming from step {3 * per_epoch}" in finished.stderr  # the trained state: nothing to train
+    assert (run_dir / "history.jsonl").read_bytes() == history
+    assert_same_run(run_dir, expected, fault)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "after:_write_state=KILL",  # every file of a state written, not yet renamed into place
+        "save_weights_file=KILL",  # while writing an epoch checkpoint
+        "step:7=INT",  # Ctrl-C mid-epoch: saved at that step
+        "step:7=HUP",  # the terminal closed mid-epoch: saved at that step
+    ],
+)
+def test_faults_during_training_resume_exactly(regression_straight, tmp_path, fault):
+    root, config, expected, per_epoch = regression_straight
+    folder = faulty_project(tmp_path / "p", config)
+    stopped = kit_run(folder, fault)
+    assert stopped.returncode in (-9, 130), stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    run_dir = folder / "runs" / "run-1"
+    if fault.startswith("step:"):
+        assert saved_steps(run_dir)[-1] == 7 and "stopped by SIG" in stopped.stderr
+    assert not list((run_dir / "backup").glob(".writing-*")) or fault.startswith("after:")
+    finished = kit_run(folder)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert_same_run(run_dir, expected, fault)
+
+
+def test_second_ctrl_c_quits_at_once(regression_straight, tmp_path):
+    """Two Ctrl-C: no state for that step, exit 130 at once; the run resumes from the state before."""
+    root, config, expected, per_epoch = regression_straight
+    folder = faulty_project(tmp_path / "p", config)
+    stopped = kit_run(folder, "step:7=INT2")
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    assert saved_steps(folder / "runs" / "run-1")[-1] == 4  # checkpoint_every_steps: 4
+    assert kit_run(folder).returncode == 0
+    assert_same_run(folder / "runs" / "run-1", expected, "two Ctrl-C")
+
+
+def test_sigterm_before_training_creates_nothing(tmp_path):
+    """SIGTERM while the data is being checked: exit 130 (not 143), and no run folder."""
+    folder = faulty_project(tmp_path / "p", TASKS["regression"][1].format(data=make_tabular(tmp_path)) + TRAIN)
+    stopped = kit_run(folder, "scan=TERM")
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "SIGTERM received" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert not (folder / "runs").exists()
+
+
 def test_sigterm_saves_the_state_mid_epoch_and_exits_130(tmp_path):
-    """SIGTERM (what schedulers send) saves the training state at the next step and exits 130."""
+    """SIGTERM (what schedulers send) from outside saves the training state at the next step and exits 130."""
     data = make_tabular(tmp_path, rows=2000)
     config = TASKS["regression"][1].format(data=data).replace("batch_size: 16", "batch_size: 8")
     folder = project(tmp_path / "p", config + "train:\n  epochs: 40\n  verbose: 0\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KIT_LOAD_PLUGINS": ""}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kit", "run", str(folder)], env=env, stderr=subprocess.PIPE, text=True
-    )
+    process = start_run(folder)
     history = folder / "runs" / "run-1" / "history.jsonl"
     deadline = time.time() + 300
     while not (history.exists() and history.read_text().strip()) and time.time() < deadline:
@@ -164,11 +407,79 @@ def test_sigterm_saves_the_state_mid_epoch_and_exits_130(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     assert "SIGTERM received" in stderr and "Run the same command again" in stderr
     assert "Traceback" not in stderr
-    states = sorted((folder / "runs" / "run-1" / "backup").glob("step-*"))
-    assert states, "no state saved on SIGTERM"
-    step = int(states[-1].name.split("-")[1])
+    step = saved_steps(folder / "runs" / "run-1")[-1]
     assert step % steps_per_epoch(stderr), "the state was saved mid-epoch, at the step the signal arrived"
     assert f"stopped by SIGTERM at step {step}" in stderr
+
+
+# ---------------------------------------------------------- concurrent runs
+
+
+def test_two_runs_at_once_train_into_their_own_folders(regression_straight, tmp_path):
+    """Started at the same instant, then a third while they train: run-1, run-2, run-3, each complete."""
+    root, config, expected, per_epoch = regression_straight
+    folder = project(tmp_path / "p", config)
+    first, second = start_run(folder), start_run(folder)
+    deadline = time.time() + 300
+    while not list(folder.glob("runs/run-*/history.jsonl")) and time.time() < deadline:
+        time.sleep(0.05)
+    third = start_run(folder)
+    outputs = [process.communicate(timeout=600) for process in (first, second, third)]
+    for process, (_, stderr) in zip((first, second, third), outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    runs = sorted(p.name for p in (folder / "runs").iterdir())
+    assert runs == ["run-1", "run-2", "run-3"]
+    for name in runs:
+        assert_same_run(folder / "runs" / name, expected, name)
+    assert any("being trained by another kit run (pid" in stderr for _, stderr in outputs), outputs[2][1]
+
+
+def test_run_dir_held_by_a_running_kit_run_is_refused(regression_straight, tmp_path):
+    """`--run-dir` at a run another process is training: refused with that process's pid."""
+    root, config, expected, per_epoch = regression_straight
+    folder = faulty_project(tmp_path / "p", config)
+    run_dir = folder / "runs" / "run-1"
+    holder = start_run(folder, "step:2=SLEEP")
+    deadline = time.time() + 300
+    while not (run_dir / "run.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    refused = kit_run(folder, None, "--run-dir", str(run_dir))
+    holder.kill()
+    holder.communicate(timeout=60)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert f"is being written by another kit run (pid {holder.pid})" in refused.stderr
+
+
+# ---------------------------------------------------------------- disk full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (root only), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_disk_full_is_one_line_and_keeps_the_saved_states(tmp_path, small_disk):
+    """A full disk while training: one "disk is full" line, exit 1, no h5py tracebacks, saved states intact."""
+    config = TASKS["regression"][1].format(data=make_tabular(tmp_path))
+    config += "model:\n  hidden_units: [256, 256]\ntrain:\n  epochs: 20\n  checkpoint_every_steps: 3\n  verbose: 0\n"
+    folder = project(tmp_path / "p", config + f"runs_dir: {small_disk / 'runs'}\n")
+    full = kit_run(folder)
+    assert full.returncode == 1, full.stderr[-3000:]
+    problems = [line for line in full.stderr.splitlines() if re.search(r"Error|Traceback|h5py|Exception", line)]
+    assert len(problems) == 1 and problems[0].startswith("Error: The disk is full"), full.stderr[-3000:]
+    run_dir = small_disk / "runs" / "run-1"
+    assert not list((run_dir / "backup").glob(".writing-*"))
+    assert saved_steps(run_dir), "the disk filled before any state was saved: make the tmpfs larger"
+
+
+# ---------------------------------------------------------------- unit level
 
 
 def small_model():
@@ -188,8 +499,30 @@ def train_steps(model, steps):
         model.train_on_batch(x, np.zeros((4, 1), "float32"))
 
 
-def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path, capsys):
-    from kit.harness.resume import WEIGHTS, restore_state, save_state, saved_states
+def _truncate(state, name):
+    data = (state / name).read_bytes()
+    (state / name).write_bytes(data[: len(data) // 2])
+
+
+DAMAGES = {
+    "a truncated weights file": lambda state: _truncate(state, "state.weights.h5"),
+    "no random.npz": lambda state: (state / "random.npz").unlink(),
+    "no metrics.npz": lambda state: (state / "metrics.npz").unlink(),
+    "no callbacks.json": lambda state: (state / "callbacks.json").unlink(),
+    "a garbled state.json": lambda state: (state / "state.json").write_text("{not json"),
+    "a state.json that is a list": lambda state: (state / "state.json").write_text("[1, 2]"),
+    "callbacks.json not an object": lambda state: (state / "callbacks.json").write_text('"x"'),
+    "a missing callback array": lambda state: (state / "callbacks.json").write_text('{"a": {"__array__": "7"}}'),
+    "one random state too many": lambda state: np.savez(state / "random.npz", np.zeros(2), np.zeros(2), np.zeros(2)),
+    "another model's weights": lambda state: (state / "state.json").write_text(
+        json.dumps({**json.loads((state / "state.json").read_text()), "model": "0123456789abcdef"})
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path, capsys, damage):
+    from kit.harness.resume import restore_state, save_state, saved_states
 
     model = small_model()
     train_steps(model, 2)
@@ -197,16 +530,35 @@ def test_a_damaged_newest_state_falls_back_to_the_previous_one(tmp_path, capsys)
     expected = [w.numpy().copy() for w in model.weights]
     train_steps(model, 3)
     newest = save_state(model, tmp_path, epoch=0, keep=3)
-    data = (newest / WEIGHTS).read_bytes()
-    (newest / WEIGHTS).write_bytes(data[: len(data) // 2])  # a write cut short by a crash or a full disk
+    DAMAGES[damage](newest)
     (tmp_path / ".writing-abc").mkdir()  # an interrupted write: never a candidate
     assert [p.name for p in saved_states(tmp_path)] == ["step-000000005", "step-000000002"]
 
     fresh = small_model()
-    assert restore_state(fresh, tmp_path) == 2
+    assert restore_state(fresh, tmp_path).step == 2
     assert "step-000000005 is damaged" in capsys.readouterr().err
     for restored, saved in zip(fresh.weights, expected):
         assert np.array_equal(restored.numpy(), saved)
+    # Set aside, kept: the states saved from here on are the newest, never pruned in its favour.
+    assert [p.name for p in saved_states(tmp_path)] == ["step-000000002"]
+    assert (tmp_path / "damaged-step-000000005").is_dir()
+
+
+def test_when_every_state_is_damaged_training_starts_afresh(tmp_path, capsys):
+    from kit.harness.resume import restore_state, save_state, saved_states
+
+    model = small_model()
+    train_steps(model, 3)
+    state = save_state(model, tmp_path, epoch=0)
+    (state / "state.weights.h5").write_bytes(b"")
+    (tmp_path / "step-000000009").write_text("a file, not a state")
+    fresh = small_model()
+    untouched = [v.numpy().copy() for v in fresh.weights]
+    assert restore_state(fresh, tmp_path).step == 0
+    assert int(fresh.optimizer.iterations.numpy()) == 0
+    for got, want in zip(fresh.weights, untouched):
+        assert np.array_equal(got.numpy(), want)
+    assert saved_states(tmp_path) == []
 
 
 def test_states_restore_dropout_randomness_and_prune_old_ones(tmp_path):
@@ -222,10 +574,113 @@ def test_states_restore_dropout_randomness_and_prune_old_ones(tmp_path):
     expected = [w.numpy().copy() for w in model.weights]
 
     again = small_model()
-    assert restore_state(again, tmp_path) == 4
+    assert restore_state(again, tmp_path).step == 4
     train_steps(again, 2)  # the same dropout masks as the uninterrupted model drew
     for got, want in zip(again.weights, expected):
         assert np.array_equal(got.numpy(), want)
+
+
+def test_callback_states_round_trip_with_weights_stored_once(tmp_path):
+    """Early stopping's best weights: a marker when they are the model's own, an array file otherwise."""
+    import keras
+
+    from kit.harness.callbacks import TrainingCallbacks
+    from kit.harness.resume import CALLBACK_ARRAYS, restore_state, save_state
+
+    model = small_model()
+    train_steps(model, 2)
+    stopping = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    stopping.set_model(model)
+    stopping.wait, stopping.best, stopping.best_epoch = 2, 0.25, 4
+    stopping.best_weights = model.get_weights()
+    callbacks = TrainingCallbacks([stopping], {}, model)
+    same = save_state(model, tmp_path / "a", epoch=5, callbacks=callbacks.states())
+    assert not (same / CALLBACK_ARRAYS).exists()  # the model's own weights: not written twice
+    best = model.get_weights()
+    train_steps(model, 1)
+    other = save_state(model, tmp_path / "b", epoch=5, callbacks=callbacks.states())
+    assert (other / CALLBACK_ARRAYS).exists()
+
+    for folder, expected in ((tmp_path / "a", best), (tmp_path / "b", best)):
+        fresh = keras.callbacks.EarlyStopping(restore_best_weights=True)
+        restored = restore_state(small_model(), folder)
+        TrainingCallbacks([fresh], {}, model).restore(restored.callbacks)
+        assert (fresh.wait, fresh.best, fresh.best_epoch) == (2, 0.25, 4)
+        assert all(np.array_equal(a, b) for a, b in zip(fresh.best_weights, expected))
+
+
+def test_a_state_that_is_not_json_is_refused_naming_the_plugin():
+    import keras
+
+    from kit.errors import PluginError
+    from kit.harness.callbacks import TrainingCallbacks
+
+    class Odd(keras.callbacks.Callback):
+        def get_state(self):
+            return {"seen": {1, 2}}
+
+    odd = Odd()
+    with pytest.raises(PluginError, match=r"Plugin 'odd.py' failed in its callback Odd.get_state: TypeError"):
+        TrainingCallbacks([odd], {id(odd): "odd.py"}, small_model()).states()
+
+
+def test_one_training_across_fits_with_true_epoch_and_batch_numbers(capsys):
+    """A resumed run's two fits: one on_train_begin, batch numbers of the epoch, "Epoch 2/3" on the progress bar."""
+    import keras
+
+    from kit.harness.callbacks import TrainingCallbacks
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append("begin")
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+        def on_train_end(self, logs=None):
+            seen.append("end")
+
+    model = small_model()
+    x, y = np.ones((16, 3), "float32"), np.zeros((16, 1), "float32")
+    callbacks = TrainingCallbacks([Record()], {}, model, verbose=2, epochs=3, steps=4)
+    callbacks.start()
+    callbacks.first_batch = 2  # the epoch's first two steps were trained before the kill
+    model.fit(x, y, batch_size=4, initial_epoch=1, epochs=2, steps_per_epoch=2, callbacks=callbacks, verbose=0)
+    model.fit(x, y, batch_size=4, initial_epoch=2, epochs=3, steps_per_epoch=4, callbacks=callbacks, verbose=0)
+    callbacks.finish()
+    assert seen == ["begin", 2, 3, 0, 1, 2, 3, "end"]
+    shown = capsys.readouterr().out
+    assert "Epoch 2/3" in shown and "Epoch 3/3" in shown and "Epoch 2/2" not in shown
+
+
+def test_a_full_disk_is_an_ordinary_error_and_leaves_no_partial_file(small_disk):
+    """kit's HDF5 files are built in memory: the disk is met by Python (ENOSPC), never by HDF5 (a crash)."""
+    import errno
+
+    import keras
+
+    from kit.harness.resume import save_weights_file
+
+    inputs = keras.Input((512,))
+    model = keras.Model(inputs, keras.layers.Dense(2048)(inputs))  # 4 MB of weights for a 3 MB disk
+    with pytest.raises(OSError) as failed:
+        save_weights_file(model, small_disk / "big.weights.h5")
+    assert failed.value.errno == errno.ENOSPC
+    assert list(small_disk.iterdir()) == []
+
+
+def test_hdf5_files_left_open_by_a_failed_write_are_closed(tmp_path):
+    """What `kit run` does after an error: a plugin's half-written HDF5 file is closed now, not at exit."""
+    import h5py
+
+    from kit.harness.resume import close_h5_files
+
+    handle = h5py.File(tmp_path / "plugin.h5", "w")
+    handle.create_dataset("kernel", data=np.ones((64, 64)))
+    assert close_h5_files() >= 1
+    assert not handle.id.valid
 
 
 def test_training_phases_finish_a_partial_epoch_first():

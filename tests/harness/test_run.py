@@ -245,16 +245,28 @@ def test_keras_dataset_missing_says_what_to_do(runner, tmp_path, monkeypatch):
 
 def test_nan_loss_stops_with_advice(runner, tmp_path):
     data = make_tabular(tmp_path)
-    folder = project(
-        tmp_path / "p",
-        REGRESSION.format(train=data).replace(
-            "learning_rate: 0.01", "learning_rate: 1.0e+30\n  optimizer: sgd\n  clip_norm: null"
-        ),
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "breaks.py").write_text(
+        "import keras, kit\n"
+        "class Break(keras.callbacks.Callback):\n"
+        "    def on_train_batch_begin(self, batch, logs=None):\n"
+        "        if self.model.optimizer.iterations.numpy() == 12:\n"
+        "            self.model.trainable_weights[-1].assign(self.model.trainable_weights[-1] * float('nan'))\n"
+        "@kit.hookimpl\n"
+        "def register_callbacks(register, run):\n"
+        "    register(Break())\n"
     )
+    folder = project(tmp_path / "p", REGRESSION.format(train=data) + "plugins: [breaks.py]\n")
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1, result.output
-    assert "the loss became nan" in result.output.lower() and "lower train.learning_rate" in result.output
-    assert not (folder / "runs" / "run-1" / "metrics.json").exists()
+    assert "the loss became nan at epoch 2, batch 3" in result.output.lower()
+    assert "lower train.learning_rate" in result.output and "same config fails the same way" in result.output
+    run_dir = folder / "runs" / "run-1"
+    assert not (run_dir / "metrics.json").exists()
+    # Stopped at once: the broken epoch is neither validated nor checkpointed, the last good state is kept.
+    assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1]
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("epoch-*")) == ["epoch-001.weights.h5"]
+    assert [p.name for p in (run_dir / "backup").glob("step-*")] == ["step-000000010"]
 
 
 def test_interrupted_run_resumes(runner, tmp_path):
@@ -262,11 +274,11 @@ def test_interrupted_run_resumes(runner, tmp_path):
     data = make_tabular(tmp_path)
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "crash.py").write_text(
-        "import os, keras, kit\n"
+        "import os, signal, keras, kit\n"
         "class Crash(keras.callbacks.Callback):\n"
         "    def on_epoch_end(self, epoch, logs=None):\n"
         "        if epoch == 1 and os.environ.get('KIT_TEST_CRASH'):\n"
-        "            raise KeyboardInterrupt\n"
+        "            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C\n"
         "@kit.hookimpl\n"
         "def register_callbacks(register, run):\n"
         "    register(Crash())\n"
@@ -353,3 +365,178 @@ def test_jit_compile_true_really_compiles_with_xla(jit, tmp_path, monkeypatch):
     train(load_config(folder, [f"train.jit_compile={jit}"]))
     assert built["model"].jit_compile is (jit == "true")
     trainer.seed_everything(0)  # later tests in this process expect deterministic ops
+
+
+# ------------------------------------------------------------ faults during `kit run` (in this process)
+
+
+def interrupted_run(runner, tmp_path, extra: str = "", epochs: int = 3, plugins: str = ""):
+    """A project and its run-1, stopped by a Ctrl-C at the end of epoch 1 (state saved, exit 130)."""
+    data = make_tabular(tmp_path)
+    (tmp_path / "p").mkdir(exist_ok=True)
+    (tmp_path / "p" / "ctrl_c.py").write_text(
+        "import os, signal, keras, kit\n"
+        "class CtrlC(keras.callbacks.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None):\n"
+        "        if epoch == 0 and os.environ.get('KIT_TEST_CTRL_C'):\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "@kit.hookimpl\n"
+        "def register_callbacks(register, run):\n"
+        "    register(CtrlC())\n"
+    )
+    config = REGRESSION.format(train=data).replace("epochs: 8", f"epochs: {epochs}")
+    folder = project(tmp_path / "p", config + extra + f"plugins: [{plugins}ctrl_c.py]\n")
+    result = runner.invoke(cli, ["run", str(folder)], env={"KIT_TEST_CTRL_C": "1"})
+    assert result.exit_code == 130, result.output
+    assert "stopped by SIGINT at step" in result.output
+    return folder, folder / "runs" / "run-1"
+
+
+def test_a_changed_config_or_data_starts_a_new_run_and_says_why(runner, tmp_path):
+    folder, run_dir = interrupted_run(runner, tmp_path)
+    data = tmp_path / "table.csv"
+    data.write_text(data.read_text() + "0.5,0.5,red,1.5\n")
+    result = runner.invoke(cli, ["run", str(folder)], env={"KIT_TEST_CTRL_C": "1"})
+    assert result.exit_code == 130, result.output
+    assert "run-1 is unfinished but its data changed since it started (data.train); starting a new run" in result.output
+    (folder / "kit.yaml").write_text((folder / "kit.yaml").read_text().replace("epochs: 3", "epochs: 2"))
+    result = run_ok(runner, ["run", str(folder)])
+    assert "run-2 is unfinished but was started with another config (changed: train.epochs)" in result.output
+    assert f"--run-dir {folder / 'runs' / 'run-2'}" in result.output
+    assert (folder / "runs" / "run-3" / "metrics.json").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # kept, never overwritten
+    refused = runner.invoke(cli, ["run", str(folder), "--run-dir", str(run_dir)])
+    assert refused.exit_code == 1 and "changed" in refused.output
+
+
+STATEFUL = """
+import json, os, keras, kit
+class Counter(keras.callbacks.Callback):
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.seen, self.restored = path, 0, None
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+    def on_train_end(self, logs=None):
+        self.path.write_text(json.dumps({"seen": self.seen, "restored": self.restored}))
+    def get_state(self):
+        return {"seen": self.seen}
+    def set_state(self, state):
+        if os.environ.get("KIT_TEST_BROKEN"):
+            raise KeyError("seen")
+        self.seen = self.restored = state["seen"]
+@kit.hookimpl
+def register_callbacks(register, run):
+    register(Counter(run.run_dir / "counter.json"))
+"""
+
+
+def test_callback_states_are_saved_and_given_back(runner, tmp_path):
+    """A plugin callback's get_state() is saved with each training state; set_state() gets it back on resume,
+    and a set_state() that fails is one line naming the plugin and the callback."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "stateful.py").write_text(STATEFUL)
+    folder, run_dir = interrupted_run(runner, tmp_path, epochs=2, plugins="stateful.py, ")
+    saved = json.loads(sorted((run_dir / "backup").glob("step-*"))[-1].joinpath("callbacks.json").read_text())
+    assert {"seen": 10} in saved.values(), saved
+    broken = runner.invoke(cli, ["run", str(folder)], env={"KIT_TEST_BROKEN": "1"})
+    assert broken.exit_code == 1, broken.output
+    assert "Plugin 'stateful.py' failed in its callback Counter.set_state: KeyError: 'seen'" in broken.output
+    run_ok(runner, ["run", str(folder)])
+    assert json.loads((run_dir / "counter.json").read_text()) == {"seen": 20, "restored": 10}
+
+
+def test_odd_run_folders_and_paths_do_not_get_in_the_way(runner, tmp_path, monkeypatch):
+    """A file named run-1, a stale lock, braces in the path, a clock set back, a cut history line."""
+    import time
+    import types
+
+    data = make_tabular(tmp_path)
+    folder = project(tmp_path / "my {project}", REGRESSION.format(train=data).replace("epochs: 8", "epochs: 2"))
+    (folder / "runs").mkdir()
+    (folder / "runs" / "run-1").write_text("not a run")
+    now = [2_000_000_000.0]
+    clock = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+    clock.time = lambda: now.__setitem__(0, now[0] - 3600) or now[0]  # set back an hour at every look
+    monkeypatch.setattr("kit.harness.run.time", clock)
+    run_ok(runner, ["run", str(folder)])
+    record = json.loads((folder / "runs" / "run-2" / "run.json").read_text())
+    assert record["status"] == "complete" and record["wall_seconds"] >= 0
+    assert (folder / "runs" / "run-2" / "checkpoints" / "best.weights.h5").is_file()
+    stale = tmp_path / "elsewhere"
+    stale.mkdir()
+    (stale / ".lock").write_text("12345 a-host-long-gone\n")  # left by a run killed as it started
+    run_ok(runner, ["run", str(folder), "--run-dir", str(stale)])
+    assert json.loads((stale / "run.json").read_text())["status"] == "complete"
+
+
+def test_a_cut_history_line_does_not_stop_a_resume(runner, tmp_path):
+    """Killed while appending to history.jsonl: the half line is dropped and the epoch trained again."""
+    folder, run_dir = interrupted_run(runner, tmp_path)
+    with open(run_dir / "history.jsonl", "a") as handle:
+        handle.write('{"epoch": 2, "loss": 0.3')
+    run_ok(runner, ["run", str(folder)])
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_plugin_callbacks_that_stop_training_or_save_nothing_are_fine(runner, tmp_path):
+    """A callback setting model.stop_training mid-epoch ends the run early and cleanly; keep_checkpoints 1
+    with early stopping keeps one epoch file and the best weights in the model; a step interval longer than
+    the run saves at epoch ends only."""
+    data = make_tabular(tmp_path)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "stop.py").write_text(
+        "import keras, kit\n"
+        "class Enough(keras.callbacks.Callback):\n"
+        "    def on_train_batch_end(self, batch, logs=None):\n"
+        "        if self.model.optimizer.iterations.numpy() == 25:\n"
+        "            self.model.stop_training = True\n"
+        "@kit.hookimpl\n"
+        "def register_callbacks(register, run):\n"
+        "    register(Enough())\n"
+    )
+    extra = "  keep_checkpoints: 1\n  early_stopping_patience: 3\n  checkpoint_every_steps: 100000\n"
+    config = REGRESSION.format(train=data).replace("  verbose: 0\n", "  verbose: 0\n" + extra)
+    folder = project(tmp_path / "p", config + "plugins: [stop.py]\n")
+    run_ok(runner, ["run", str(folder)])
+    run_dir = folder / "runs" / "run-1"
+    assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert [p.name for p in (run_dir / "checkpoints").glob("epoch-*")] == ["epoch-003.weights.h5"]
+
+
+def test_a_plugin_cannot_end_kit_at_import(tmp_path, monkeypatch):
+    """An installed plugin calling sys.exit(0) or raising KeyboardInterrupt when imported is recorded as failed."""
+    from kit.plugins import Plugins
+
+    class Entry:
+        def __init__(self, name, error):
+            self.name, self.package, self.version, self.error = name, name, "1.0", error
+
+        def load(self):
+            raise self.error
+
+    entries = [Entry("quits", SystemExit(0)), Entry("ctrl", KeyboardInterrupt()), Entry("halts", GeneratorExit())]
+    monkeypatch.setattr("kit.plugins.entry_points", lambda group: entries)
+    monkeypatch.delenv("KIT_LOAD_PLUGINS")
+    plugins = Plugins()
+    plugins.load_entry_points()
+    errors = {info.name: info.error for info in plugins.errors()}
+    assert "called sys.exit(0)" in errors["quits"]
+    assert errors["ctrl"].startswith("import failed: KeyboardInterrupt")
+    assert errors["halts"].startswith("import failed: GeneratorExit")
+
+
+def test_something_in_the_way_in_the_run_folder_is_named(runner, tmp_path):
+    """A file where the run keeps a folder (checkpoints/, backup/): one line naming it; moved away, it resumes."""
+    import shutil
+
+    folder, run_dir = interrupted_run(runner, tmp_path)
+    shutil.move(run_dir / "checkpoints", tmp_path / "moved")
+    (run_dir / "checkpoints").write_text("oops")
+    result = runner.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"kit cannot write {run_dir / 'checkpoints'} (File exists): something else is in its place" in result.output
+    (run_dir / "checkpoints").unlink()
+    run_ok(runner, ["run", str(folder)])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"

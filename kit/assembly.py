@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit.backbone import Backbone, InputKind
-from kit.config import Config, validate_options
+from kit.config import Config, check_inputs, validate_options
 from kit.data.fields import Field
 from kit.data.plan import DataPlan, check_columns
 from kit.errors import ConfigError, PluginError
@@ -66,11 +66,13 @@ def load_task(config: Config, plugins: Plugins | None = None) -> tuple[Task, str
     return registered.obj(config, options), registered.plugin
 
 
-def data_plan(config: Config, plugins: Plugins | None = None) -> DataPlan:
+def data_plan(config: Config, plugins: Plugins | None = None, train_described: str = "data.train") -> DataPlan:
+    """Which source feeds each split. `train_described` is how messages name the training source (`kit predict`
+    and `kit eval --data` call theirs "The input": it came from the command line, not data.train)."""
     plugins = plugins or get_plugins()
     plugins.collect()
     schemes = {name: item.obj for name, item in plugins.data_sources.items.items()}
-    return DataPlan(config.data, config.project_dir, config.seed, schemes)
+    return DataPlan(config.data, config.project_dir, config.seed, schemes, train_described)
 
 
 def accepted_kinds(task: Task, plugins: Plugins) -> list[Registered]:
@@ -141,7 +143,8 @@ def assemble(config: Config, plugins: Plugins | None = None) -> Pieces:
     columns = source.columns()
     kind = choose_kind(config, task, columns, source.kind_hint, plugins).obj(config)
     kind.setup(source, task.target_columns())
-    check_not_targets(kind, task)
+    check_inputs(config, task.target_columns(), kind.name)  # keys naming a target, with their file and line
+    check_not_targets(kind, task)  # any kind's columns, plugins' included
     check_columns(source, kind.fields, kind.setting)
     backbone, backbone_plugin = make_backbone(config, kind, plugins)
     return Pieces(task, plugin, plan, kind, backbone, backbone_plugin)
@@ -155,10 +158,11 @@ def restore(config: Config, bundle: dict[str, Any], plugins: Plugins | None = No
     task_entry = _installed(plugins.tasks, bundle["task"], "task")
     task = task_entry.obj(config, validate_options(task_entry.obj.Options, config.options, config.task, None))
     task.setup_fields()
-    _set_states(task.fields, bundle["targets"])
-    kind = _installed(plugins.input_kinds, bundle["inputs"]["kind"], "input kind").obj(config)
+    _set_states(task.fields, bundle["targets"], "targets")
+    kind = _installed(plugins.input_kinds, {"name": bundle["inputs"]["kind"], "plugin": bundle["inputs"].get("plugin")},
+                      "input kind").obj(config)  # fmt: skip
     kind.load(bundle["inputs"], task.target_columns())
-    _set_states(kind.fields, bundle["features"])
+    _set_states(kind.fields, bundle["features"], "features")
     saved = bundle["backbone"]
     family = _installed(plugins.backbones, {"name": saved["family"], "plugin": saved.get("plugin")}, "backbone family")
     return Pieces(task, task_entry.plugin, None, kind, family.obj(config.backbone_ref, kind, config), family.plugin)
@@ -170,26 +174,46 @@ def saved_reference(bundle: dict[str, Any]) -> BackboneRef:
     return BackboneRef(str(saved["reference"]), str(saved.get("form", "name")), name=saved.get("name"))
 
 
+class MissingPlugin(PluginError):
+    """A trained run needs a task, input kind or backbone family that no installed plugin provides."""
+
+    def __init__(self, what: str, name: str, plugin: str | None):
+        self.what, self.name, self.plugin = what, name, plugin
+        source = f" (it came from the plugin '{plugin}')" if plugin else ""
+        super().__init__(
+            f"The run was trained with the {what} '{name}', which no installed plugin provides{source}. Install "
+            f"that plugin. kit never imports code named by a run folder."
+        )
+
+
 def _installed(registry: Any, wanted: Any, what: str) -> Registered:
-    """The registered object a run needs, or a clear error naming the plugin to install."""
+    """The registered object a run needs, or a `MissingPlugin` naming the plugin to install."""
     name = wanted["name"] if isinstance(wanted, dict) else wanted
     plugin = wanted.get("plugin") if isinstance(wanted, dict) else None
     if name not in registry.items:
-        source = f" (registered by the plugin '{plugin}' where it was trained)" if plugin else ""
-        raise PluginError(
-            f"This run needs the {what} '{name}'{source}, which no installed plugin provides. Install that "
-            f"plugin (`pip install` its package); kit never loads code from a run folder."
-        )
+        raise MissingPlugin(what, name, plugin)
     return registry.items[name]
 
 
-def _set_states(fields: list[Field], saved: list[dict[str, Any]]) -> None:
+def _set_states(fields: list[Field], saved: list[dict[str, Any]], key: str) -> None:
     """Give each field its learned state; the saved columns must be the fields' own, in order."""
     expected, found = [f.column for f in fields], [item["column"] for item in saved]
     if expected != found:
-        raise ValueError(f"it lists the columns {found} where its config gives {expected}")
+        missing = [c for c in expected if c not in found] or ["none"]
+        extra = [c for c in found if c not in expected] or ["none"]
+        raise RestoreError(
+            f"'{key}' lists {len(found)} columns where its config gives {len(expected)} (missing: "
+            f"{', '.join(map(repr, missing))}; not expected: {', '.join(map(repr, extra))}; or in another order)"
+        )
     for f, item in zip(fields, saved):
-        f.set_state(item["state"])
+        try:
+            f.set_state(item["state"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RestoreError(f"the learned state of {f.column!r} is unusable ({type(exc).__name__}: {exc})") from None
+
+
+class RestoreError(ValueError):
+    """kit_model.json does not fit the fields its config gives (the caller names the file)."""
 
 
 def check_not_targets(kind: InputKind, task: Task) -> None:

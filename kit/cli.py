@@ -19,12 +19,13 @@ class KitGroup(click.Group):
     """Adds commands registered by plugins (loaded only when the name is not built in)."""
 
     def _plugin_commands(self) -> None:
-        if getattr(self, "_plugins_added", False):
-            return
-        self._plugins_added = True
         from kit.plugins import get_plugins
 
-        for plugin, exc in get_plugins().add_commands(self).items():  # a broken plugin must not break the CLI
+        plugins = get_plugins()
+        if getattr(self, "_commands_from", None) is plugins:  # once per set of loaded plugins
+            return
+        self._commands_from = plugins
+        for plugin, exc in plugins.add_commands(self).items():  # a broken plugin must not break the CLI
             click.echo(f"kit: warning: plugin '{plugin}' failed in register_commands: {exc}", err=True)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -124,7 +125,7 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, p
     from kit.inference import TrainedModel, check_input, write_predictions
 
     check_input(input_data)
-    trained = TrainedModel(run_dir, unsafe, plugin_files)
+    trained = TrainedModel(run_dir, unsafe, plugin_files, predicting=True)
     count = write_predictions(trained.predict_rows(input_data), target)
     if output:
         click.echo(f"kit: wrote {count} predictions to {output}", err=True)

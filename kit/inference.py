@@ -26,7 +26,7 @@ from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
-from kit.assembly import Pieces, data_plan, restore, saved_reference
+from kit.assembly import MissingPlugin, Pieces, data_plan, restore, saved_reference
 from kit.console import say
 from kit.data.pipeline import examples
 from kit.data.plan import DataPlan, check_columns, parse_row, report_text, scan
@@ -60,13 +60,17 @@ class TrainedModel:
         unsafe: allow model.keras to hold Python code (Lambda layers).
         plugins: plugin files or modules the user named (--plugin) for a task, kind or family
             that is not installed.
+        predicting: for `kit predict`: a task that does not predict rows (generation) says what to
+            use instead before the model is loaded.
 
     Attributes:
         run: the run's `RunDir`; record: its run.json; bundle: its kit_model.json; config: its
         resolved `Config`; pieces: task, kind, backbone family; model: the Keras model.
     """
 
-    def __init__(self, run_dir: str | Path, unsafe: bool = False, plugins: Sequence[str] = ()):
+    def __init__(
+        self, run_dir: str | Path, unsafe: bool = False, plugins: Sequence[str] = (), predicting: bool = False
+    ):
         self.run = RunDir(run_dir)
         self.run_dir = self.run.path
         self.record = read_record(self.run_dir)
@@ -75,6 +79,8 @@ class TrainedModel:
         warn_if_unfinished(self.run_dir, self.record)
         confine_names(self.bundle, self.folder, self.run.bundle_file)
         self.config = saved_config(self.bundle, self.run.bundle_file, saved_reference(self.bundle))
+        if predicting:
+            refuse_unpredictable(self.bundle)
         self.pieces: Pieces = self._restore(plugins)
         check_keras_archive(self.run.model_file)
         self.model = load_keras_model(self.run.model_file, unsafe)
@@ -89,10 +95,12 @@ class TrainedModel:
         try:
             with reading(self.run.bundle_file):
                 pieces = restore(self.config, self.bundle, plugins)
-        except PluginError as exc:
-            raise PluginError(f"{shown(self.run_dir)}: {exc}{_plugin_hint(self.record, self.bundle)}") from None
+        except MissingPlugin as exc:
+            raise PluginError(_missing_plugin(self.run_dir, exc, self.record, self.bundle)) from None
         except ConfigError as exc:
-            raise ModelError(f"The saved options of {shown(self.run.bundle_file)} do not fit the installed plugins: {exc}") from None
+            raise ModelError(
+                f"The saved options of {shown(self.run.bundle_file)} do not fit the installed plugins: {exc}"
+            ) from None
         for folder in self.folder.iterdir():  # keras-hub reads these: check the classes they name first
             if folder.is_dir():
                 check_preset_files(folder)
@@ -181,6 +189,17 @@ class TrainedModel:
             ) from None
 
 
+def refuse_unpredictable(bundle: dict[str, Any]) -> None:
+    """A task that does not predict rows (generation continues text) says what to use instead, at once."""
+    from kit.plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.collect()
+    entry = plugins.tasks.items.get(bundle["task"]["name"])
+    if entry is not None and not entry.obj.predicts:
+        entry.obj.__new__(entry.obj).predictions(np.zeros((0,)))
+
+
 # ------------------------------------------------------------------ plugins a run needs
 
 
@@ -193,20 +212,25 @@ def _load_named_plugins(plugins: Any, plugin_files: Sequence[str]) -> None:
         raise PluginError(message.replace("(named in `plugins:` in kit.yaml)", "(from --plugin)")) from None
 
 
-def _plugin_hint(record: dict[str, Any], bundle: dict[str, Any]) -> str:
-    """Which plugin and version trained the run, and --plugin for a project's own plugin file."""
+def _missing_plugin(run_dir: Path, missing: MissingPlugin, record: dict[str, Any], bundle: dict[str, Any]) -> str:
+    """Which plugin and version trained the run (run.json), and --plugin for a project's own plugin file."""
     versions = record.get("plugins") if isinstance(record.get("plugins"), dict) else {}
-    plugin = bundle["task"].get("plugin")
+    plugin = missing.plugin or (record.get("task_plugin") if missing.what == "task" else None)
     version = versions.get(plugin) if isinstance(plugin, str) else None
-    hint = f" The run recorded the plugin {quoted(plugin)}{f' {quoted(version)}' if version else ''}." if plugin else ""
+    made_by = f" (it came from the plugin {quoted(plugin)}{f' {quoted(version)}' if version else ''})"
+    listing = {"task": "tasks", "input kind": "tasks --json", "backbone family": "backbones"}[missing.what]
+    message = (
+        f"{shown(run_dir)} was trained with the {missing.what} {quoted(missing.name)}, which no installed plugin "
+        f"provides{made_by if plugin else ''}. Install that plugin (see `kit {listing}`)"
+    )
     files = bundle["config"].get("plugins")
     if files:
         named = ", ".join(quoted(f) for f in files[:5]) if isinstance(files, list) else quoted(files)
-        hint += (
-            f" If it comes from a project's own plugin file ({named} in the run's config), pass that file with "
-            f"--plugin FILE once you trust its code."
+        message += (
+            f", or, if it comes from a project's own plugin file ({named} in the run's config), pass that file "
+            f"with --plugin FILE once you trust its code"
         )
-    return hint
+    return message + ". kit never imports code named by a run folder."
 
 
 # ------------------------------------------------------------------ does model.keras belong to kit_model.json?
@@ -368,4 +392,3 @@ def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-

@@ -221,7 +221,9 @@ class Plugins:
             return register
 
         for plugin, exc in self.call_each(hook, register_for, only=only).items():
-            self._note_error(plugin, str(exc) if isinstance(exc, PluginError) else f"{hook} {_described(exc, 'raised ')}")
+            self._note_error(
+                plugin, str(exc) if isinstance(exc, PluginError) else f"{hook} {_described(exc, 'raised ')}"
+            )
 
     def _check_backbone(self, plugin: str, family: Any) -> tuple[str, Any]:
         name, family = _check_backbone(plugin, family)

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from kit.errors import ConfigError
+from kit.rundir import RunDir
 
 HANDLE_PREFIXES = ("hf://", "kaggle://", "modelscope://")
 # keras-hub preset names: lower case with underscores (bert_tiny_en_uncased, gemma2_2b_en).
 PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9._]*_[a-z0-9._]+$")
-RUN_BUNDLE = Path("model") / "kit_model.json"
-RUN_PRESET = Path("model") / "preset"
+RUN_BUNDLE = Path(RunDir.MODEL) / RunDir.BUNDLE
+RUN_PRESET = Path(RunDir.MODEL) / RunDir.PRESET
 FORMS = ("auto", "name", "folder", "run", "file", "preset")
 
 

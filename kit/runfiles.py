@@ -441,8 +441,12 @@ def _unloadable(path: Path, exc: BaseException) -> ModelError:
 @contextmanager
 def reading(path: Path) -> Iterator[None]:
     """Turn whatever goes wrong while restoring from `path` into a ModelError naming it."""
+    from kit.assembly import RestoreError
+
     try:
         yield
+    except RestoreError as exc:
+        raise damaged(path, str(exc)) from None
     except KitError as exc:
         if isinstance(exc, (ModelError, PluginError, UsageError)):
             raise

@@ -28,6 +28,7 @@ import pytest
 
 import kit
 from kit.plugins import get_plugins, reset_plugins
+from kit.rundir import RunDir
 
 
 @dataclass
@@ -127,7 +128,7 @@ def check_task(
     cfg = build_config(settings)
     cfg.source_file = tmp_path / "kit.yaml"
     run_dir = train(cfg, tmp_path / "run", argv=["check_task"])
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads(RunDir(run_dir).metrics_file.read_text(encoding="utf-8"))
     _check_metrics(metrics)
     trained = TrainedModel(run_dir)  # reloads model.keras in safe mode
     predictions = list(trained.predict_rows(str(data_file)))

@@ -346,6 +346,10 @@ def load_preset(location: str, cls: Any, **kwargs: Any) -> Any:
     is_local = location.startswith((".", "/", "~")) or local.exists()
     if is_local and not local.exists():
         raise ModelError(f"{location} does not exist (model.backbone). Point it at a model folder.")
+    if local.is_dir():  # a folder someone sent: the classes its JSON names are checked before keras-hub reads it
+        from kit.runfiles import check_preset_files
+
+        check_preset_files(local)
     try:
         return cls.from_preset(str(local) if is_local else location, **kwargs)
     except (OSError, ConnectionError) as exc:

@@ -25,6 +25,7 @@ PUBLIC = {
     "kit",
     "kit.backbone",
     "kit.commands",
+    "kit.compat",
     "kit.console",
     "kit.data",
     "kit.errors",

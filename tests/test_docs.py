@@ -127,7 +127,10 @@ def test_documented_input_kind_and_backbone_work_through_every_verb(runner, tmp_
     from tests.conftest import project, write_csv
 
     data = write_csv(tmp_path / "sensors.csv", ["series", "label"], rows)
-    folder = project(tmp_path / "p", f"task: classification\ndata:\n  train: {data}\ntrain:\n  epochs: 10\n  learning_rate: 0.01\n  verbose: 0\n")
+    folder = project(
+        tmp_path / "p",
+        f"task: classification\ndata:\n  train: {data}\ntrain:\n  epochs: 10\n  learning_rate: 0.01\n  verbose: 0\n",
+    )
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 0, result.output
     run_dir = folder / "runs" / "run-1"

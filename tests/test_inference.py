@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kit import exports, runfiles
 from kit import inference as saved
-from kit import runfiles
 from kit.cli import cli
 from kit.errors import KitError, ModelError, RunDirError
 from tests.conftest import make_tabular, project
@@ -114,7 +114,7 @@ def test_a_project_plugin_loads_only_when_named_on_the_command_line(runner, run,
     plugin.write_text(PLUGIN.format(marker=str(marker)))
 
     def change(bundle):
-        bundle["task"] = bundle["config"]["task"] = "my_regression"
+        bundle["task"]["name"] = bundle["config"]["task"] = "my_regression"
         bundle["config"]["plugins"] = [str(plugin)]
 
     edit_bundle(run, change)
@@ -127,13 +127,16 @@ def test_a_project_plugin_loads_only_when_named_on_the_command_line(runner, run,
 
 
 def test_the_missing_plugin_is_named_from_run_json(runner, run, rows):
-    edit_bundle(run, lambda b: b.update(task="sentiment") or b["config"].update(task="sentiment"))
+    edit_bundle(
+        run,
+        lambda b: b["task"].update(name="sentiment", plugin="kit-sentiment") or b["config"].update(task="sentiment"),
+    )
     record = json.loads((run / "run.json").read_text())
     record.update(task_plugin="kit-sentiment", plugins={"kit-sentiment": "2.1"})
     (run / "run.json").write_text(json.dumps(record))
     result = runner.invoke(cli, ["predict", str(run), str(rows)])
     assert result.exit_code == 1
-    assert "no installed plugin provides (run.json: it came from the plugin 'kit-sentiment' '2.1')" in result.output
+    assert "no installed plugin provides (it came from the plugin 'kit-sentiment' '2.1')" in result.output
 
 
 @pytest.mark.parametrize(
@@ -262,7 +265,7 @@ def test_interrupted_export_can_be_redone(runner, run, tmp_path, monkeypatch):
     def stop(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(saved, "_export_saved_model", stop)
+    monkeypatch.setattr(exports, "_export_saved_model", stop)
     result = runner.invoke(cli, ["export", str(run), "--format", "saved_model"])
     assert result.exit_code == 130 and "no partial output was saved" in result.output
     assert not (run / "export").exists()
@@ -276,7 +279,7 @@ def test_failed_export_check_leaves_nothing(runner, run, tmp_path, monkeypatch):
     def differs(*args):
         raise ModelError("does not reproduce the run's predictions")
 
-    monkeypatch.setattr(saved, "_check_reproduced", differs)
+    monkeypatch.setattr(exports, "_check_reproduced", differs)
     result = runner.invoke(cli, ["export", str(run), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1 and "does not reproduce" in result.output
     assert sorted(os.listdir(tmp_path)) == ["run"]

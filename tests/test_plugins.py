@@ -210,7 +210,9 @@ def test_builtins_register_input_kinds_and_backbone_families():
     plugins = get_plugins()
     plugins.collect()
     assert {"text", "text_pair", "tokens", "tabular", "image", "causal_text"} <= set(plugins.input_kinds.names())
-    assert {"bert", "roberta", "pretrained-text", "mlp", "cnn", "pretrained-image", "gpt"} <= set(plugins.backbones.names())
+    assert {"bert", "roberta", "pretrained-text", "mlp", "cnn", "pretrained-image", "gpt"} <= set(
+        plugins.backbones.names()
+    )
     assert plugins.backbone_origins()["bert-tiny"] == "kit_plugins.backbones.bert"
     assert plugins.backbone_origins()["gpt-tiny"] == "kit_plugins.generation"
 
@@ -227,9 +229,10 @@ def test_a_backbone_name_claimed_twice_names_both_plugins(monkeypatch):
     with_entry_points(monkeypatch, FakeEntryPoint("clashing", lambda: module))
     plugins = get_plugins()
     plugins.collect()
-    assert "'kit_plugins.backbones.bert' and 'clashing' both register a backbone named 'bert-tiny'" in plugins.info[
-        "clashing"
-    ].error
+    assert (
+        "'kit_plugins.backbones.bert' and 'clashing' both register a backbone named 'bert-tiny'"
+        in plugins.info["clashing"].error
+    )
     assert plugins.backbone_origins()["bert-small"] == "kit_plugins.backbones.bert"  # the built-in keeps working
 
 

@@ -29,8 +29,8 @@ from kit.config import Config, check_monitor, dump_yaml, resolved_dict
 from kit.console import say
 from kit.data.plan import report_text, scan
 from kit.errors import RunDirError
-from kit.harness.rundir import ChosenRun, choose_run_dir, write_text_atomic
-from kit.rundir import RunDir
+from kit.harness.rundir import ChosenRun, choose_run_dir
+from kit.rundir import RunDir, write_text_atomic
 
 
 @dataclass

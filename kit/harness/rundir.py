@@ -371,7 +371,7 @@ def require_run_dir(run_dir: Path) -> dict[str, Any]:
     record = read_run(run_dir)
     if record is None:
         raise RunDirError(f"{run_dir} is not a kit run directory (no {RUN_FILE}).")
-    if not (run_dir / "model" / "kit_model.json").is_file():
+    if not RunDir(run_dir).bundle_file.is_file():
         raise RunDirError(
             f"{run_dir} has no trained model yet (status: {record.get('status')}). Finish it with `kit run` first."
         )

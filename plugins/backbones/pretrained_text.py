@@ -84,7 +84,6 @@ class PretrainedEncoder(TextEncoder):
         return self._backbone
 
 
-
 def text_preprocessor(location: str, backbone: Any, sequence_length: int) -> Any:
     """The preset's text-classifier preprocessor; for decoders (no such class), its causal-LM one."""
     import keras_hub

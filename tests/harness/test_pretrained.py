@@ -73,7 +73,7 @@ def test_missing_backbone_folder(runner, tmp_path, text_csv):
     folder = project(tmp_path / "p", config_text(text_csv, tmp_path / "nowhere"))
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1
-    assert "Backbone directory" in result.output and "does not exist" in result.output
+    assert "model.backbone" in result.output and "does not exist" in result.output
     assert not (folder / "runs").exists()
 
 
@@ -185,8 +185,8 @@ def test_unfreeze_after_an_epoch_with_a_lower_backbone_rate(runner, tmp_path, te
     settings = "  unfreeze_backbone_after: 1\n  sequence_length"
     folder = project(
         tmp_path / "p",
-        config_text(text_csv, preset).replace("  sequence_length", settings)
-        + "  epochs: 3\n  backbone_learning_rate: 0.0005\n",
+        config_text(text_csv, preset).replace("  sequence_length", settings).replace("  epochs: 6\n", "  epochs: 3\n")
+        + "  backbone_learning_rate: 0.0005\n",
     )
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 0, result.output
@@ -199,7 +199,11 @@ def test_unfreeze_after_an_epoch_with_a_lower_backbone_rate(runner, tmp_path, te
 @pytest.mark.parametrize(
     "model_settings, train_settings, message",
     [
-        ("  unfreeze_backbone_after: 6\n", "", "model.unfreeze_backbone_after is 6 but training has 6 epochs"),
+        (
+            "  unfreeze_backbone_after: 6\n",
+            "",
+            "6 is not below train.epochs (6), so the backbone would never be trained",
+        ),
         (
             "  lora_rank: 2\n",
             "  backbone_learning_rate: 0.001\n",

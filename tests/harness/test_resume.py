@@ -43,7 +43,8 @@ import time
 import keras
 
 import kit
-from kit.harness import callbacks, resume, run, trainer
+from kit import plots
+from kit.harness import artifacts, callbacks, resume, run, trainer
 
 FAULTS = dict(item.split("=") for item in os.environ.get("KIT_TEST_FAULT", "").split(",") if item)
 SIGNALS = {"KILL": ["SIGKILL"], "TERM": ["SIGTERM"], "INT": ["SIGINT"], "HUP": ["SIGHUP"], "INT2": ["SIGINT"] * 2}
@@ -73,7 +74,7 @@ for when, what in FAULTS.items():
     after, _, name = when.rpartition(":")
     if after == "step":
         continue
-    module = next(m for m in (run, trainer, callbacks, resume) if hasattr(m, name))
+    module = next(m for m in (run, trainer, artifacts, callbacks, resume, plots) if hasattr(m, name))
     setattr(module, name, patched(getattr(module, name), what, after == "after"))
 
 

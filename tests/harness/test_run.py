@@ -159,7 +159,8 @@ def test_text_classification_end_to_end(runner, text_csv, tmp_path):
     assert metrics["test"]["accuracy"] > 0.7
     confusion = json.loads((run_dir / "confusion_test.json").read_text())
     assert confusion["labels"] == ["neg", "pos"] and (run_dir / "confusion_test.png").is_file()
-    assert (run_dir / "model" / "vocab.txt").read_text().startswith("[PAD]\n[UNK]")
+    vocabulary = (run_dir / "model" / "preprocessor" / "assets" / "tokenizer" / "vocabulary.txt").read_text()
+    assert vocabulary.startswith("[PAD]\n[UNK]")  # the learned WordPiece vocabulary, in keras-hub's preset layout
     new = tmp_path / "new.jsonl"
     new.write_text('{"text": "a wonderful delightful film"}\n{"text": "dull and boring plot"}\n')
     lines = predictions(runner, [str(run_dir), str(new)])

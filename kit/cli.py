@@ -136,11 +136,18 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, p
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["keras", "saved_model", "preset"]),
+    type=click.Choice(["keras", "saved_model", "preset", "tflite", "huggingface"]),
     default="keras",
     show_default=True,
-    help="keras: model.keras + kit metadata; saved_model: TF Serving, raw features in; "
-    "preset: keras-hub preset (from_preset loads it).",
+    help="keras: model.keras answering with labels/units; saved_model: TensorFlow Serving, raw features in; "
+    "preset: keras-hub from_preset; tflite: LiteRT; huggingface: a transformers folder (decoders).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "dynamic", "int8"]),
+    default="none",
+    show_default=True,
+    help="tflite only: dynamic (int8 weights) or int8 (weights and activations, calibrated on training data).",
 )
 @click.option(
     "--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT)."
@@ -148,20 +155,47 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, p
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
 @click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
-def export(run_dir: Path, fmt: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]) -> None:
-    """Export a trained run and check that the reloaded export predicts the same."""
+def export(
+    run_dir: Path, fmt: str, quantize: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]
+) -> None:
+    """Export a trained run; check it loads without kit, in a fresh process, and answers as kit does.
+
+    \b
+    Examples:
+      kit export runs/run-1 --format saved_model
+      kit export runs/run-1 --format tflite --quantize int8
+      kit export runs/run-1 --format huggingface -o hf-model
+    """
     from kit.outputs import check_export_destination
     from kit.rundir import RunDir
 
-    destination = output or RunDir(run_dir).export_dir(fmt)
+    if quantize != "none" and fmt != "tflite":
+        from kit.errors import UsageError
+
+        raise UsageError(f"--quantize applies to --format tflite only (not {fmt}); leave it out.")
+    name = fmt if quantize == "none" else f"{fmt}-{quantize}"
+    destination = output or RunDir(run_dir).export_dir(name)
     if run_dir.is_dir():  # otherwise loading the run says what is wrong with it
         check_export_destination(destination, run_dir)  # before the slow part
     quiet_tensorflow()
     from kit.exports import export as export_model
     from kit.inference import TrainedModel
 
-    export_model(TrainedModel(run_dir, unsafe, plugin_files), fmt, destination)
+    export_model(TrainedModel(run_dir, unsafe, plugin_files), fmt, destination, quantize)
     click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
+    for line in _export_summary(destination):
+        click.echo(line)
+
+
+def _export_summary(destination: Path) -> list[str]:
+    """Figures the export measured (TFLite size, latency, metric change) and its notes, one line each."""
+    import json
+
+    record = json.loads((destination / "export.json").read_text(encoding="utf-8"))
+    lines = [f"kit: {note}" for note in record.get("notes", [])]
+    for key, value in record.get("measured", {}).items():
+        lines.append(f"kit: {key}: {value}")
+    return lines
 
 
 @cli.command()

@@ -194,9 +194,53 @@ class Task:
         raise NotImplementedError(f"{type(self).__name__} must implement predictions()")
 
     def postprocess(self, outputs: Any) -> Any:
-        """Map raw outputs to served outputs inside TensorFlow (SavedModel export).
+        """Map raw outputs to the numbers a user reads, with `keras.ops` (default: identity).
 
-        Default: identity. Classification returns probabilities, regression
-        undoes the target normalisation.
+        Classification returns probabilities, regression undoes the target
+        normalisation. `served_outputs` uses it by default.
         """
         return outputs
+
+    # -- exports
+
+    def served_outputs(self, outputs: Any) -> dict[str, Any]:
+        """The named outputs every export serves, computed from the model's raw outputs.
+
+        Called once on a symbolic `keras.Input` shaped like the raw outputs; kit makes a
+        `keras.Model` of it and runs it after the model in every export (Keras, SavedModel,
+        TFLite) and when it checks them, so use Keras layers and `keras.ops` only. Outputs
+        should be what `predictions()` reports: label names and probabilities, numbers in
+        the user's units. String outputs are left out where a format has no strings (TFLite;
+        `export_metadata` then gives the names). Default: `{"outputs": postprocess(outputs)}`.
+
+        Args:
+            outputs: the raw outputs (a KerasTensor), e.g. logits of shape (batch, labels).
+
+        Returns:
+            Output name -> KerasTensor.
+
+        Example::
+
+            def served_outputs(self, outputs):
+                import keras
+                probabilities = keras.layers.Softmax(name="probabilities")(outputs)
+                return {"probabilities": probabilities}
+        """
+        return {"outputs": self.postprocess(outputs)}
+
+    def export_metadata(self) -> dict[str, Any]:
+        """What a user of an export needs to read its outputs, JSON-able (default: nothing).
+
+        Written into the export's `export.json` under "outputs" (and shown in its README):
+        classification gives its labels in the order of its probabilities, regression its
+        target columns and units. Example: `{"labels": ["neg", "pos"]}`.
+        """
+        return {}
+
+    def exporter(self, fmt: str) -> Any:
+        """The task's own writer of export format `fmt` (see `kit.exports.Exporter`), or None for kit's.
+
+        The generation task writes SavedModels that take prompts and sampler settings
+        and Hugging Face folders this way. Default: None.
+        """
+        return None

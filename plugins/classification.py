@@ -57,6 +57,24 @@ class Classification(kit.Task):
 
         return keras.ops.softmax(outputs, axis=-1)
 
+    def served_outputs(self, outputs: Any) -> dict[str, Any]:
+        """What `predictions()` gives, inside the model: the label's name, its probability, every probability."""
+        import keras
+
+        probabilities = keras.layers.Softmax(name="probabilities")(outputs)
+        best = keras.ops.argmax(probabilities, axis=-1)
+        names = keras.layers.StringLookup(vocabulary=self.labels, invert=True, num_oov_indices=0, name="label")
+        return {"label": names(best), "probability": keras.ops.max(probabilities, axis=-1),
+                "probabilities": probabilities}  # fmt: skip
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {
+            "label": "the predicted label's name",
+            "probability": "its probability",
+            "probabilities": "one probability per label, in the order of `labels`",
+            "labels": list(self.labels),
+        }
+
     def evaluate(self, targets: Any, outputs: Any) -> dict[str, float]:
         return classification_metrics(targets, _softmax(outputs), len(self.labels))
 

@@ -52,6 +52,23 @@ class Regression(kit.Task):
         std = ops.convert_to_tensor([f.std for f in self.fields], dtype="float32")
         return outputs * std + mean
 
+    def served_outputs(self, outputs: Any) -> dict[str, Any]:
+        """Predictions in the user's units: the model learns normalised targets, the export undoes it."""
+        import keras
+
+        units = keras.layers.Rescaling(
+            scale=[f.std if f.normalize else 1.0 for f in self.fields],
+            offset=[f.mean if f.normalize else 0.0 for f in self.fields],
+            name="prediction",
+        )
+        return {"prediction": units(outputs)}
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {
+            "prediction": "one number per target column, in the order of `targets`, in the data's own units",
+            "targets": [f.column for f in self.fields],
+        }
+
     def evaluate(self, targets: Any, outputs: Any) -> dict[str, float]:
         import numpy as np
 

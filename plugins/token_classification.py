@@ -64,6 +64,22 @@ class TokenClassification(kit.Task):
 
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
 
+    def served_outputs(self, outputs: Any) -> dict[str, Any]:
+        """Each word's tag name and the probabilities of every tag (positions past the last word are padding)."""
+        import keras
+
+        probabilities = keras.layers.Softmax(name="tag_probabilities")(outputs)
+        best = keras.ops.argmax(probabilities, axis=-1)
+        names = keras.layers.StringLookup(vocabulary=self.tags, invert=True, num_oov_indices=0, name="tags")
+        return {"tags": names(best), "tag_probabilities": probabilities}
+
+    def export_metadata(self) -> dict[str, Any]:
+        return {
+            "tags": "one tag per word (the words given, then padding to model.sequence_length: ignore those)",
+            "tag_probabilities": "per word, one probability per tag, in the order of `tag_names`",
+            "tag_names": list(self.tags),
+        }
+
     def metrics(self) -> list[Any]:
         return [word_accuracy_class()(name="accuracy")]
 

@@ -78,6 +78,31 @@ def run(project: Path, overrides: tuple[str, ...], run_dir: Path | None) -> None
         train(config, run_dir, argv=["kit", *sys.argv[1:]])
 
 
+@cli.command()
+@click.argument("project", default=".", type=click.Path(path_type=Path))
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. tune.trials=40."
+)
+@click.option("--trials", type=int, help="Trials the study runs in all (sets tune.trials).")
+@click.option("--timeout", type=int, metavar="SECONDS", help="Start no trial after this long (sets tune.timeout).")
+@handle_errors
+def tune(project: Path, overrides: tuple[str, ...], trials: int | None, timeout: int | None) -> None:
+    """Search PROJECT's hyperparameters (the tune: section of kit.yaml); each trial is a kit run.
+
+    Several `kit tune` on one study (on one machine or many, through tune.storage) share the work.
+    Stopped, the same command carries on; the trial it stopped resumes from its saved state.
+    """
+    from kit.harness.run import STOPS
+
+    extra = [f"tune.trials={trials}"] if trials is not None else []
+    extra += [f"tune.timeout={timeout}"] if timeout is not None else []
+    with STOPS.handled():
+        quiet_tensorflow()
+        from kit.tune.runner import tune as run_study
+
+        run_study(project, [*overrides, *extra], argv=["kit", *sys.argv[1:]])
+
+
 PLUGIN_HELP = (
     "A plugin file or module providing the run's task, input kind or backbone family, when it is not installed "
     "(a project's own plugin). kit never imports code named by a run folder."

@@ -207,6 +207,59 @@ class TrainConfig:
 
 
 @dataclass
+class TuneConfig:
+    """`kit tune`: the search space, the objective and the budget (not part of a run's config)."""
+
+    space: dict[str, Any] = _doc(
+        "Search space: config keys (dotted, e.g. `train.learning_rate`) mapped to `{low, high}` (with `log: true` "
+        "or `step`), `{choices: [...]}` or a plain list of choices; `when: {KEY: VALUE}` samples a key only when "
+        "another key of the space has that value. See docs/tune.md.",
+        default_factory=dict,
+    )
+    objective: str = _doc(
+        "What to optimise: a per-epoch metric (`val_loss`, `val_rmse`, `val_accuracy`...: the final model's "
+        "value on the validation split, and prunable) or a final one from metrics.json (`validation.f1_macro`).",
+        default="val_loss",
+    )
+    direction: Literal["auto", "minimize", "maximize"] = _doc(
+        "Whether the objective is better low or high; `auto`: minimise losses and errors (loss, mae, rmse, "
+        "perplexity), maximise scores (accuracy, f1, precision, recall, auc, r2).",
+        default="auto",
+    )
+    trials: int | None = _doc(
+        "Trials the study runs in all (finished, pruned and failed ones count; across every worker); null: until "
+        "`timeout`.",
+        default=20,
+    )
+    timeout: int | None = _doc("Seconds this worker keeps starting trials (null: no limit).", default=None)
+    sampler: Literal["tpe", "random", "grid", "qmc"] = _doc(
+        "How trials are chosen (Optuna's samplers): `tpe` (Bayesian, learns from earlier trials), `random`, "
+        "`grid` (every combination; choices or stepped ranges only), `qmc` (quasi-random, even coverage).",
+        default="tpe",
+    )
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = _doc(
+        "When to stop an unpromising trial early, from its per-epoch metric (Optuna's pruners): `median` (worse "
+        "than the median of earlier trials at the same epoch), `hyperband`, `successive_halving`, or `none`.",
+        default="median",
+    )
+    prune_on: str | None = _doc(
+        "Per-epoch metric the pruner watches; default: the objective's own (`val_X`), else `val_loss`.",
+        default=None,
+    )
+    startup_trials: int = _doc(
+        "Trials sampled at random and never pruned before the sampler and pruner use what they learned.",
+        default=5,
+    )
+    warmup_epochs: int = _doc("Epochs every trial trains before it may be pruned (median pruner).", default=1)
+    storage: str | None = _doc(
+        "Where the study lives: a database URL shared by every worker (`postgresql://...`, `mysql://...`, "
+        "`sqlite:///path.db`); default: `sqlite:///PROJECT/tune.db`.",
+        default=None,
+    )
+    study: str | None = _doc("Study name in the storage; default: the project name.", default=None)
+
+
+@dataclass
 class Config:
     """A whole `kit.yaml`."""
 
@@ -226,6 +279,7 @@ class Config:
     model: ModelConfig = _doc("Model section.", default_factory=ModelConfig)
     train: TrainConfig = _doc("Training section.", default_factory=TrainConfig)
     options: dict[str, Any] = _doc("Options of the task type (see `kit tasks --json`).", default_factory=dict)
+    tune: TuneConfig = _doc("Hyperparameter search for `kit tune` (ignored by `kit run`).", default_factory=TuneConfig)
 
     # Where the config came from, and `model.backbone` parsed; not part of the YAML schema.
     source_file: Path | None = field(default=None, compare=False, repr=False, metadata={"internal": True})
@@ -245,7 +299,10 @@ class Config:
         return str(path if path.is_absolute() else (self.project_dir / path).resolve())
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        """The config as plain data, without `tune`: how to search is not part of what a run trains."""
+        plain = _to_plain(self)
+        del plain["tune"]
+        return plain
 
 
 # ---------------------------------------------------------------- loading
@@ -266,8 +323,12 @@ class _Where:
         self.overrides = overrides or []
         # A user's config (kit.yaml, --set) gets every rule; a saved run's config only those it was trained under.
         self.strict = False
+        self.values: dict[str, Any] = {}  # keys a `kit tune` trial set, with their values
 
     def __call__(self, key: str) -> str:
+        given = next((k for k in self.values if key == k or key.startswith(k + ".")), None)
+        if given is not None:
+            return f"tune trial value {_shorten(given)}={_shorten(repr(self.values[given]))}, key '{_shorten(key)}'"
         item, shown = self.override_of(key), _shorten(key)
         if item is not None:
             return f"--set {_shorten(item)}, key '{shown}'"
@@ -290,12 +351,15 @@ def _override_key(item: str) -> str:
     return ".".join(part.strip() for part in item.partition("=")[0].split("."))
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None
+) -> Config:
     """Load and validate a project's config.
 
     Args:
         path: a project folder holding `kit.yaml`, or the YAML file itself.
         overrides: `dotted.key=value` strings applied after the file.
+        values: dotted keys set last, as given (a `kit tune` trial's parameters).
 
     Returns:
         A validated `Config`.
@@ -308,8 +372,11 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value, item)
+    for key, value in (values or {}).items():
+        set_dotted(raw, key, value)
     where = _Where(file, lines, list(overrides))
     where.strict = True
+    where.values = dict(values or {})
     config = build_config(raw, where, source_file=file.resolve(), project_plugins=True)
     check_runs_dir(config, where)
     return config
@@ -733,10 +800,55 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "train.early_stopping_patience": (0, 10**6),
     "train.checkpoint_every_steps": (1, 10**9),
     "train.keep_checkpoints": (1, 10**4),
+    "tune.trials": (1, 10**6),
+    "tune.timeout": (1, 10**8),
+    "tune.startup_trials": (0, 10**6),
+    "tune.warmup_epochs": (0, 10**6),
 }
 # Keys not listed above (a task's options) still get a bound: what a 32-bit integer or a float32 holds.
 INT_LIMIT = 2**31 - 1
 FLOAT_LIMIT = 3.4e38
+
+
+# ------------------------------------------------------------- single keys (kit tune's search space)
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def key_type(key: str) -> Any | None:
+    """The type of a dotted config key (`train.learning_rate` -> `float | 'auto'`); None when there is no such key.
+
+    Task options (`options.NAME`) are typed by the task and have no schema here: `Any`.
+    """
+    head, _, rest = key.partition(".")
+    if head == "options" and rest:
+        return Any
+    cls = SECTIONS.get(head) if rest else Config
+    name = rest or head
+    if cls is None or "." in name:
+        return None
+    fields = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    hint = typing.get_type_hints(cls).get(name) if name in fields else None
+    return None if hint is None or dataclasses.is_dataclass(hint) else hint
+
+
+def config_keys() -> list[str]:
+    """Every dotted key a value can be given for (sections' keys as `data.train`), for did-you-mean hints."""
+    keys = [f.name for f in dataclasses.fields(Config) if key_type(f.name) is not None]
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def did_you_mean(key: str, allowed: list[str]) -> str:
+    """The "Did you mean 'x'?" hint (or nothing) for a key not in `allowed`."""
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def check_value(key: str, value: Any, where: _Where) -> Any:
+    """`value` checked as kit.yaml's `key` would be (type, range, per-key rules); raises ConfigError saying where."""
+    return _coerce(value, key_type(key), key, where)
 
 
 def _coerce(value: Any, hint: Any, key: str, where: _Where) -> Any:
@@ -1082,7 +1194,8 @@ def dump_yaml(data: dict[str, Any]) -> str:
 def reference_markdown() -> str:
     """The config reference (every key, type, default and help) as Markdown."""
     out = []
-    for title, cls in (("top level", Config), ("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+    sections = (("top level", Config), ("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
+    for title, cls in (*sections, ("tune", TuneConfig)):
         out.append(f"### `{title}`\n\n| key | type | default | meaning |\n|---|---|---|---|")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

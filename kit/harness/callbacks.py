@@ -171,6 +171,23 @@ class BackboneSchedule(keras.callbacks.Callback):
             print(f"kit: epoch {epoch + 1}: backbone unfrozen", file=sys.stderr, flush=True)
 
 
+class ReportEpochs(keras.callbacks.Callback):
+    """Hands each epoch's logs to `report(epoch, logs)` and stops training when it returns True.
+
+    `kit tune` gives a trial's pruner the per-epoch metric this way: a trial it
+    prunes stops like a run stopped early (its state saved as stopped, then
+    evaluated and saved), so its run folder is an ordinary complete run.
+    """
+
+    def __init__(self, report: Callable[[int, dict[str, Any]], bool]):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.report(epoch, dict(logs or {})):
+            self.model.stop_training = True
+
+
 class RunFolderGuard(keras.callbacks.Callback):
     """Stops training when the run folder was deleted or replaced: kit then writes nowhere else.
 

@@ -20,9 +20,9 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kit.assembly import Pieces, assemble
 from kit.config import Config, check_monitor, dump_yaml, resolved_dict
@@ -42,6 +42,7 @@ class RunContext:
         run_dir: the run directory being written (a `Path`).
         task: the `kit.Task` instance.
         resumed: True when this run continues an interrupted one.
+        trial: the `kit tune` trial this run is (`.study`, `.number`, `.params`), or None for `kit run`.
         run: the same directory as a `kit.rundir.RunDir`, which names every file in it.
     """
 
@@ -49,10 +50,20 @@ class RunContext:
     run_dir: Path
     task: Any
     resumed: bool = False
+    trial: Any = None
+    _finishers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list, repr=False)
 
     @property
     def run(self) -> RunDir:
         return RunDir(self.run_dir)
+
+    def when_complete(self, finish: Callable[[dict[str, Any]], None]) -> None:
+        """Call `finish(metrics)` once the run's outputs are written (metrics.json, curves, the model).
+
+        For plugins that send a finished run somewhere (an experiment tracker): a callback sees
+        training only, and the final metrics come after it.
+        """
+        self._finishers.append(finish)
 
 
 class SignalStop(KeyboardInterrupt):
@@ -123,16 +134,17 @@ def _tell(message: str) -> None:
 STOPS = Stops()
 
 
-def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = None) -> Path:
+def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = None, trial: Any = None) -> Path:
     """Train the project described by `config`; return the run directory.
 
-    Runs again with the same config resume the latest unfinished run.
+    Runs again with the same config resume the latest unfinished run. `trial` is the `kit tune` trial
+    the run is (see `RunContext.trial`); its `record()` goes into run.json.
     """
     with STOPS.handled():
-        return _train(config, run_dir, argv)
+        return _train(config, run_dir, argv, trial)
 
 
-def _train(config: Config, requested: Path | None, argv: list[str] | None) -> Path:
+def _train(config: Config, requested: Path | None, argv: list[str] | None, trial: Any = None) -> Path:
     started = time.monotonic()  # not time.time(): a clock set back must not make the run last minus an hour
     resolved = resolved_dict(config)
     pieces = assemble(config)
@@ -146,6 +158,11 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None) -> Pa
     split_cpu()
     strategy = make_strategy(config.train.strategy)
     check_monitor(config, pieces.task)  # before training; after the strategy: metrics are TensorFlow objects
+    # Seeded before the backbone exists: a pretrained one is built while loading, and its dropout layers take
+    # their random seeds then (unseeded, two identical runs would differ).
+    from kit.harness.trainer import seed_everything
+
+    seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     # Learns the vocabulary or loads the pretrained model: a bad backbone fails here, before any run dir.
     pieces.backbone.adapt(training_features(pieces))
     fingerprint = pieces.plan.fingerprint()
@@ -155,11 +172,17 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None) -> Pa
         say(report_text(reports))
         record = _begin(config, pieces, argv, chosen, resolved)
         record["data"] = {"fingerprint": fingerprint, **{s: r.as_dict() for s, r in reports.items()}}
+        if trial is not None:
+            record["trial"] = trial.record()
         run = RunDir(chosen.path)
         run.write_record(record)
-        metrics = _train_and_finish(config, pieces, reports, strategy, chosen, resolved)
+        context = RunContext(config, chosen.path, pieces.task, chosen.resumed, trial)
+        metrics = _train_and_finish(config, pieces, reports, strategy, chosen, resolved, context)
         record.update(status="complete", metrics=metrics, wall_seconds=round(time.monotonic() - started, 1))
+        if trial is not None:
+            record["trial"] = trial.record()  # now with how it ended (pruned at an epoch)
         run.write_record(record)
+        _finish(context, resolved, record, metrics)
         shutil.rmtree(run.backup_dir, ignore_errors=True)  # only now: a crash before resumes from it
     say(f"kit: run complete: {chosen.path}")
     return chosen.path
@@ -172,15 +195,33 @@ def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: Chose
     return _run_record(config, pieces, argv, chosen.resumed, run.read_record())
 
 
+def _finish(context: RunContext, resolved: dict[str, Any], record: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """TensorBoard's HParams record of the run, then whatever plugins asked for at the end (`when_complete`)."""
+    from kit.harness.hparams import write_hparams
+
+    write_hparams(context.run, resolved, metrics, record)
+    for finish in context._finishers:
+        try:
+            finish(metrics)
+        except Exception as exc:  # the run is complete and saved: a tracker that fails must not undo that
+            owner = getattr(finish, "__module__", None) or "a plugin"
+            say(f"kit: warning: {owner} failed after the run completed ({type(exc).__name__}: {exc}).")
+
+
 def _train_and_finish(
-    config: Config, pieces: Pieces, reports: dict, strategy: Any, chosen: ChosenRun, resolved: dict
+    config: Config,
+    pieces: Pieces,
+    reports: dict,
+    strategy: Any,
+    chosen: ChosenRun,
+    resolved: dict,
+    context: RunContext,
 ) -> dict[str, Any]:
     """Train (or finish training), save the model, evaluate it, write the outputs; return the final metrics."""
     from kit.harness import trainer
     from kit.harness.artifacts import save_model
     from kit.harness.callbacks import check_run_folder
 
-    context = RunContext(config, chosen.path, pieces.task, chosen.resumed)
     model, built, datasets = trainer.fit(config, pieces, reports, context, strategy, stops=STOPS, lock=chosen.lock)
     check_run_folder(chosen.lock)
     _check_room_for(model, chosen.path)

@@ -88,6 +88,12 @@ class GenerationTask(kit.Task):
             "tokens": float(windows * length),
         }
 
+    def exporter(self, fmt: str) -> Any:
+        """Exports that take prompts and give text (SavedModel with sampler settings, preset, Hugging Face)."""
+        from kit_plugins.generation.export import exporter
+
+        return exporter(fmt)
+
     def predictions(self, outputs: Any, features: Any = None) -> list[dict[str, Any]]:
         raise kit.UsageError(
             'A generation run continues text rather than predicting labels: use `kit generate RUN_DIR "prompt"` '

@@ -103,6 +103,69 @@ def tune(project: Path, overrides: tuple[str, ...], trials: int | None, timeout:
         run_study(project, [*overrides, *extra], argv=["kit", *sys.argv[1:]])
 
 
+class RunsGroup(click.Group):
+    """`kit runs [PROJECT]` lists; `kit runs compare RUN RUN...` compares: words other than a subcommand are
+    the listing's arguments."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=RunsGroup)
+def runs() -> None:
+    """A project's runs side by side: `kit runs [PROJECT] [--sort METRIC] [--json]`.
+
+    \b
+    One row per run folder (kit tune's trials included): status, task, the config
+    keys that differ between runs, final metrics, wall time.
+    `kit runs compare RUN RUN...` shows a few runs in detail.
+    """
+
+
+@runs.command("list", hidden=True)
+@click.argument("project", default=".", type=click.Path(path_type=Path))
+@click.option("--sort", "sort", metavar="METRIC", help="Best first by this metric (validation.rmse, or rmse).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (every metric of every run).")
+@handle_errors
+def runs_list(project: Path, sort: str | None, as_json: bool) -> None:
+    """List the runs of PROJECT (a folder with kit.yaml, or a folder of runs)."""
+    from kit.runs import as_json as runs_json
+    from kit.runs import format_table, list_runs, table_rows
+
+    found, sort = list_runs(project, sort)
+    if as_json:
+        click.echo(json.dumps(runs_json(found), indent=2))
+    elif not found:
+        click.echo(f"kit: no runs in {project} yet; `kit run {project}` trains one.")
+    else:
+        click.echo(format_table(*table_rows(found, sort)))
+
+
+@runs.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), default=Path("compare.png"), show_default=True,
+    help="Where to write the overlaid curves (PNG).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (config, metrics, per-epoch history).")
+@handle_errors
+def runs_compare(run_dirs: tuple[Path, ...], output: Path, as_json: bool) -> None:
+    """Compare runs: config keys that differ, metrics side by side, curves overlaid in one PNG."""
+    from kit.runs import check_plot_destination, compare_text, plot_compare, read_for_compare
+
+    target = check_plot_destination(output)
+    found = read_for_compare(list(run_dirs))
+    plot_compare(found, target)
+    if as_json:
+        rows = [{"run": r.name, "config": r.config, "metrics": r.metrics, "history": r.history} for r in found]
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(compare_text(found))
+    click.echo(f"kit: curves of {len(found)} runs in {target}", err=True)
+
+
 PLUGIN_HELP = (
     "A plugin file or module providing the run's task, input kind or backbone family, when it is not installed "
     "(a project's own plugin). kit never imports code named by a run folder."

@@ -218,3 +218,15 @@ def test_fine_tuning_settings_that_conflict(runner, tmp_path, text_csv, model_se
     result = runner.invoke(cli, ["run", str(folder)])
     assert result.exit_code == 1 and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_fine_tuning_a_pretrained_backbone_is_repeatable(runner, tmp_path, text_csv):
+    """Same seed, same run: the pretrained backbone (and its dropout seeds) is built after kit seeds."""
+    preset = tiny_preset(tmp_path / "preset")
+    outputs = []
+    for name in ("a", "b"):
+        folder = project(tmp_path / name, config_text(text_csv, preset).replace("epochs: 6", "epochs: 1"))
+        result = runner.invoke(cli, ["run", str(folder)])
+        assert result.exit_code == 0, result.output
+        outputs.append((folder / "runs" / "run-1" / "metrics.json").read_bytes())
+    assert outputs[0] == outputs[1]

@@ -260,6 +260,23 @@ class TuneConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking: where runs are logged besides their run folder (not part of a run's config)."""
+
+    mlflow: bool = _doc(
+        "Log every run (parameters, per-epoch and final metrics, plots, the model) to MLflow; needs "
+        '`pip install "kit[mlflow]"`.',
+        default=False,
+    )
+    uri: str | None = _doc(
+        "MLflow tracking URI (`http://host:5000`, `sqlite:///path.db`, `databricks`...); default: "
+        "MLFLOW_TRACKING_URI, else a local store in the project (`mlflow.db`, artifacts in `mlruns/`).",
+        default=None,
+    )
+    experiment: str | None = _doc("MLflow experiment name; default: the project name.", default=None)
+
+
+@dataclass
 class Config:
     """A whole `kit.yaml`."""
 
@@ -280,6 +297,7 @@ class Config:
     train: TrainConfig = _doc("Training section.", default_factory=TrainConfig)
     options: dict[str, Any] = _doc("Options of the task type (see `kit tasks --json`).", default_factory=dict)
     tune: TuneConfig = _doc("Hyperparameter search for `kit tune` (ignored by `kit run`).", default_factory=TuneConfig)
+    tracking: TrackingConfig = _doc("Experiment tracking (MLflow).", default_factory=TrackingConfig)
 
     # Where the config came from, and `model.backbone` parsed; not part of the YAML schema.
     source_file: Path | None = field(default=None, compare=False, repr=False, metadata={"internal": True})
@@ -299,9 +317,10 @@ class Config:
         return str(path if path.is_absolute() else (self.project_dir / path).resolve())
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain data, without `tune`: how to search is not part of what a run trains."""
+        """The config as plain data, without `tune` and `tracking`: how to search and where runs are logged are
+        not part of what a run trains (changing them must not stop a run from resuming)."""
         plain = _to_plain(self)
-        del plain["tune"]
+        del plain["tune"], plain["tracking"]
         return plain
 
 
@@ -1195,7 +1214,7 @@ def reference_markdown() -> str:
     """The config reference (every key, type, default and help) as Markdown."""
     out = []
     sections = (("top level", Config), ("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
-    for title, cls in (*sections, ("tune", TuneConfig)):
+    for title, cls in (*sections, ("tune", TuneConfig), ("tracking", TrackingConfig)):
         out.append(f"### `{title}`\n\n| key | type | default | meaning |\n|---|---|---|---|")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "kit_plugins.token_classification",
     "kit_plugins.generation",
     "kit_plugins.sources",
+    "kit_plugins.tracking",
 )
 ENTRY_POINT_GROUP = "kit"
 

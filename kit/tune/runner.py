@@ -171,14 +171,19 @@ def tune(project: Path, overrides: list[str], argv: list[str] | None = None) -> 
 def _study(search: Search, storage: Any, worker: studies.Worker) -> Any:
     import optuna
 
-    study = optuna.create_study(
-        storage=storage,
-        study_name=search.name,
-        direction=search.objective.direction,
-        sampler=_sampler(search, worker),
-        pruner=_pruner(search.config),
-        load_if_exists=True,
-    )
+    mine = {"storage": storage, "sampler": _sampler(search, worker), "pruner": _pruner(search.config)}
+    try:
+        storage.get_study_id_from_name(search.name)
+        study = optuna.load_study(study_name=search.name, **mine)  # read only: a refused worker changes nothing
+    except KeyError:
+        study = optuna.create_study(
+            study_name=search.name, direction=search.objective.direction, load_if_exists=True, **mine
+        )
+    if study.direction.name.lower() != search.objective.direction:
+        raise studies.TuneError(
+            f"Study '{search.name}' in {studies.shown_url(search.url)} {study.direction.name.lower()}s its objective, "
+            f"but tune.direction here is {search.objective.direction}. Set tune.study to another name."
+        )
     studies.check_signature(
         study, storage, studies.signature(search.config, search.space, search.objective), search.url
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -284,6 +285,53 @@ def _export_summary(destination: Path) -> list[str]:
     for key, value in record.get("measured", {}).items():
         lines.append(f"kit: {key}: {value}")
     return lines
+
+
+@cli.command()
+@click.argument("target", metavar="RUN_DIR_OR_EXPORT", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option("--max-batch-size", default=32, show_default=True, help="Rows (or prompts) per model call.")
+@click.option(
+    "--max-wait-ms", default=5.0, show_default=True, help="Longest wait for a batch to fill, under concurrent load."
+)
+@click.option("--queue-size", default=256, show_default=True, help="Requests that may wait; more are answered 503.")
+@click.option("--max-body-kb", default=1024, show_default=True, help="Largest request body; larger ones get 400.")
+@click.option("--feedback-window", default=500, show_default=True, help="Feedback items the rolling accuracy covers.")
+@click.option("--drift-window", default=1000, show_default=True, help="Recent rows drift is measured over.")
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
+@click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
+@click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
+@handle_errors
+def serve(
+    target: Path,
+    host: str,
+    port: int,
+    max_body_kb: int,
+    access_log: bool,
+    unsafe: bool,
+    plugin_files: tuple[str, ...],
+    **batching: Any,
+) -> None:
+    """Serve a trained run (or a keras export) over HTTP, with dynamic batching and monitoring.
+
+    \b
+    POST /predict   rows as JSON objects -> what kit predict answers
+    POST /generate  a prompt and sampler settings (generation runs; "stream": true for tokens as they come)
+    POST /feedback  the true label or value of an earlier prediction (rolling accuracy)
+    GET  /health    200 once warmed up;  GET /metrics  Prometheus;  GET /  a page to try it and watch it
+    SIGTERM or Ctrl-C answers every request already taken, then exits.
+    """
+    from kit.serve.app import Options
+    from kit.serve.server import check_options, check_port
+
+    options = Options(max_body_bytes=max_body_kb * 1024, **batching)
+    check_options(options, port)
+    check_port(host, port)  # before the slow part
+    quiet_tensorflow()
+    from kit.serve.server import serve as run_server
+
+    run_server(target, options, host, port, unsafe, plugin_files, access_log)
 
 
 @cli.command()

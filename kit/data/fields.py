@@ -92,15 +92,96 @@ def _text(raw: Any) -> str:
 
 
 class TextField(Field):
-    """Free text; empty text is malformed."""
+    """Free text; empty text is malformed.
+
+    Learns the mean and spread of the training texts' length in characters, which
+    `kit serve` compares live texts against (drift).
+    """
 
     dtype = "str"
+
+    def __init__(self, column: str):
+        super().__init__(column)
+        self.length = Spread()
 
     def parse(self, raw: Any) -> str:
         text = _text(raw)
         if not text.strip():
             raise BadValue("empty text")
         return text
+
+    def observe(self, value: str) -> None:
+        self.length.add(len(value))
+
+    def get_state(self) -> dict[str, Any]:
+        if not self.length.count:
+            return {}
+        return {"length_mean": self.length.mean, "length_std": self.length.std(), "count": self.length.count}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if "length_mean" in state:  # runs trained before kit kept text lengths have none
+            self.length.count = int(state.get("count", 0))
+            self.length.mean = float(state["length_mean"])
+            self.length.m2 = float(state.get("length_std", 0.0)) ** 2 * self.length.count
+
+
+class Spread:
+    """Running mean and variance in one pass (Welford), no values stored."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (value - self.mean)
+
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
+
+
+# Values a NumberField keeps to learn its deciles: a seeded reservoir sample, so memory stays flat
+# however long the file, and the same data gives the same deciles (kit serve's population stability index).
+QUANTILE_SAMPLE = 4096
+
+
+class Deciles:
+    """The training values' deciles and the share of a reservoir sample in each of the ten bins they cut."""
+
+    def __init__(self) -> None:
+        import random
+
+        self.sample: list[float] = []
+        self.seen = 0
+        self.random = random.Random(0)
+        self.cuts: list[float] = []
+        self.shares: list[float] = []
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        if len(self.sample) < QUANTILE_SAMPLE:
+            self.sample.append(value)
+            return
+        slot = self.random.randrange(self.seen)
+        if slot < QUANTILE_SAMPLE:
+            self.sample[slot] = value
+
+    def finish(self) -> None:
+        import bisect
+
+        ordered = sorted(self.sample)
+        if not ordered:
+            return
+        cuts = [ordered[min(len(ordered) - 1, (len(ordered) * k) // 10)] for k in range(1, 10)]
+        self.cuts = sorted(set(cuts))  # ties (few distinct values) merge bins
+        counts = [0] * (len(self.cuts) + 1)
+        for value in ordered:
+            counts[bisect.bisect_left(self.cuts, value)] += 1  # bins are (cut[i-1], cut[i]]
+        self.shares = [count / len(ordered) for count in counts]
+        self.sample = []
 
 
 class NumberField(Field):
@@ -113,6 +194,7 @@ class NumberField(Field):
         self.mean = 0.0
         self.m2 = 0.0  # Welford's running sum of squares: one pass, no stored values
         self.std = 1.0
+        self.deciles = Deciles()
 
     def parse(self, raw: Any) -> float:
         if isinstance(raw, str):
@@ -138,8 +220,10 @@ class NumberField(Field):
         delta = value - self.mean
         self.mean += delta / self.count
         self.m2 += delta * (value - self.mean)
+        self.deciles.add(value)
 
     def finish(self) -> None:
+        self.deciles.finish()
         variance = self.m2 / self.count if self.count else 1.0
         self.std = math.sqrt(variance) if variance > 0 else 1.0
         self.constant = self.count > 1 and variance == 0
@@ -161,10 +245,16 @@ class NumberField(Field):
         return encoded * self.std + self.mean if self.normalize else encoded
 
     def get_state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "count": self.count}
+        state = {"mean": self.mean, "std": self.std, "count": self.count}
+        if self.deciles.cuts:  # the training distribution, for drift (kit serve's population stability index)
+            state.update(deciles=self.deciles.cuts, decile_shares=self.deciles.shares)
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std, self.count = state["mean"], state["std"], state.get("count", 0)
+        cuts, shares = state.get("deciles"), state.get("decile_shares")
+        if isinstance(cuts, list) and isinstance(shares, list) and len(shares) == len(cuts) + 1:
+            self.deciles.cuts, self.deciles.shares = [float(c) for c in cuts], [float(s) for s in shares]
 
 
 def _number_from_text(raw: str) -> float:

@@ -70,16 +70,46 @@ class Sampling:
             return samplers.RandomSampler(seed=self.seed, **common)
         return samplers.BeamSampler(num_beams=self.beams, **common)
 
+    @classmethod
+    def from_request(cls, values: dict[str, Any]) -> Sampling:
+        """Settings from a JSON object (`kit serve`'s /generate), checked like the command line's.
+
+        Unknown keys and values of the wrong type are refused with what is allowed.
+        """
+        allowed = {name: type(value) for name, value in vars(cls()).items()}
+        allowed["seed"] = int
+        for name, value in values.items():
+            if name not in allowed:
+                raise UsageError(f"Unknown sampler setting '{name}'. Settings are: {', '.join(allowed)}.")
+            wanted = allowed[name]
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool) if wanted is float else None
+            fits = fits if fits is not None else isinstance(value, wanted) and not isinstance(value, bool)
+            if not fits and not (name == "seed" and value is None):
+                raise UsageError(f"Sampler setting '{name}' must be {_what(wanted)}, got {value!r}.")
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+
+def _what(kind: type) -> str:
+    return {int: "a whole number", float: "a number", str: "text"}.get(kind, kind.__name__)
+
 
 class Generator:
-    """A generation run's causal LM, ready to continue prompts."""
+    """A generation run's causal LM, ready to continue prompts.
 
-    def __init__(self, run_dir: Path, unsafe: bool = False):
+    Args:
+        run_dir: the run directory.
+        unsafe: allow model.keras to hold Python code.
+        trained: the run already loaded (a `kit.inference.TrainedModel`; `kit serve`), instead of loading it.
+    """
+
+    def __init__(self, run_dir: Path, unsafe: bool = False, trained: Any = None):
         import keras_hub
 
         from kit.inference import TrainedModel
 
-        trained = TrainedModel(run_dir, unsafe)
+        trained = trained or TrainedModel(run_dir, unsafe)
         self.model = trained.model
         if not isinstance(self.model, keras_hub.models.CausalLM) or self.model.preprocessor is None:
             raise UsageError(
@@ -89,6 +119,10 @@ class Generator:
         self.preprocessor = self.model.preprocessor
         self.tokenizer = self.preprocessor.tokenizer
         self.context = self._context_length()
+
+    def settings(self, values: dict[str, Any]) -> Sampling:
+        """Sampler settings from a JSON object (`kit serve`'s /generate), checked like the command line's."""
+        return Sampling.from_request(values)
 
     def _context_length(self) -> int:
         limit = getattr(self.model.backbone, "max_sequence_length", None)
@@ -124,6 +158,18 @@ class Generator:
 
     def stream(self, prompt: str, sampling: Sampling) -> Iterator[str]:
         """Yield the completion of one prompt piece by piece, as tokens are generated."""
+        for pieces in self.steps([prompt], sampling):
+            if pieces[0]:
+                yield pieces[0]
+
+    def steps(self, prompts: list[str], sampling: Sampling) -> Iterator[list[str]]:
+        """Continue several prompts together, one token per step (keras-hub's cached decoder, from Python).
+
+        Yields, at every step, each prompt's new text ("" when it has none: its prompt is still
+        being read, it has ended, or a multi-byte character is not complete yet), so each token can
+        be shown as soon as it exists. Prompts of different lengths share the steps as in
+        keras-hub's `generate()`: a prompt's own tokens are kept until it is read.
+        """
         import tensorflow as tf
 
         sampling.check()
@@ -131,24 +177,32 @@ class Generator:
             raise UsageError("Beam search picks its best sequence at the end, so it cannot stream; drop --stream.")
         if not hasattr(self.model, "_build_cache"):
             raise UsageError(f"{type(self.model).__name__} does not expose keras-hub's decoding cache; drop --stream.")
-        inputs, (length,), total = self._encode([prompt], sampling.max_new_tokens)
+        inputs, lengths, total = self._encode(prompts, sampling.max_new_tokens)
         sampler = sampling.make()
-        token_ids = inputs["token_ids"]
-        _, cache = self.model._build_cache(token_ids)
-        step = tf.function(self.model.call_with_cache)
-        stop, new, shown = set(self._stop_ids()), [], ""
-        token = token_ids[:, length - 1 : length]
-        for index in range(length, total):
-            logits, _, cache = step(token, cache, tf.constant(index - 1, tf.int32))
-            next_id = int(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :]))[0])
-            if next_id in stop:
+        token_ids = np.array(inputs["token_ids"])
+        _, cache = self.model._build_cache(inputs["token_ids"])
+        stop, rows = set(self._stop_ids()), [_Row(length) for length in lengths]
+        for index in range(min(lengths), total):
+            position = tf.constant(index - 1, tf.int32)
+            logits, _, cache = self._step(tf.constant(token_ids[:, index - 1 : index]), cache, position)
+            next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
+            pieces = []
+            for number, (row, next_id) in enumerate(zip(rows, next_ids)):
+                if index >= row.length:  # past its prompt: the sampled token is its next input
+                    token_ids[number, index] = next_id
+                pieces.append(row.add(int(next_id), index, stop, sampling.max_new_tokens, self._decode))
+            yield pieces
+            if all(row.done for row in rows):
                 break
-            new.append(next_id)
-            text = self._decode(new)
-            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                yield text[len(shown) :]
-                shown = text
-            token = tf.constant([[next_id]], dtype=token_ids.dtype)
+
+    @property
+    def _step(self) -> Any:
+        """One cached decoding step, traced once per generator (shapes vary: batch size, context)."""
+        if getattr(self, "_traced_step", None) is None:
+            import tensorflow as tf
+
+            self._traced_step = tf.function(self.model.call_with_cache, reduce_retracing=True)
+        return self._traced_step
 
     def _stop_ids(self) -> tuple[int, ...]:
         ids = [self.tokenizer.end_token_id]
@@ -164,6 +218,31 @@ class Generator:
                 break
             kept.append(int(token))
         return self.tokenizer.detokenize(kept) if kept else ""  # one sequence in, one str out
+
+
+class _Row:
+    """One prompt of `Generator.steps`: its length, the tokens it has gained, the text shown so far."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.new: list[int] = []
+        self.shown = ""
+        self.done = False
+
+    def add(self, token: int, index: int, stop: set[int], limit: int, decode: Any) -> str:
+        """Take the token sampled at `index`; return the text it adds (possibly "")."""
+        if self.done or index < self.length:
+            return ""
+        if token in stop:
+            self.done = True
+            return ""
+        self.new.append(token)
+        self.done = len(self.new) >= limit
+        text = decode(self.new)
+        if text.endswith("\ufffd") and not self.done:  # wait for the rest of a multi-byte character
+            return ""
+        piece, self.shown = text[len(self.shown) :], text
+        return piece
 
 
 def read_prompts(path: Path) -> list[tuple[int, str]]:

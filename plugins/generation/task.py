@@ -99,3 +99,9 @@ class GenerationTask(kit.Task):
             'A generation run continues text rather than predicting labels: use `kit generate RUN_DIR "prompt"` '
             "(or --prompts FILE)."
         )
+
+    def generator(self, trained: Any) -> Any:
+        """What continues prompts for `kit serve`'s /generate: the `Generator` of `kit generate`."""
+        from kit_plugins.generation.sampling import Generator
+
+        return Generator(trained.run_dir, trained=trained)

@@ -9,6 +9,7 @@ and saved like a run stopped early, and counts as pruned in the study.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -154,6 +155,8 @@ def tune(project: Path, overrides: list[str], argv: list[str] | None = None) -> 
 
     search = prepare(project, overrides)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # kit says what happens, in its own one-line messages
+    # Each trial builds new models in this process; TensorFlow then warns about "retracing", which is expected.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = studies.open_storage(search.url, studies.requeue)
     worker = studies.take_slot(search.folder / ".workers")
@@ -203,7 +206,7 @@ def _sampler(search: Search, worker: studies.Worker) -> Any:
     if tune.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_asynchronous_seeding=False)
     # Conditional keys sample as groups; several workers keep apart by taking running trials as "in progress".
     return optuna.samplers.TPESampler(
         seed=seed,
@@ -211,7 +214,6 @@ def _sampler(search: Search, worker: studies.Worker) -> Any:
         multivariate=True,
         group=True,
         constant_liar=True,
-        warn_independent_sampling=False,
     )
 
 

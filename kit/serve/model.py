@@ -23,6 +23,7 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from kit.console import say
 from kit.errors import KitError, ModelError, UsageError
 from kit.rundir import RunDir
 
@@ -56,16 +57,23 @@ def open_run(target: Path, unsafe: bool = False, plugins: Sequence[str] = ()) ->
 
 
 def _staged_export(folder: Path, record: Path) -> Path:
+    """A run laid out from an export folder that holds kit's model bundle, or the run the export names."""
     import atexit
 
     try:
-        fmt = json.loads(record.read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
-        fmt = None
-    if fmt != "keras" or not (folder / RunDir.BUNDLE).is_file():
+        written = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        written = None
+    written = written if isinstance(written, dict) else {}
+    if not (folder / RunDir.BUNDLE).is_file():
+        run = written.get("run")
+        if isinstance(run, str) and RunDir(run).is_run():
+            say(f"kit: {folder} is an export of {run}: serving that run.")
+            return Path(run)
         raise ModelError(
-            f"{folder} is a kit export of format {fmt!r}; kit serve takes a run directory or a "
-            f"`kit export --format keras` folder (a SavedModel is served by TensorFlow Serving: see docs/serve.md)."
+            f"{folder} is a kit export (format {written.get('format')!r}) without kit's model bundle, and the run it "
+            f"came from is not here. kit serve serves a run directory: its run.json and model/ folder are all it "
+            f"needs (docs/serve.md). A SavedModel export is served by TensorFlow Serving."
         )
     staging = Path(tempfile.mkdtemp(prefix="kit-serve-"))
     atexit.register(shutil.rmtree, staging, True)

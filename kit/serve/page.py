@@ -143,7 +143,7 @@ function showPrediction(p) {
   const result = document.createElement("div"); result.id = "result";
   if (p.label !== undefined) {
     const h = document.createElement("p"); h.innerHTML = "<b></b> (" + fmt(100 * p.probability) + "%)";
-    h.querySelector("b").textContent = p.label; h.id = "predicted-label"; result.append(h);
+    h.querySelector("b").textContent = p.label; h.querySelector("b").id = "predicted-label"; result.append(h);
     for (const [label, probability] of Object.entries(p.probabilities || {})) {
       const row = document.createElement("div");
       row.innerHTML = "<span></span><div class='bar'></div>";
@@ -215,6 +215,7 @@ async function generate() {
 
 function drawChart() {
   const canvas = $("chart"), ctx = canvas.getContext("2d");
+  canvas.width = canvas.clientWidth; canvas.height = canvas.clientHeight;  // draw at the size shown
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   const top = Math.max(1, ...history);
   ctx.strokeStyle = "#2458c6"; ctx.lineWidth = 2; ctx.beginPath();

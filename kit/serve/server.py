@@ -22,6 +22,18 @@ from kit.errors import UsageError
 from kit.serve.app import Options
 
 
+def require_stack() -> None:
+    """The serve extra's packages, or how to install them."""
+    import importlib.util
+
+    missing = [name for name in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(
+            f"kit serve needs {', '.join(missing)}, not installed here. Install the serving extra: "
+            f"pip install 'kit[serve]'."
+        )
+
+
 def check_port(host: str, port: int) -> None:
     """Refuse a port that is taken before the (slow) model loads."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -74,6 +86,7 @@ def serve(
 
     from kit.serve.app import Service, make_app
 
+    require_stack()
     check_options(options, port)
     check_port(host, port)
     served = load(target, options, unsafe, plugins)

@@ -281,10 +281,7 @@ def _export_summary(destination: Path) -> list[str]:
     import json
 
     record = json.loads((destination / "export.json").read_text(encoding="utf-8"))
-    lines = [f"kit: {note}" for note in record.get("notes", [])]
-    for key, value in record.get("measured", {}).items():
-        lines.append(f"kit: {key}: {value}")
-    return lines
+    return [f"kit: {note}" for note in record.get("notes", [])]
 
 
 @cli.command()

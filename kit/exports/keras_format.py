@@ -17,6 +17,7 @@ import numpy as np
 from kit.backbone import Backbone
 from kit.exports.base import Exporter, Job, kit_outputs, served_head
 from kit.exports.fresh import imports
+from kit.exports.tokenizers import pin_preset_tokenizers
 from kit.inference import plain_model
 from kit.text import PREPROCESSOR_DIR
 
@@ -65,6 +66,7 @@ class KerasExporter(Exporter):
         job.require("keras", "tensorflow")  # Keras runs on TensorFlow here (StringLookup, keras-hub)
         if self.takes_text(job):
             shutil.copytree(trained.folder / PREPROCESSOR_DIR, job.folder / "preprocessor")
+            pin_preset_tokenizers(job.folder / "preprocessor")  # tokens as in training, called eagerly too
             job.require("keras-hub", *trained.backbone.export_requirements)
         job.record["inputs"] = self.inputs_description(job)
 

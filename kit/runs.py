@@ -287,7 +287,7 @@ def list_runs(project: Path, sort: str | None = None) -> tuple[list[Run], str | 
             runs.append(read_run(path, root))
         except KitError:
             continue  # a damaged run.json: `kit eval` on it says what is wrong
-    if sort and runs:
+    if sort:
         sort = resolve_sort(sort, runs)
         runs = sort_runs(runs, sort)
     return runs, sort

@@ -90,10 +90,11 @@ def open_storage(url: str, requeue: Any) -> Any:
                 grace_period=GRACE,
                 heartbeat_stale_trial_callback=requeue,
             )
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:  # Optuna wraps the driver's ModuleNotFoundError
+        missing = getattr(exc.__cause__ or exc.__context__, "name", None) or getattr(exc, "name", None) or "?"
         raise TuneError(
-            f"tune.storage {shown_url(url)} needs the database driver '{exc.name}', which is not installed: "
-            f"pip install {DRIVERS.get(exc.name or '', exc.name)}"
+            f"tune.storage {shown_url(url)} needs the database driver '{missing}', which is not installed: "
+            f"pip install {DRIVERS.get(missing, missing)}"
         ) from None
     except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
         raise TuneError(
@@ -108,7 +109,12 @@ def open_storage(url: str, requeue: Any) -> Any:
         ) from None
 
 
-DRIVERS = {"psycopg2": "psycopg2-binary", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}
+DRIVERS = {
+    "psycopg": '"psycopg[binary]"',
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "pymysql",
+    "MySQLdb": "mysqlclient",
+}
 
 
 def _check_sqlite_folder(url: str) -> None:
@@ -164,7 +170,7 @@ def check_signature(study: Any, storage: Any, mine: dict[str, Any], url: str) ->
         saved = storage.get_study_user_attrs(study_id).get(SIGNATURE, mine)  # two first workers: the stored one wins
     if saved == mine:
         return
-    changed = _changes(saved, mine)
+    changed = sorted(_changes(saved, mine), key=lambda key: (not key.startswith("tune.space"), key))
     raise TuneError(
         f"Study '{study.study_name}' in {shown_url(url)} was started with another search (changed: "
         f"{', '.join(changed[:4])}); its trials would not be comparable. Use the study's kit.yaml for this worker, "

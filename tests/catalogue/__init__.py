@@ -33,6 +33,7 @@ AREAS = {
     "templates": "templates",
     "run directories": "run_dirs",
     "training": "training",
+    "tuning and runs": "tuning",
 }
 
 REGRESSION = "task: regression\ndata:\n  train: {data}\n  target: y\ntrain:\n  epochs: 1\n  verbose: 0\n"

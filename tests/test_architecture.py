@@ -29,6 +29,7 @@ PUBLIC = {
     "kit.console",
     "kit.data",
     "kit.errors",
+    "kit.exports",
     "kit.images",
     "kit.inference",
     "kit.plots",

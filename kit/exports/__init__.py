@@ -25,13 +25,26 @@ import numpy as np
 
 from kit.errors import ModelError, UsageError
 from kit.exports.base import Exporter, Job, kit_outputs, served_head
+from kit.exports.fresh import imports
+from kit.exports.tokenizers import pin_keras_archive_tokenizers, pin_preset_tokenizers
 from kit.inference import TrainedModel
 from kit.outputs import check_export_destination, folder_replaced_when_complete, shown
 
 FORMATS = ("keras", "saved_model", "preset", "tflite", "huggingface")
 QUANTIZE = ("none", "dynamic", "int8")
 
-__all__ = ["FORMATS", "QUANTIZE", "Exporter", "Job", "export", "kit_outputs", "served_head"]
+__all__ = [
+    "FORMATS",
+    "QUANTIZE",
+    "Exporter",
+    "Job",
+    "export",
+    "imports",
+    "kit_outputs",
+    "pin_keras_archive_tokenizers",
+    "pin_preset_tokenizers",
+    "served_head",
+]
 
 
 def export(trained: TrainedModel, fmt: str, destination: Path | None = None, quantize: str = "none") -> Path:

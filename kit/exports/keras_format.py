@@ -19,6 +19,7 @@ from kit.exports.base import Exporter, Job, kit_outputs, served_head
 from kit.exports.fresh import imports
 from kit.exports.tokenizers import pin_preset_tokenizers
 from kit.inference import plain_model
+from kit.rundir import RunDir
 from kit.text import PREPROCESSOR_DIR
 
 TEXT_KINDS = ("text", "text_pair")
@@ -33,7 +34,7 @@ TEXT_COLUMNS = {text_columns!r}  # the raw text columns the preprocessor takes, 
 
 
 def load(folder):
-    model = keras.saving.load_model(Path(folder) / "model.keras")  # safe mode: no code from the file runs
+    model = keras.saving.load_model(Path(folder) / {model_file!r})  # safe mode: no code from the file runs
     preprocessor = Path(folder) / "preprocessor"
     if preprocessor.is_dir():
         return model, keras_hub.models.TextClassifierPreprocessor.from_preset(str(preprocessor))
@@ -62,7 +63,7 @@ class KerasExporter(Exporter):
         raw = kit_outputs(trained, job.sample)
         model = plain_model(trained.model)
         served = _served_model(model, served_head(trained, raw))
-        served.save(job.folder / "model.keras")
+        served.save(job.folder / RunDir.MODEL_FILE)  # named as in the run's model folder
         job.require("keras", "tensorflow")  # Keras runs on TensorFlow here (StringLookup, keras-hub)
         if self.takes_text(job):
             shutil.copytree(trained.folder / PREPROCESSOR_DIR, job.folder / "preprocessor")
@@ -88,7 +89,7 @@ class KerasExporter(Exporter):
 
     def loader(self, job: Job) -> str:
         text_columns = job.trained.kind.columns() if self.takes_text(job) else []
-        return LOADER.format(imports=imports(job.requires), text_columns=text_columns)
+        return LOADER.format(imports=imports(job.requires), text_columns=text_columns, model_file=RunDir.MODEL_FILE)
 
 
 def takes_raw_features(backbone: Any) -> bool:

@@ -24,9 +24,7 @@ from typing import Any
 import numpy as np
 
 import kit
-from kit.exports import Exporter, Job
-from kit.exports.fresh import imports
-from kit.exports.tokenizers import pin_keras_archive_tokenizers, pin_preset_tokenizers
+from kit.exports import Exporter, Job, imports, pin_keras_archive_tokenizers, pin_preset_tokenizers
 
 # Indented code and runs of spaces: where keras-hub's eager and graph byte-pair paths part ways.
 WHITESPACE_PROMPTS = ["    if x:\n        return  y", "a   b\t\tc  \n\n  d"]
@@ -318,8 +316,9 @@ class CausalLMFile(GenerationExporter):
     def write(self, job: Job) -> None:
         lm = job.trained.model
         if self.fmt == "keras":
-            lm.save(job.folder / "model.keras")
-            pin_keras_archive_tokenizers(job.folder / "model.keras")
+            path = job.folder / job.trained.run.MODEL_FILE  # model.keras, named as in the run
+            lm.save(path)
+            pin_keras_archive_tokenizers(path)
         else:
             lm.save_to_preset(str(job.folder))
             pin_preset_tokenizers(job.folder)

@@ -257,6 +257,11 @@ class TuneConfig:
         default=None,
     )
     study: str | None = _doc("Study name in the storage; default: the project name.", default=None)
+    seed: int | None = _doc(
+        "Seed of the sampler (default: `seed`); each worker mixes in its host and slot, so no two sample alike "
+        "and the first worker on a machine repeats its search.",
+        default=None,
+    )
 
 
 @dataclass
@@ -823,6 +828,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "tune.timeout": (1, 10**8),
     "tune.startup_trials": (0, 10**6),
     "tune.warmup_epochs": (0, 10**6),
+    "tune.seed": (0, 2**32 - 1),
 }
 # Keys not listed above (a task's options) still get a bound: what a 32-bit integer or a float32 holds.
 INT_LIMIT = 2**31 - 1

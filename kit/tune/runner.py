@@ -200,7 +200,8 @@ def _study(search: Search, storage: Any, worker: studies.Worker) -> Any:
 def _sampler(search: Search, worker: studies.Worker) -> Any:
     import optuna
 
-    tune, seed = search.config.tune, worker.seed(search.config.seed)
+    tune = search.config.tune
+    seed = worker.seed(tune.seed if tune.seed is not None else search.config.seed)
     if tune.sampler == "grid":
         return optuna.samplers.GridSampler(search.space.grid(), seed=seed)
     if tune.sampler == "random":

@@ -265,7 +265,9 @@ def test_interrupted_export_can_be_redone(runner, run, tmp_path, monkeypatch):
     def stop(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(exports, "_export_saved_model", stop)
+    from kit.exports.saved_model import SavedModelExporter
+
+    monkeypatch.setattr(SavedModelExporter, "write", stop)
     result = runner.invoke(cli, ["export", str(run), "--format", "saved_model"])
     assert result.exit_code == 130 and "no partial output was saved" in result.output
     assert not (run / "export").exists()

@@ -118,6 +118,11 @@ def prepare(project: Path, overrides: list[str]) -> Search:
     from kit.assembly import load_task
 
     config = load_config(project, overrides)
+    if config.tune.trials is None and config.tune.timeout is None:
+        raise ConfigError(
+            f"{config.origin('tune.trials')}: with neither tune.trials nor tune.timeout the search would never end; "
+            "set one (trials: 20, or timeout: 3600 seconds)."
+        )
     space = parse_space(config)
     task, _ = load_task(config)
     objective = parse_objective(config, task)

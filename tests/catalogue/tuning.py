@@ -108,6 +108,12 @@ def tune_zero_trials(root, mp):
     return tune(root, SPACE, "--trials", "0")
 
 
+@case("tuning and runs", "with neither tune.trials nor tune.timeout the search would never end")
+def tune_without_budget(root, mp):
+    """A search with no budget (`trials: null` and no timeout)"""
+    return tune(root, SPACE + "  trials: null\n")
+
+
 @case("tuning and runs", "the folder")
 def tune_storage_folder_missing(root, mp):
     """`tune.storage` naming a SQLite file in a folder that does not exist"""

@@ -124,7 +124,7 @@ def _write_checked(exporter: Exporter, job: Job) -> None:
         "format": job.fmt,
         "checked_examples": job.checked_examples(expected),
         "check": "reloaded in a fresh Python process without kit; outputs compared with kit's",
-        "run": str(job.trained.run_dir),
+        "run": str(job.trained.run_dir.resolve()),
         "run_status": job.trained.record.get("status"),
         "requires": job.requires,
         **job.record,

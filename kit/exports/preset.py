@@ -54,12 +54,11 @@ BACKBONE_LOADER = """
 
 
 def load(folder):
-    backbone = keras_hub.models.Backbone.from_preset(folder)  # the fine-tuned backbone (no task head)
-    return backbone, keras_hub.models.Preprocessor.from_preset(folder)
+    # the fine-tuned backbone, no task head; its preprocessor: keras_hub.models.Preprocessor.from_preset(folder)
+    return keras_hub.models.Backbone.from_preset(folder)
 
 
-def predict(loaded, inputs):
-    backbone, preprocessor = loaded
+def predict(backbone, inputs):
     outputs = backbone(dict(inputs))
     return {{"sequence_output": outputs["sequence_output"] if isinstance(outputs, dict) else outputs}}
 """
@@ -84,7 +83,9 @@ class PresetExporter(Exporter):
         else:
             backbone = keras_hub_backbone(job.trained.model)
             backbone.save_to_preset(str(job.folder))
-            job.trained.backbone.preprocessor.save_to_preset(str(job.folder))
+            preprocessor = getattr(job.trained.backbone, "preprocessor", None)  # image families have none
+            if preprocessor is not None:
+                preprocessor.save_to_preset(str(job.folder))
             job.record["notes"] = [backbone_only_note(job.trained)]
         pin_preset_tokenizers(job.folder)
         job.require("tensorflow", "keras", "keras-hub", *job.trained.backbone.export_requirements)
@@ -101,8 +102,10 @@ class PresetExporter(Exporter):
         if job.record["task_in_preset"]:
             return job.sample
         features = job.trained.backbone.preprocess_batch(job.sample)
-        backbone = keras_hub_backbone(job.trained.model)
-        return {name: np.asarray(features[name]) for name in backbone.input}
+        names = list(keras_hub_backbone(job.trained.model).input)
+        if len(names) == 1 and len(features) == 1:  # an image backbone: kit's column holds its pixels
+            return {names[0]: np.asarray(next(iter(features.values())))}
+        return {name: np.asarray(features[name]) for name in names}
 
     def expected(self, job: Job) -> dict[str, np.ndarray]:
         if job.record["task_in_preset"]:

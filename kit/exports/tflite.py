@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,9 @@ def run_interpreter(path: Path, inputs: dict[str, np.ndarray], names: dict[str, 
     """The TFLite model's outputs for a batch, in this process (kit's own interpreter run)."""
     import tensorflow as tf
 
-    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    with warnings.catch_warnings():  # "moves to ai-edge-litert": TensorFlow's own still runs it, the same way
+        warnings.simplefilter("ignore", UserWarning)
+        runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner("serving_default")
     outputs: dict[str, list[np.ndarray]] = {}
     count = len(next(iter(inputs.values())))
     for start in range(0, count, 64):

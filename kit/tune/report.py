@@ -92,7 +92,9 @@ def trial_rows(trials: list[Any], search: Any) -> list[dict[str, Any]]:
             {
                 "trial": trial.number,
                 "state": state,
-                "value": trial.value,
+                # A pruned trial's study value is its last per-epoch one (scaled as the pruner compares them): not
+                # the objective, so not shown as such; its run folder has its final metrics.
+                "value": trial.value if trial.state.name == "COMPLETE" else None,
                 "epochs": max(trial.intermediate_values, default=None),
                 "seconds": round(seconds, 1) if seconds is not None else None,
                 **{key: _shown(value) for key, value in config_values(search, trial.params).items()},

@@ -249,10 +249,10 @@ class Routes:
                 await job.future
             return _Stream(self, job, first, request_id, prompts.prompts[0]), 1
         completions = await job.future
-        service.monitor.tokens.inc(served.count_tokens(completions))
+        service.monitor.tokens.inc(completions.tokens)
         if prompts.single:
-            return {"id": request_id, "prompt": prompts.prompts[0], "completion": completions[0]}, 1
-        pairs = [{"prompt": p, "completion": c} for p, c in zip(prompts.prompts, completions)]
+            return {"id": request_id, "prompt": prompts.prompts[0], "completion": completions.texts[0]}, 1
+        pairs = [{"prompt": p, "completion": c} for p, c in zip(prompts.prompts, completions.texts)]
         return {"id": request_id, "completions": pairs}, len(pairs)
 
     # -- feedback
@@ -366,9 +366,9 @@ class _Stream:
             service.monitor.failed("generate", "failed")
             yield _event("error", {"error": str(exc)})
             return
-        service.monitor.tokens.inc(service.served.count_tokens(completions))
+        service.monitor.tokens.inc(completions.tokens)
         service.monitor.answered("generate", 200, time.perf_counter() - self.started, 1)
-        yield _event("done", {"id": self.request_id, "prompt": self.prompt, "completion": completions[0]})
+        yield _event("done", {"id": self.request_id, "prompt": self.prompt, "completion": completions.texts[0]})
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

@@ -15,6 +15,7 @@ costs one graph call.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -360,6 +361,14 @@ class Prompts:
         return len(self.prompts)
 
 
+@dataclass
+class Completions:
+    """A /generate request's completions (new text only), and how many tokens they took."""
+
+    texts: list[str]
+    tokens: int
+
+
 class Continuer:
     """Prompts in, completions out (streamed token by token), for a run whose task generates."""
 
@@ -391,9 +400,8 @@ class Continuer:
             raise RequestError("'stream' sends one prompt's tokens as they come; send one prompt, not 'prompts'.")
         try:
             checked = self.generator.settings(settings)
-        except KitError as exc:
-            raise RequestError(str(exc).replace("--", "").replace("max-new-tokens", "max_new_tokens")
-                               .replace("top-k", "top_k").replace("top-p", "top_p")) from None  # fmt: skip
+        except KitError as exc:  # the command line's words, with the JSON keys' names (--top-p -> top_p)
+            raise RequestError(re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))) from None
         if stream and checked.sampler == "beam":
             raise RequestError(
                 "Beam search picks its best sequence at the end, so it cannot stream; set 'stream': false."
@@ -430,9 +438,9 @@ class Continuer:
                 return
             jobs[0].finish(error=RequestError(str(exc)))
             return
-        start = 0
+        start, tokens = 0, self.generator.generated_tokens
         for job in jobs:
-            job.finish(completions[start : start + job.size])
+            job.finish(Completions(completions[start : start + job.size], sum(tokens[start : start + job.size])))
             start += job.size
 
     def _continue(self, jobs: list[Any]) -> list[str]:
@@ -442,16 +450,13 @@ class Continuer:
             return self.generator.generate(prompts, settings)
         owners = [job for job in jobs for _ in job.payload.prompts]
         completions = [""] * len(prompts)
-        for pieces in self.generator.steps(prompts, settings):
+        streamed = [job.payload.stream for job in jobs for _ in job.payload.prompts]
+        for pieces in self.generator.steps(prompts, settings, streamed):
             for number, piece in enumerate(pieces):
                 if piece:
                     completions[number] += piece
                     owners[number].emit(piece)
         return completions
-
-    def count_tokens(self, completions: list[str]) -> int:
-        tokenizer = self.generator.tokenizer
-        return sum(len(tokenizer(text)) for text in completions if text)
 
     def warm_up(self) -> None:
         """Trace the decoding step for a lone prompt and for a batch."""

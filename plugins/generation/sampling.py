@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -111,6 +111,7 @@ class Generator:
 
         trained = trained or TrainedModel(run_dir, unsafe)
         self.model = trained.model
+        self.generated_tokens: list[int] = []  # per prompt, by the last generate() or steps()
         if not isinstance(self.model, keras_hub.models.CausalLM) or self.model.preprocessor is None:
             raise UsageError(
                 f"{run_dir} is a '{trained.task.name}' run; kit generate needs a run of the generation task. "
@@ -131,8 +132,11 @@ class Generator:
     def _encode(self, prompts: list[str], max_new_tokens: int) -> tuple[dict[str, Any], list[int], int]:
         """Prompts as padded token ids, each prompt's length in tokens (start token included), and the
         length to generate to; tokenised once, at the full context, then cut to that length."""
-        inputs = self.preprocessor.generate_preprocess(prompts, sequence_length=self.context)
-        lengths = [int(n) for n in np.sum(np.asarray(inputs["padding_mask"]), axis=1)]
+        import tensorflow as tf
+
+        encode = self._graph("encode", lambda x: self.preprocessor.generate_preprocess(x, sequence_length=self.context))
+        inputs = {name: value.numpy() for name, value in encode(tf.constant(prompts)).items()}
+        lengths = [int(n) for n in np.sum(inputs["padding_mask"], axis=1)]
         for number, (prompt, length) in enumerate(zip(prompts, lengths), start=1):
             if length >= self.context:
                 shown = prompt if len(prompt) < 60 else prompt[:57] + "..."
@@ -154,7 +158,9 @@ class Generator:
         finally:
             self.model.preprocessor = preprocessor
         token_ids = np.asarray(outputs["token_ids"])
-        return [self._decode(row[n : n + sampling.max_new_tokens]) for row, n in zip(token_ids, lengths)]
+        new = [row[n : n + sampling.max_new_tokens] for row, n in zip(token_ids, lengths)]
+        self.generated_tokens = [len(self._kept(ids)) for ids in new]
+        return [self._decode(ids) for ids in new]
 
     def stream(self, prompt: str, sampling: Sampling) -> Iterator[str]:
         """Yield the completion of one prompt piece by piece, as tokens are generated."""
@@ -162,13 +168,17 @@ class Generator:
             if pieces[0]:
                 yield pieces[0]
 
-    def steps(self, prompts: list[str], sampling: Sampling) -> Iterator[list[str]]:
+    def steps(
+        self, prompts: list[str], sampling: Sampling, streamed: Sequence[bool] | None = None
+    ) -> Iterator[list[str]]:
         """Continue several prompts together, one token per step (keras-hub's cached decoder, from Python).
 
         Yields, at every step, each prompt's new text ("" when it has none: its prompt is still
         being read, it has ended, or a multi-byte character is not complete yet), so each token can
-        be shown as soon as it exists. Prompts of different lengths share the steps as in
-        keras-hub's `generate()`: a prompt's own tokens are kept until it is read.
+        be shown as soon as it exists; the pieces of a prompt add up to its completion. A prompt
+        whose `streamed` entry is False gets its whole completion in one piece when it ends
+        (decoding text at every step costs more than the step). Prompts of different lengths share
+        the steps as in keras-hub's `generate()`: a prompt's own tokens are kept until it is read.
         """
         import tensorflow as tf
 
@@ -180,29 +190,36 @@ class Generator:
         inputs, lengths, total = self._encode(prompts, sampling.max_new_tokens)
         sampler = sampling.make()
         token_ids = np.array(inputs["token_ids"])
-        _, cache = self.model._build_cache(inputs["token_ids"])
-        stop, rows = set(self._stop_ids()), [_Row(length) for length in lengths]
+        _, cache = self._graph("cache", self.model._build_cache)(tf.constant(token_ids))
+        stop = set(self._stop_ids())
+        rows = [_Row(length, True if streamed is None else streamed[n]) for n, length in enumerate(lengths)]
+        step = self._graph("step", self.model.call_with_cache)
         for index in range(min(lengths), total):
             position = tf.constant(index - 1, tf.int32)
-            logits, _, cache = self._step(tf.constant(token_ids[:, index - 1 : index]), cache, position)
+            logits, _, cache = step(tf.constant(token_ids[:, index - 1 : index]), cache, position)
             next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
             pieces = []
             for number, (row, next_id) in enumerate(zip(rows, next_ids)):
                 if index >= row.length:  # past its prompt: the sampled token is its next input
                     token_ids[number, index] = next_id
                 pieces.append(row.add(int(next_id), index, stop, sampling.max_new_tokens, self._decode))
-            yield pieces
+            self.generated_tokens = [len(row.new) for row in rows]
             if all(row.done for row in rows):
-                break
+                yield pieces
+                return
+            yield pieces
+        yield [row.rest(self._decode) for row in rows]  # the context is full: what is not shown yet
 
-    @property
-    def _step(self) -> Any:
-        """One cached decoding step, traced once per generator (shapes vary: batch size, context)."""
-        if getattr(self, "_traced_step", None) is None:
+    def _graph(self, name: str, function: Any) -> Any:
+        """`function` as a TensorFlow graph, traced once per generator and shape family: eager keras-hub
+        calls (tokenising, the cache, a step) cost 10-30 times more per call. kit's tokenizers give the
+        same tokens in graphs as eagerly (`kit.compat.fix_keras_hub`)."""
+        graphs = self.__dict__.setdefault("_graphs", {})
+        if name not in graphs:
             import tensorflow as tf
 
-            self._traced_step = tf.function(self.model.call_with_cache, reduce_retracing=True)
-        return self._traced_step
+            graphs[name] = tf.function(function, reduce_retracing=True, autograph=False)
+        return graphs[name]
 
     def _stop_ids(self) -> tuple[int, ...]:
         ids = [self.tokenizer.end_token_id]
@@ -210,21 +227,32 @@ class Generator:
             ids.append(self.tokenizer.end_token2_id)
         return tuple(ids)
 
-    def _decode(self, ids: Any) -> str:
+    def _kept(self, ids: Any) -> list[int]:
+        """The tokens before the first end token."""
         stop = set(self._stop_ids())
         kept = []
         for token in ids:
             if int(token) in stop:
                 break
             kept.append(int(token))
-        return self.tokenizer.detokenize(kept) if kept else ""  # one sequence in, one str out
+        return kept
+
+    def _decode(self, ids: Any) -> str:
+        import tensorflow as tf
+
+        kept = self._kept(ids)
+        if not kept:
+            return ""
+        text = self._graph("detokenize", self.tokenizer.detokenize)(tf.constant(kept, tf.int32)).numpy()
+        return text.decode("utf-8", errors="ignore")  # as keras-hub decodes eagerly: a partial character waits
 
 
 class _Row:
-    """One prompt of `Generator.steps`: its length, the tokens it has gained, the text shown so far."""
+    """One prompt of `Generator.steps`: its length, the tokens it has gained, the text given so far."""
 
-    def __init__(self, length: int):
+    def __init__(self, length: int, streamed: bool = True):
         self.length = length
+        self.streamed = streamed
         self.new: list[int] = []
         self.shown = ""
         self.done = False
@@ -235,12 +263,16 @@ class _Row:
             return ""
         if token in stop:
             self.done = True
-            return ""
+            return self.rest(decode)
         self.new.append(token)
         self.done = len(self.new) >= limit
-        text = decode(self.new)
-        if text.endswith("\ufffd") and not self.done:  # wait for the rest of a multi-byte character
+        return self.rest(decode) if self.streamed or self.done else ""
+
+    def rest(self, decode: Any) -> str:
+        """The text not given yet."""
+        if not self.new:
             return ""
+        text = decode(self.new)
         piece, self.shown = text[len(self.shown) :], text
         return piece
 

@@ -259,3 +259,32 @@ def test_generate_refusals(lm_run):
     for (_, error), expected in zip(answers, words):
         assert expected in error
     assert ok == 200
+
+
+def test_a_run_reduced_to_its_record_and_model_serves_the_same(text_run, tmp_path):
+    """What the Dockerfile copies (run.json and model/) is all kit serve needs."""
+    import shutil
+
+    from kit.rundir import RunDir
+
+    original, copy = RunDir(text_run), RunDir(tmp_path / "run")
+    copy.path.mkdir()
+    shutil.copy(original.record_file, copy.record_file)
+    shutil.copytree(original.model_dir, copy.model_dir)
+
+    async def test(app):
+        return (await app.post("/predict", {"rows": ROWS})).json()["predictions"]
+
+    assert served(copy.path, test) == kit_predict(text_run, ROWS, tmp_path)
+
+
+def test_generated_tokens_are_counted(lm_run):
+    async def test(app):
+        await app.post("/generate", {"prompts": ["The if", "A class"], "sampler": "greedy", "max_new_tokens": 5})
+        return (await app.client.get("/metrics")).text
+
+    metrics = served(lm_run, test)
+    count = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("kit_generated_tokens_total"))
+    )
+    assert 2 <= count <= 10  # up to 5 per prompt (fewer if the end token comes first)

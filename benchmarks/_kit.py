@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def model_and_stream(folder: Path, schedule_epochs: int | None = None) -> tuple[Any, Any, Any]:
@@ -11,19 +12,30 @@ def model_and_stream(folder: Path, schedule_epochs: int | None = None) -> tuple[
 
     `schedule_epochs` sets the learning-rate schedule's length (default: the config's epochs).
     """
+    from kit.assembly import assemble
     from kit.config import load_config
     from kit.data.plan import scan
     from kit.harness import trainer
-    from kit.harness.setup import assemble
+    from kit.harness.datasets import make_datasets, training_features
 
     config = load_config(folder)
     pieces = assemble(config)
-    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows)
-    trainer.adapt_inputs(pieces)
+    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows, check=pieces.check_example)
     trainer.seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
-    _, _, stream = trainer.make_datasets(config, pieces, reports)
-    model = trainer.build_model(config, pieces, stream.batches_per_pass * (schedule_epochs or config.train.epochs))
+    pieces.backbone.adapt(training_features(pieces))
+    _, _, stream = make_datasets(config, pieces, reports)
+    model, _ = trainer.build_model(config, pieces, stream.batches_per_pass * (schedule_epochs or config.train.epochs))
     return config, model, stream
+
+
+@contextmanager
+def detached_preprocessor(model: Any) -> Iterator[Any]:
+    """The keras-hub task without its preprocessor, as kit trains and generates: inputs are token ids already."""
+    preprocessor, model.preprocessor = model.preprocessor, None
+    try:
+        yield model
+    finally:
+        model.preprocessor = preprocessor
 
 
 def add_callback(callback: Any, name: str) -> None:
@@ -42,7 +54,7 @@ def add_callback(callback: Any, name: str) -> None:
         def register_callbacks(self, register, run):
             register(callback)
 
-    kit.plugins.get_plugins().pm.register(CallbackPlugin(), name=name)
+    kit.plugins.get_plugins().add_plugin(CallbackPlugin(), name, "benchmark")
 
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -64,7 +76,10 @@ def append_results(title: str, how: str, columns: list[str], rows: list[str]) ->
 
 
 def run_side(argv: list[str], threads: int, side: str) -> dict:
-    """Run one side of a comparison in a fresh process with `threads` threads; its last stdout line is JSON."""
+    """Run one side of a comparison in a fresh process with `threads` threads; its last stdout line is JSON.
+
+    Adds `process_s`: the whole process's wall time, from launch to exit, as a user waits for it.
+    """
     import json
     import os
     import subprocess
@@ -78,7 +93,11 @@ def run_side(argv: list[str], threads: int, side: str) -> dict:
         "TF_NUM_INTEROP_THREADS": str(threads),
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
+    import time
+
+    started = time.perf_counter()
     result = subprocess.run(argv, env=env, capture_output=True, text=True)
+    process_s = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"{side} side failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return {**json.loads(result.stdout.strip().splitlines()[-1]), "process_s": process_s}

@@ -80,9 +80,9 @@ def script_model(data: Path, backbone: str, sequence_length: int, batch: int):
 
 
 def examples_per_second(model, dataset, steps: int, batch: int) -> float:
-    from kit.harness.trainer import preprocessing_detached
+    from _kit import detached_preprocessor
 
-    with preprocessing_detached(model):
+    with detached_preprocessor(model):
         started = time.perf_counter()
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
         return steps * batch / (time.perf_counter() - started)

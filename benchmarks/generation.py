@@ -23,23 +23,22 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 def tiny_model(context: int):
     import keras_hub
-
-    from kit.inputs import GPT_BACKBONES
+    from kit_plugins.generation.backbones import GPTFromScratch
 
     words = ["<pad>", "<|endoftext|>", *"abcdefghijklmnopqrstuvwxyz", "Ġ", "th"]
     vocabulary = {w: i for i, w in enumerate(words)}
     tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["t h"])
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=8000, max_sequence_length=context, **GPT_BACKBONES["gpt-tiny"]
+        vocabulary_size=8000, max_sequence_length=context, **GPTFromScratch.sizes["gpt-tiny"]
     )
     preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=context)
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
 def cached(model, token_ids, padding_mask):
-    from kit.harness.trainer import preprocessing_detached
+    from _kit import detached_preprocessor
 
-    with preprocessing_detached(model):
+    with detached_preprocessor(model):
         return model.generate({"token_ids": token_ids, "padding_mask": padding_mask}, stop_token_ids=None)
 
 
@@ -89,7 +88,7 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     context = args.prompt_tokens + args.new_tokens
     if args.run:
-        from kit.harness.generate import Generator
+        from kit_plugins.generation.sampling import Generator
 
         model = Generator(args.run).model
         what = f"run {args.run}"

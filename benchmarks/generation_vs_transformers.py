@@ -28,18 +28,18 @@ def kit_side(folder: str, batch: int, new: int) -> dict:
     import keras_hub
     import numpy as np
     import tensorflow as tf  # noqa: F401  (before keras-hub, as kit does)
+    from _kit import detached_preprocessor
 
-    from kit.harness.trainer import preprocessing_detached
-    from kit.inputs import load_pretrained
+    from kit.text import load_preset
 
-    model = load_pretrained(folder, keras_hub.models.CausalLM)
+    model = load_preset(folder, keras_hub.models.CausalLM)
     model.compile(sampler="greedy")
     preprocessor = model.preprocessor
-    # As kit.harness.generate.Generator does: tokenise, then cut to prompt + new tokens.
+    # As kit_plugins.generation.sampling.Generator does: tokenise, then cut to prompt + new tokens.
     features = preprocessor.generate_preprocess([PROMPT] * batch, sequence_length=64 + new)
     prompt_tokens = int(np.asarray(features["padding_mask"][0]).sum())
     features = {name: value[:, : prompt_tokens + new] for name, value in features.items()}
-    with preprocessing_detached(model):
+    with detached_preprocessor(model):
         model.generate(features, stop_token_ids=None)  # compile
         started = time.perf_counter()
         output = model.generate(features, stop_token_ids=None)
@@ -95,7 +95,7 @@ def main() -> None:
         return
     if not args.hf_python or not args.gguf:
         parser.error("pass --hf-python (an interpreter with torch and transformers) and --gguf")
-    from kit.gguf import hugging_face_folder
+    from kit_plugins.generation.gguf import hugging_face_folder
 
     args.folder = str(hugging_face_folder(args.gguf))
     best: dict[tuple[str, int], dict] = {}

@@ -7,7 +7,8 @@ The run is the kit side of `benchmarks/vs_transformers.py` (all-MiniLM-L6-v2
 on rotten_tomatoes, sequence length 64, batch 32, kit's defaults), in a fresh
 process. The stages: importing TensorFlow, Keras and keras-hub; loading the
 backbone and its tokenizer; preparing the examples; building the model and its
-optimizer slots; the first training step (tracing it included); the rest of the
+optimizer slots (the stages of `kit.harness.stages`, which each run records in
+run.json); the first training step (tracing it included); the rest of the
 steps; saving; the final evaluation. Appends the table to benchmarks/RESULTS.md.
 """
 
@@ -24,13 +25,15 @@ from pathlib import Path
 from _kit import add_callback, append_results, run_side
 from vs_transformers import DATA, kit_project, minilm_folder, split_data
 
-STAGES = ["adapt_inputs", "make_datasets", "build_model", "save_model", "final_metrics"]
-LABELS = {
-    "adapt_inputs": "backbone and tokenizer loaded",
-    "make_datasets": "examples prepared (held in memory)",
-    "build_model": "model compiled, optimizer slots built",
-    "save_model": "model saved",
-    "final_metrics": "final evaluation",
+LABELS = {  # kit.harness.stages names -> what the process holds once the stage is over
+    "scan": "rows read and checked",
+    "adapt": "backbone and tokenizer loaded",
+    "datasets": "examples prepared (held in memory)",
+    "model": "model compiled, optimizer slots built",
+    "restore": "saved state checked",
+    "saving": "model saved",
+    "evaluation": "final evaluation",
+    "outputs": "metrics and plots written",
 }
 
 
@@ -58,18 +61,21 @@ def measured_run(args: argparse.Namespace) -> list[dict]:
     import keras_hub  # noqa: F401
 
     record("TensorFlow, Keras and keras-hub imported")
+    from contextlib import contextmanager
+
     from kit.config import load_config
-    from kit.harness import run, trainer
+    from kit.harness import run
+    from kit.harness.stages import Stages
 
-    for name in STAGES:
-        original = getattr(trainer, name)
+    timed = Stages.stage
 
-        def recorded(*a, _original=original, _name=name, **kw):
-            result = _original(*a, **kw)
-            record(LABELS[_name])
-            return result
+    @contextmanager
+    def stage_then_record(self, name):  # kit's own stage timer, recording memory as each stage ends
+        with timed(self, name):
+            yield
+        record(LABELS.get(name, name))
 
-        setattr(trainer, name, recorded)
+    Stages.stage = stage_then_record
 
     class Steps(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -11,8 +11,12 @@ Example::
         register(MyTask)
 """
 
-from kit.backbone import Backbone, Built, InputKind
-from kit.errors import (
+import time
+
+STARTED = time.perf_counter()  # when kit's code first ran in this process: a run's start-up is counted from here
+
+from kit.backbone import Backbone, Built, InputKind  # noqa: E402
+from kit.errors import (  # noqa: E402
     ConfigError,
     DataError,
     Interrupted,
@@ -23,8 +27,8 @@ from kit.errors import (
     TrainingError,
     UsageError,
 )
-from kit.hookspecs import hookimpl
-from kit.task import Task
+from kit.hookspecs import hookimpl  # noqa: E402
+from kit.task import Task  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -161,6 +161,9 @@ class Backbone:
             across plugins.
         export_requirements: pip packages a process needs to load this family's
             exported SavedModel (e.g. `tensorflow-text` for keras-hub tokenizers).
+        vectorised: True when `preprocess_batch` handles a whole batch at once (keras-hub's
+            preprocessors do): kit then preprocesses the data in batches, which is several
+            times faster. Its outputs must equal `preprocess` on each example.
 
     An instance serves one run: `reference` is the parsed `model.backbone`, `kind`
     the input kind it builds (with its fields), `config` the project's `Config`.
@@ -172,6 +175,7 @@ class Backbone:
     input_kinds: ClassVar[Sequence[str]] = ()
     sizes: ClassVar[dict[str, dict[str, Any]]] = {}
     export_requirements: ClassVar[Sequence[str]] = ()
+    vectorised: ClassVar[bool] = False
 
     def __init__(self, reference: BackboneRef, kind: InputKind, config: Config):
         self.reference = reference

@@ -85,6 +85,11 @@ class TextEncoder(Backbone):
         return self.config.model.sequence_length
 
     @property
+    def vectorised(self) -> bool:  # type: ignore[override]
+        """keras-hub's preprocessors take batches; words are packed one example at a time."""
+        return self.kind.name != "tokens"
+
+    @property
     def preprocessor(self) -> Any:
         if self._preprocessor is None:
             from kit.compat import fix_keras_hub

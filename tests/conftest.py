@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from kit.plugins import reset_plugins
 POSITIVE = "wonderful moving delightful brilliant funny charming superb touching clever warm".split()
 NEGATIVE = "dull boring tedious awful clumsy bland tiresome lifeless flat mediocre".split()
 FILLER = "the film story cast plot director scenes and a is was with this its".split()
+
+
+def pytest_configure(config):
+    # The machine's FLOP/s ceiling (for a run's utilisation) is measured once per cache: not once per test
+    # (module-scoped fixtures train before any per-test fixture runs, so it is set for the whole session).
+    os.environ["KIT_PEAK_FLOPS"] = "1e11"
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from typing import Any
 
 import keras
@@ -21,16 +19,13 @@ def without_optimizer(model: keras.Model) -> keras.Model:
 
     Adam's two moments would triple the file; resuming reads backup/, not model.keras.
     """
+    from kit.harness.resume import load_weights_image, weights_image
+
     # Not keras.models.clone_model: since Keras 3.x it compiles the copy with the same optimizer.
     copy = type(model).from_config(model.get_config())
-    # Through a weights file rather than set_weights: Keras writes LoRA layers with the adapters merged
-    # into their kernels, which is exactly what the plain (LoRA-free) copy holds.
-    with tempfile.TemporaryDirectory() as scratch:
-        weights = os.path.join(scratch, "model.weights.h5")
-        model.save_weights(weights)
-        # keras-hub tasks compile themselves when built; their fresh optimizer takes no saved state.
-        fresh_optimizer = [copy.optimizer] if getattr(copy, "optimizer", None) is not None else None
-        copy.load_weights(weights, objects_to_skip=fresh_optimizer)
+    # Through a weights file (in memory) rather than set_weights: Keras writes LoRA layers with the adapters
+    # merged into their kernels, which is exactly what the plain (LoRA-free) copy holds.
+    load_weights_image(copy, weights_image(model, with_optimizer=False))
     return copy
 
 

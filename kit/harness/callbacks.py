@@ -469,3 +469,40 @@ def check_run_folder(lock: Any) -> None:
             f"The run folder {lock.run_dir} was deleted or replaced while this run was training in it; kit stopped "
             f"rather than write into another folder. Run `kit run` again to start a new run."
         )
+
+
+class StageTimer(keras.callbacks.Callback):
+    """Splits `model.fit`'s time into the first step (tracing), steady steps, validation and callbacks."""
+
+    def __init__(self, stages: Any):
+        super().__init__()
+        self.stages = stages
+        self._mark: float | None = None
+        self._first = True
+        self.steps = 0  # steps trained in this process (the first one, traced, included)
+
+    def _lap(self) -> float:
+        now = time.perf_counter()
+        elapsed = now - self._mark if self._mark is not None else 0.0
+        self._mark = now
+        return elapsed
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._lap()
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self.stages.add("callbacks", self._lap())  # since the last step ended: other callbacks, epoch ends
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.stages.add("first step" if self._first else "training", self._lap())
+        self._first = False
+        self.steps += 1
+
+    def on_test_begin(self, logs: Any = None) -> None:
+        self.stages.add("callbacks", self._lap())
+
+    def on_test_end(self, logs: Any = None) -> None:
+        self.stages.add("validation", self._lap())
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.stages.add("callbacks", self._lap())

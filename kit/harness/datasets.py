@@ -26,7 +26,8 @@ def make_datasets(
         examples_, size = split_examples(pieces, split, report.rows)
         held = hold_in_memory(examples_, data.cache)
         if held is not None:
-            examples_, size, batches = held, held.count, held.batches(data.batch_size)
+            # Evaluated shortest first when batches are cut to their longest text; training reads the stream.
+            examples_, size, batches = held, held.count, held.batches(data.batch_size, by_length=trim)
         else:
             if size is None:  # examples the task re-shaped: cache them, so counting is the only extra pass
                 examples_ = examples_.cache()
@@ -80,6 +81,8 @@ def split_examples(pieces: Pieces, split: str, rows: int) -> tuple[tf.data.Datas
     if reshaped is not None:
         return reshaped, None
     backbone = pieces.backbone
+    if backbone.vectorised:
+        return prepared(stream, lambda x, y: (backbone.preprocess_batch(x), y), vectorised=True), rows
     return prepared(stream, lambda x, y: (backbone.preprocess(x), y)), rows
 
 

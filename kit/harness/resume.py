@@ -209,25 +209,75 @@ def _fsync_folder(folder: Path) -> None:
         os.close(handle)
 
 
-def weights_image(model: keras.Model) -> io.BytesIO:
-    """The model's `.weights.h5` file (weights and optimizer state), built in memory (see the module doc).
+def weights_image(model: keras.Model, with_optimizer: bool = True) -> io.BytesIO:
+    """The model's `.weights.h5` file, built in memory (see the module doc): its weights, and the optimizer's
+    state unless `with_optimizer` is False (checkpoints: Adam's two slots per weight would triple them).
 
     Through Keras's own writer: the same file `model.save_weights` makes, which `model.load_weights` reads.
     """
     from keras.src.saving import saving_lib
 
+    optimizer = getattr(model, "optimizer", None)
+    skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
     buffer = io.BytesIO()
     store = saving_lib.H5IOStore(buffer, mode="w")
     try:
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=skipped)
     finally:
         store.close()
     return buffer
 
 
+def load_weights_image(model: keras.Model, buffer: io.BytesIO) -> None:
+    """Load a `weights_image` into `model` (its optimizer, if any, is left as it is)."""
+    from keras.src.saving import saving_lib
+
+    optimizer = getattr(model, "optimizer", None)
+    store = saving_lib.H5IOStore(buffer, mode="r")
+    failed: set = set()
+    errors: dict = {}
+    try:
+        saving_lib._load_state(model, weights_store=store, assets_store=None, inner_path="",
+                               visited_saveables={id(optimizer)} if optimizer is not None else set(),
+                               failed_saveables=failed, error_msgs=errors)  # fmt: skip
+    finally:
+        store.close()
+    if failed:
+        saving_lib._raise_loading_failure(errors)
+
+
+# The last weights file written, by (model, global step): a second file of the same weights at the same step
+# (the best checkpoint, when the epoch just saved is the best) is a hard link to it, not a second write.
+_last_written: dict[tuple[int, int], Path] = {}
+
+
 def save_weights_file(model: keras.Model, path: Path) -> None:
-    """`model.save_weights(path)`, safe from a kill (a temporary name, renamed) and a full disk (see above)."""
-    write_atomically(Path(path), weights_image(model))
+    """The model's weights (not the optimizer's state) as a `.weights.h5` file, safe from a kill (a temporary
+    name, renamed) and a full disk (see above); `model.load_weights` reads it.
+
+    Weights already written at this step (MiniLM: 90 MB) are linked rather than written again.
+    """
+    path = Path(path)
+    key = (id(model), global_step(model) if getattr(model, "optimizer", None) is not None else -1)
+    earlier = _last_written.get(key)
+    if earlier is not None and earlier != path and earlier.is_file() and _link_atomically(earlier, path):
+        return
+    write_atomically(path, weights_image(model, with_optimizer=False))
+    _last_written.clear()  # one entry: only the newest weights are ever linked
+    _last_written[key] = path
+
+
+def _link_atomically(source: Path, path: Path) -> bool:
+    """Hard-link `source` as `path` (through a temporary name); False where links are not possible."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        tmp.replace(path)
+    except OSError:  # another file system, or one without hard links: write the file instead
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def write_atomically(path: Path, buffer: io.BytesIO) -> None:

@@ -30,6 +30,7 @@ from kit.console import say
 from kit.data.plan import report_text, scan
 from kit.errors import RunDirError
 from kit.harness.rundir import ChosenRun, choose_run_dir
+from kit.harness.stages import Stages
 from kit.rundir import RunDir, write_text_atomic
 
 
@@ -43,6 +44,7 @@ class RunContext:
         task: the `kit.Task` instance.
         resumed: True when this run continues an interrupted one.
         trial: the `kit tune` trial this run is (`.study`, `.number`, `.params`), or None for `kit run`.
+        stages: where the run's time goes (`kit.harness.stages.Stages`), written to run.json.
         run: the same directory as a `kit.rundir.RunDir`, which names every file in it.
     """
 
@@ -51,6 +53,9 @@ class RunContext:
     task: Any
     resumed: bool = False
     trial: Any = None
+    stages: Stages = field(default_factory=Stages, repr=False)
+    utilisation: dict[str, float] | None = field(default=None, repr=False)  # model FLOPs utilisation, once trained
+    timer: Any = field(default=None, repr=False)
     _finishers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list, repr=False)
 
     @property
@@ -146,11 +151,14 @@ def train(config: Config, run_dir: Path | None = None, argv: list[str] | None = 
 
 def _train(config: Config, requested: Path | None, argv: list[str] | None, trial: Any = None) -> Path:
     started = time.monotonic()  # not time.time(): a clock set back must not make the run last minus an hour
+    stages = Stages()
     resolved = resolved_dict(config)
     pieces = assemble(config)
     runs_root = Path(resolved["runs_dir"])
+    stages.since_start("start-up")  # imports (TensorFlow's 3-4 s), config, plugins
     # Check the data before creating anything: a malformed file leaves no empty run behind.
-    reports = scan(pieces.plan, pieces.fields, config.data.bad_rows, check=pieces.check_example)
+    with stages.stage("scan"):
+        reports = scan(pieces.plan, pieces.fields, config.data.bad_rows, check=pieces.check_example)
     from kit.harness.datasets import training_features
     from kit.harness.strategy import make_strategy, split_cpu
 
@@ -164,7 +172,8 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None, trial
 
     seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     # Learns the vocabulary or loads the pretrained model: a bad backbone fails here, before any run dir.
-    pieces.backbone.adapt(training_features(pieces))
+    with stages.stage("adapt"):
+        pieces.backbone.adapt(training_features(pieces))
     fingerprint = pieces.plan.fingerprint()
     chosen = choose_run_dir(resolved, runs_root, requested, fingerprint)
     with chosen.lock, _explained(chosen):
@@ -176,16 +185,30 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None, trial
             record["trial"] = trial.record()
         run = RunDir(chosen.path)
         run.write_record(record)
-        context = RunContext(config, chosen.path, pieces.task, chosen.resumed, trial)
+        context = RunContext(config, chosen.path, pieces.task, chosen.resumed, trial, stages=stages)
         metrics = _train_and_finish(config, pieces, reports, strategy, chosen, resolved, context)
         record.update(status="complete", metrics=metrics, wall_seconds=round(time.monotonic() - started, 1))
+        record["stages"] = stages.record()
+        if context.utilisation:
+            record["utilisation"] = context.utilisation
         if trial is not None:
             record["trial"] = trial.record()  # now with how it ended (pruned at an epoch)
         run.write_record(record)
         _finish(context, resolved, record, metrics)
         shutil.rmtree(run.backup_dir, ignore_errors=True)  # only now: a crash before resumes from it
+    say(stages.summary())
+    if context.utilisation:
+        say(_utilisation_line(context.utilisation))
     say(f"kit: run complete: {chosen.path}")
     return chosen.path
+
+
+def _utilisation_line(figures: dict[str, float]) -> str:
+    return (
+        f"kit: training ran at {figures['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of useful work, "
+        f"{figures['mfu']:.0%} of this machine's measured {figures['peak_flops_per_second'] / 1e9:.0f} GFLOP/s "
+        f"(model FLOPs utilisation)"
+    )
 
 
 def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: ChosenRun, resolved: dict) -> dict:
@@ -222,13 +245,17 @@ def _train_and_finish(
     from kit.harness.artifacts import save_model
     from kit.harness.callbacks import check_run_folder
 
+    stages = context.stages
     model, built, datasets = trainer.fit(config, pieces, reports, context, strategy, stops=STOPS, lock=chosen.lock)
     check_run_folder(chosen.lock)
     _check_room_for(model, chosen.path)
-    save_model(model, built, pieces, config, resolved, context.run)
-    metrics = trainer.final_metrics(model, pieces, datasets, context)
+    with stages.stage("saving"):
+        save_model(model, built, pieces, config, resolved, context.run)
+    with stages.stage("evaluation"):
+        metrics = trainer.final_metrics(model, pieces, datasets, context)
     check_run_folder(chosen.lock)
-    write_outputs(context.run, metrics)
+    with stages.stage("outputs"):
+        write_outputs(context.run, metrics)
     return metrics
 
 

@@ -23,6 +23,7 @@ from kit.harness.callbacks import (
     JsonHistory,
     NanGuard,
     RunFolderGuard,
+    StageTimer,
     TrainingCallbacks,
     plugin_failure,
 )
@@ -96,12 +97,16 @@ def fit(
     seed_everything(config.seed, deterministic_ops=config.train.jit_compile is not True)
     set_precision(config.train.precision)
     strategy = strategy or make_strategy(config.train.strategy)
-    datasets, sizes, stream = make_datasets(config, pieces, reports, strategy)
+    stages = context.stages
+    with stages.stage("datasets"):  # preprocessing, tokenising, holding examples in memory
+        datasets, sizes, stream = make_datasets(config, pieces, reports, strategy)
     steps = config.train.steps_per_epoch or stream.batches_per_pass
     epochs = config.train.epochs
     with strategy.scope():
-        model, built = build_model(config, pieces, steps * epochs)
-    restored = restore_state(model, context.run.backup_dir)
+        with stages.stage("model"):
+            model, built = build_model(config, pieces, steps * epochs)
+    with stages.stage("restore"):
+        restored = restore_state(model, context.run.backup_dir)
     callbacks = _training_callbacks(config, context, model, "validation" in datasets, steps, stops, lock)
     # A state saved when early stopping (or a callback) ended training: nothing is left to train.
     phases = [] if restored.stopped else training_phases(restored.step, steps, epochs)
@@ -112,6 +117,7 @@ def fit(
     callbacks.start(restored.callbacks if restored.step else None)
     _train_phases(model, stream, datasets, callbacks, phases, steps, stops)
     callbacks.finish()  # early stopping puts the best weights back here
+    context.utilisation = _utilisation(model, built, stream, datasets, context)
     return model, built, datasets
 
 
@@ -152,6 +158,18 @@ def _build_metrics(model: keras.Model, dataset: tf.data.Dataset, saved: list | N
     model.compute_metrics(x, y, model(x, training=False), sample_weight=weight)
 
 
+def _utilisation(model: keras.Model, built: Built, stream: TrainingStream, datasets: dict, context: Any) -> Any:
+    """Model FLOPs utilisation of the steady training steps (`kit.harness.flops`), or None."""
+    from kit.harness.flops import epoch_flops, utilisation
+
+    steady = context.timer.steps - 1  # the first step's time is tracing, not training
+    if steady < 1:
+        return None
+    sample = next(iter(datasets["train"]))[0]
+    flops = epoch_flops(model, built, stream.examples, sample)
+    return utilisation(flops, steady / stream.batches_per_pass, context.stages.seconds.get("training", 0.0))
+
+
 def training_phases(start_step: int, steps: int, epochs: int) -> list[tuple[int, int, int, int]]:
     """The `model.fit` calls that finish training from global step `start_step`.
 
@@ -186,8 +204,16 @@ def _training_callbacks(
     guards = [RunFolderGuard(lock)] if lock is not None else []
     # The saver comes last: a state then holds every callback's state after its epoch end, and a kill while
     # kit's or a plugin's epoch-end writers run leaves the previous state newest (the epoch is done again).
+    timer = context.timer = StageTimer(context.stages)  # first: it tells each step from the callbacks' work
     callbacks = TrainingCallbacks(
-        [*guards, NanGuard(backup), *_callbacks(config, context, has_validation), *(c for c, _ in plugins), saver],
+        [
+            timer,
+            *guards,
+            NanGuard(backup),
+            *_callbacks(config, context, has_validation),
+            *(c for c, _ in plugins),
+            saver,
+        ],
         owners={id(callback): plugin for callback, plugin in plugins},
         model=model,
         verbose=_verbosity(config.train.verbose),

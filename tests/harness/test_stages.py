@@ -1,0 +1,129 @@
+"""Where a run's time goes (run.json "stages"), its model FLOPs utilisation, and the fixed-cost savings
+(checkpoints without optimizer slots, the best checkpoint linked to its epoch's file)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from kit.harness import flops
+from kit.harness.stages import Stages
+from tests.conftest import make_tabular, project
+from tests.harness.test_run import run_ok
+
+STAGES = ["start-up", "scan", "adapt", "datasets", "model", "restore", "first step", "training", "saving"]
+
+
+def test_stages_add_up_and_summarise():
+    stages = Stages()
+    stages.add("training", 10.0)
+    stages.add("first step", 2.0)
+    stages.add("training", 5.0)
+    stages.add("validation", 1.0)
+    stages.add("outputs", 0.04)
+    assert stages.record() == {"training": 15.0, "first step": 2.0, "validation": 1.0, "outputs": 0.04}
+    assert stages.outside_training() == pytest.approx(2.04)
+    line = stages.summary()
+    assert line.startswith("kit: 18 s (2 s outside training): ") and "training 15.0" in line
+    assert "outputs" not in line  # under a tenth of a second
+
+
+@pytest.fixture(scope="module")
+def timed_run(tmp_path_factory):
+    from click.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("timed")
+    config = (
+        f"task: regression\ndata:\n  train: {make_tabular(root)}\n  target: y\nmodel:\n  hidden_units: [16]\n"
+        "train:\n  epochs: 3\n  learning_rate: 0.01\n  verbose: 0\n"
+    )
+    folder = project(root / "proj", config)
+    result = run_ok(CliRunner(), ["run", str(folder)])
+    return folder / "runs" / "run-1", result.output
+
+
+@pytest.mark.slow
+def test_run_records_its_stages_and_utilisation(timed_run):
+    run_dir, output = timed_run
+    record = json.loads((run_dir / "run.json").read_text())
+    assert set(STAGES + ["evaluation", "outputs", "callbacks", "validation"]) <= set(record["stages"])
+    assert all(seconds >= 0 for seconds in record["stages"].values())
+    # Every stage but start-up (before the run's clock starts) happens inside the run's wall time.
+    inside = sum(s for name, s in record["stages"].items() if name != "start-up")
+    assert inside <= record["wall_seconds"] + 0.5
+    figures = record["utilisation"]
+    assert figures["peak_flops_per_second"] == 1e11  # KIT_PEAK_FLOPS (tests/conftest.py)
+    assert figures["useful_flops_per_epoch"] > 0 and 0 < figures["mfu"] < 1
+    assert figures["mfu"] == pytest.approx(figures["achieved_flops_per_second"] / 1e11)
+    assert "outside training):" in output and "(model FLOPs utilisation)" in output
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_weights_only_and_the_best_is_a_link(timed_run):
+    run_dir, _ = timed_run
+    checkpoints = run_dir / "checkpoints"
+    newest = sorted(checkpoints.glob("epoch-*.weights.h5"))[-1]
+    best = checkpoints / "best.weights.h5"
+    with h5py.File(newest) as handle:
+        assert "optimizer" not in handle  # Adam's slots would triple the file; resuming reads backup/
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+    if best_epoch == len(history):  # the newest epoch is the best: one file on disk, two names
+        assert best.stat().st_ino == newest.stat().st_ino
+    # Either way the best checkpoint loads into the trained model's architecture.
+    import keras
+
+    model = keras.saving.load_model(run_dir / "model" / "model.keras", compile=False)
+    model.load_weights(best)
+
+
+def test_transformer_flops_counts_non_embedding_parameters_per_token():
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=32
+    )
+    embeddings = sum(int(np.prod(w.shape)) for w in backbone.weights if "embedding" in w.path)
+    assert embeddings >= 100 * 8 + 32 * 8  # tokens, positions (and segments)
+    lengths = np.array([10.0, 20.0])
+    dense = backbone.count_params() - embeddings
+    expected = 6 * dense * 30 + 12 * 2 * 8 * (100 + 400)
+    assert flops.transformer_flops(backbone, lengths) == pytest.approx(expected)
+
+
+def test_forward_flops_of_a_dense_layer():
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    counted = flops.forward_flops(model, tf.zeros((5, 8)))
+    assert 2 * 8 * 4 <= counted <= 2 * 8 * 4 + 8  # the multiply-adds, and the bias
+
+
+def test_forward_flops_is_none_for_what_the_profiler_cannot_read():
+    def broken(*args, **kwargs):
+        raise ValueError("not a model")
+
+    assert flops.forward_flops(broken, np.zeros((2, 3), np.float32)) is None
+
+
+def test_peak_is_measured_once_then_read_from_the_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("KIT_PEAK_FLOPS")
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(flops, "_measure_peak", lambda: measured.append(1) or 4e10)
+    assert flops.peak_flops() == 4e10 and flops.peak_flops() == 4e10
+    assert measured == [1]
+    assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 4e10
+    (tmp_path / "machine.json").write_text("{not json")  # a damaged cache is measured again, never an error
+    assert flops.peak_flops() == 4e10 and measured == [1, 1]
+
+
+def test_utilisation_needs_work_and_time():
+    assert flops.utilisation(None, 1.0, 10.0) is None
+    assert flops.utilisation(1e9, 1.0, 0.0) is None
+    figures = flops.utilisation(2e12, 0.5, 10.0)  # KIT_PEAK_FLOPS=1e11 in tests
+    assert figures["achieved_flops_per_second"] == 1e11 and figures["mfu"] == 1.0

@@ -244,3 +244,20 @@ class Task:
         and Hugging Face folders this way. Default: None.
         """
         return None
+
+    # -- serving
+
+    def generator(self, trained: Any) -> Any:
+        """What continues prompts for `kit serve`'s /generate, for a task that generates; None otherwise.
+
+        Args:
+            trained: the run, loaded (a `kit.inference.TrainedModel`).
+
+        Returns:
+            An object with `settings(values) -> settings` (sampler settings from a JSON object, raising
+            `kit.UsageError` in the command line's words), `steps(prompts, settings, streamed)` (yielding
+            each prompt's new text per decoding step), `generate(prompts, settings)` (completions at once,
+            for settings that cannot stream), `generated_tokens` (per prompt, by the last call) and
+            `tokenizer`. The generation task returns `kit generate`'s `Generator`. Default: None.
+        """
+        return None

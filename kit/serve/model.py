@@ -376,13 +376,13 @@ class Continuer:
     columns: list[str] = []
 
     def __init__(self, trained: Any, max_batch_size: int = 8):
-        make = getattr(trained.task, "generator", None)
-        if make is None:
+        self.generator = trained.task.generator(trained) if hasattr(trained.task, "generator") else None
+        if self.generator is None:
             raise UsageError(
-                f"The '{trained.task.name}' task neither predicts rows nor generates; kit serve has no use for it."
+                f"The '{trained.task.name}' task neither predicts rows nor generates (Task.generator); kit serve has "
+                f"no use for it."
             )
         self.trained = trained
-        self.generator = make(trained)
         self.max_batch_size = max_batch_size
         self.prompt_column = trained.kind.fields[0].column if trained.kind.fields else "text"
 

@@ -91,10 +91,10 @@ def steps_of(trial) -> int:
     return len(history) * (rows // 256)
 
 
-def search(root: Path, data: Path, trials: int, epochs: int) -> tuple[list[str], dict]:
+def search(root: Path, data: Path, trials: int, epochs: int, pruner: str, seed: int) -> tuple[list[str], dict]:
     # Different sampler seeds: TPE starts with random trials, which the same seed would make random search's own.
-    random_dir = make_project(root / "random", data, trials, epochs, "random", "none", SPACE, seed=1)
-    pruned_dir = make_project(root / "pruned", data, trials, epochs, "tpe", "median", SPACE, seed=2)
+    random_dir = make_project(root / "random", data, trials, epochs, "random", "none", SPACE, seed=seed)
+    pruned_dir = make_project(root / "pruned", data, trials, epochs, "tpe", pruner, SPACE, seed=seed + 1)
     seconds = {
         name: kit(["tune", str(folder)], root) for name, folder in (("random", random_dir), ("pruned", pruned_dir))
     }
@@ -113,7 +113,7 @@ def search(root: Path, data: Path, trials: int, epochs: int) -> tuple[list[str],
     rows = [
         f"| random search, no pruning | {len(random_trials)} | 0 | {random_steps:,} | {target:.2f} | "
         f"{random_steps:,} (100%) | {seconds['random']:.0f} s |",
-        f"| TPE + median pruning | {len(pruned_trials)} | {pruned_count} | {pruned_steps:,} | {best:.2f} | "
+        f"| TPE + {pruner} pruning | {len(pruned_trials)} | {pruned_count} | {pruned_steps:,} | {best:.2f} | "
         + (f"{reached[1]:,} ({100 * reached[1] / random_steps:.0f}%, trial {reached[0]})" if reached else "not reached")
         + f" | {seconds['pruned']:.0f} s |",
     ]
@@ -144,14 +144,17 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pruner", default="median", choices=["median", "hyperband", "successive_halving"])
+    parser.add_argument("--no-overhead", action="store_true", help="Only the search comparison.")
+    parser.add_argument("--seed", type=int, default=1, help="Random search's sampler seed; the pruned search's is +1.")
     parser.add_argument("--no-results", action="store_true", help="Print only; do not append to RESULTS.md.")
     parser.add_argument("--note", default="", help="What else ran on the machine meanwhile (goes into RESULTS.md).")
     args = parser.parse_args()
     data = args.data.resolve()
     root = Path(tempfile.mkdtemp(prefix="kit-bench-tune-"))
     try:
-        search_rows, found = search(root, data, args.trials, args.epochs)
-        overhead_rows, times = overhead(root, data, args.epochs, args.repeats)
+        search_rows, found = search(root, data, args.trials, args.epochs, args.pruner, args.seed)
+        overhead_rows, times = ([], {}) if args.no_overhead else overhead(root, data, args.epochs, args.repeats)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps({"search": found, "overhead": times}))
@@ -160,7 +163,10 @@ def main() -> None:
         return
     from benchmarks._kit import append_results
 
-    command = f"`python benchmarks/tune.py --trials {args.trials} --epochs {args.epochs}`"
+    command = (
+        f"`python benchmarks/tune.py --trials {args.trials} --epochs {args.epochs} --pruner {args.pruner} "
+        f"--seed {args.seed}`"
+    )
     note = f" {args.note}" if args.note else ""
     append_results(
         "kit tune: pruning against random search (diamonds price)",
@@ -178,6 +184,8 @@ def main() -> None:
         ],
         search_rows,
     )
+    if args.no_overhead:
+        return
     append_results(
         "kit tune: time per trial against kit run (diamonds price)",
         f"{command} - one fixed config as `kit tune` trials (Optuna's trial duration) and as `kit run` "

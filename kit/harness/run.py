@@ -29,6 +29,7 @@ from kit.config import Config, check_monitor, dump_yaml, resolved_dict
 from kit.console import say
 from kit.data.plan import report_text, scan
 from kit.errors import RunDirError
+from kit.harness.hparams import write_hparams
 from kit.harness.rundir import ChosenRun, choose_run_dir
 from kit.harness.stages import Stages
 from kit.rundir import RunDir, write_text_atomic
@@ -193,8 +194,10 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None, trial
             record["utilisation"] = context.utilisation
         if trial is not None:
             record["trial"] = trial.record()  # now with how it ended (pruned at an epoch)
+        # Before the run is marked complete: a run stopped here writes its HParams record when it is finished.
+        write_hparams(run, resolved, metrics, record)
         run.write_record(record)
-        _finish(context, resolved, record, metrics)
+        _finish(context, metrics)
         shutil.rmtree(run.backup_dir, ignore_errors=True)  # only now: a crash before resumes from it
     say(stages.summary())
     if context.utilisation:
@@ -218,11 +221,8 @@ def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: Chose
     return _run_record(config, pieces, argv, chosen.resumed, run.read_record())
 
 
-def _finish(context: RunContext, resolved: dict[str, Any], record: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """TensorBoard's HParams record of the run, then whatever plugins asked for at the end (`when_complete`)."""
-    from kit.harness.hparams import write_hparams
-
-    write_hparams(context.run, resolved, metrics, record)
+def _finish(context: RunContext, metrics: dict[str, Any]) -> None:
+    """Whatever plugins asked for once the run is complete (`RunContext.when_complete`)."""
     for finish in context._finishers:
         try:
             finish(metrics)

@@ -41,11 +41,16 @@ def load(folder):
     return model, None
 
 
+def _tokenized(preprocessor, texts):
+    packed = preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))  # a pair of texts: a tuple
+    return packed[0] if isinstance(packed, tuple) else packed
+
+
 def predict(loaded, inputs):
     model, preprocessor = loaded
     if preprocessor is not None:
         texts = [inputs[column] for column in TEXT_COLUMNS]
-        inputs = preprocessor(texts[0] if len(texts) == 1 else tuple(texts))
+        inputs = _tokenized(preprocessor, texts)
     outputs = model.predict_on_batch(inputs)
     # label names come back as bytes: decode them
     return {{k: np.char.decode(v.astype(bytes)) if v.dtype == object else v for k, v in outputs.items()}}

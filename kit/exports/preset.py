@@ -42,7 +42,8 @@ def load(folder):
 def predict(loaded, inputs):
     classifier, labels = loaded
     texts = [inputs[column] for column in TEXT_COLUMNS]
-    logits = classifier.predict(texts[0] if len(texts) == 1 else tuple(texts), verbose=0)
+    packed = classifier.preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))  # a pair: a tuple
+    logits = classifier(packed[0] if isinstance(packed, tuple) else packed, training=False)
     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
     best = probabilities.argmax(axis=-1)
     return {{"label": np.asarray(labels, dtype=str)[best], "probability": probabilities.max(axis=-1),

@@ -56,11 +56,16 @@ def load(folder):
     return interpreter.get_signature_runner("serving_default"), preprocessor
 
 
+def _tokenized(preprocessor, texts):
+    packed = preprocessor(x=texts[0] if len(texts) == 1 else tuple(texts))  # a pair of texts: a tuple
+    return packed[0] if isinstance(packed, tuple) else packed
+
+
 def predict(loaded, inputs):
     run, preprocessor = loaded
     if preprocessor is not None:
         texts = [inputs[column] for column in TEXT_COLUMNS]
-        inputs = {{k: np.asarray(v) for k, v in preprocessor(texts[0] if len(texts) == 1 else tuple(texts)).items()}}
+        inputs = {{k: np.asarray(v) for k, v in _tokenized(preprocessor, texts).items()}}
     fed = {{INPUTS[name]: _typed(value) for name, value in inputs.items() if name in INPUTS}}
     return run(**fed)
 

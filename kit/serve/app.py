@@ -50,7 +50,8 @@ class Service:
         self.ready = False
         self.stopping = False
         self.in_flight = 0
-        self.drift = Drift(served.trained.kind.fields, options.drift_window)
+        # A prompt is no training document (those are passages of thousands of characters): nothing to compare.
+        self.drift = Drift([] if served.generates else served.trained.kind.fields, options.drift_window)
         self.feedback = Feedback(options.feedback_window)
         self.batcher = Batcher(
             served.run_jobs,
@@ -242,7 +243,6 @@ class Routes:
         body = await read_body(request, service.options.max_body_bytes)
         prompts = served.check(read_json(body))
         job = service.queue(prompts, prompts.size, served.group(prompts), streaming=prompts.stream)
-        service.drift.observe([{served.prompt_column: prompt} for prompt in prompts.prompts])
         if prompts.stream:
             first = await job.events.get()
             if first is None:  # ended before any text: a refusal (too long a prompt), or an empty completion

@@ -384,7 +384,6 @@ class Continuer:
             )
         self.trained = trained
         self.max_batch_size = max_batch_size
-        self.prompt_column = trained.kind.fields[0].column if trained.kind.fields else "text"
 
     def check(self, body: Any) -> Prompts:
         """A /generate body: {"prompt": "..."} or {"prompts": [...]}, "stream", and sampler settings."""

@@ -12,6 +12,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>kit serve</title>
+<link rel="icon" href="data:,">
 <style>
   body { font-family: system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d232b; }
   header { background: #1d232b; color: #fff; padding: 12px 24px; display: flex; gap: 16px; align-items: baseline; }
@@ -83,11 +84,11 @@ let info = null, lastId = null, history = [];
 const $ = (id) => document.getElementById(id);
 const fmt = (x, digits = 1) => (x === null || x === undefined) ? "-" : Number(x).toFixed(digits);
 
-function field(name, value) {
+function field(name, value, multiline) {
   const wrap = document.createElement("div");
   const label = document.createElement("label");
   label.textContent = name; label.htmlFor = "in-" + name;
-  const long = typeof value === "string" && value.length > 20 || info.generates;
+  const long = multiline || typeof value === "string" && value.length > 20;
   const input = document.createElement(long ? "textarea" : "input");
   input.id = "in-" + name; input.name = name;
   input.value = typeof value === "string" ? value : JSON.stringify(value);
@@ -100,7 +101,7 @@ async function load() {
   $("model").textContent = info.task + (info.run ? " - " + info.run : "");
   const form = $("form");
   if (info.generates) {
-    form.append(field("prompt", info.example.prompt));
+    form.append(field("prompt", info.example.prompt, true));
     const sampler = document.createElement("select");
     sampler.id = "in-sampler";
     for (const s of ["top_k", "top_p", "greedy", "random", "beam"]) sampler.add(new Option(s, s));

@@ -215,6 +215,36 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         browser.quit()
 
 
+def test_the_generation_page_streams_a_completion(lm_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser = chromium()
+    server = Server(lm_run, tmp_path)
+    try:
+        server.wait_ready()
+        browser.get(server.url("/"))
+        wait = WebDriverWait(browser, 60)
+        wait.until(shown.text_to_be_present_in_element((By.ID, "status"), "ready"))
+        prompt = browser.find_element(By.ID, "in-prompt")
+        prompt.clear()
+        prompt.send_keys("The for statement")
+        Select(browser.find_element(By.ID, "in-sampler")).select_by_value("greedy")
+        tokens = browser.find_element(By.ID, "in-max_new_tokens")
+        tokens.clear()
+        tokens.send_keys("8")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda b: server.get("/stats")[1]["requests"] >= 1)  # the stream has ended
+        on_page = browser.execute_script("return document.getElementById('completion').textContent")
+        asked = json.dumps({"prompt": "The for statement", "sampler": "greedy", "max_new_tokens": 8}).encode()
+        reply = asyncio.run(load(HOST, server.port, "/generate", [asked], 1, 1, keep_bodies=True)).replies[0]
+    finally:
+        browser.quit()
+        assert server.stop() == 0
+    assert on_page and on_page == json.loads(reply.body)["completion"]
+
+
 def test_command_mistakes_are_one_line(tmp_path, text_run):
     env = {**os.environ, "KIT_LOAD_PLUGINS": ""}
 

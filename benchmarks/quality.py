@@ -112,7 +112,9 @@ def main() -> None:
                 folder = project(root / f"stsb-{name}", "regression", files, backbones[name] or minilm(),
                                  "  text_column: [first, second]\n")  # fmt: skip
                 metrics, seconds = run(folder)
-                rows.append(f"| {name} | {metrics['r2']:.3f} | {metrics['rmse']:.3f} | {metrics['mae']:.3f} | {seconds:.0f} s |")
+                rows.append(
+                    f"| {name} | {metrics['r2']:.3f} | {metrics['rmse']:.3f} | {metrics['mae']:.3f} | {seconds:.0f} s |"
+                )
             append_results(
                 "Quality: STS-B similarity as regression over text pairs, kit defaults",
                 "`python benchmarks/quality.py --only stsb` - train/dev/test as shipped, score 0-5; whole `kit run` "

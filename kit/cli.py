@@ -147,7 +147,11 @@ def runs_list(project: Path, sort: str | None, as_json: bool) -> None:
 @runs.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--output", "-o", type=click.Path(path_type=Path), default=Path("compare.png"), show_default=True,
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=Path("compare.png"),
+    show_default=True,
     help="Where to write the overlaid curves (PNG).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Output JSON (config, metrics, per-epoch history).")
@@ -320,8 +324,9 @@ def serve(
     SIGTERM or Ctrl-C answers every request already taken, then exits.
     """
     from kit.serve.app import Options
-    from kit.serve.server import check_options, check_port
+    from kit.serve.server import check_options, check_port, require_stack
 
+    require_stack()
     options = Options(max_body_bytes=max_body_kb * 1024, **batching)
     check_options(options, port)
     check_port(host, port)  # before the slow part

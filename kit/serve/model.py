@@ -241,9 +241,22 @@ class Predictor:
 
     def run(self, batch: list[Checked]) -> list[Answer]:
         """Predict the rows of several requests as one model call (per `max_batch_size` rows)."""
-        if any(not isinstance(c.columns.get(f.column), np.ndarray) for c in batch for f in self.fields):
-            return [self._run_rows([c]) for c in batch]  # images of several sizes in one request: one by one
+        if any(self._mixed(c) for c in batch):
+            return [self._run_one_by_one(c) if self._mixed(c) else self._run_rows([c]) for c in batch]
         return self._split(self._run_rows(batch), batch)
+
+    def _mixed(self, checked: Checked) -> bool:
+        """Images of several sizes in one request: they cannot be stacked into one batch."""
+        return any(not isinstance(checked.columns.get(f.column), np.ndarray) for f in self.fields)
+
+    def _run_one_by_one(self, checked: Checked) -> Answer:
+        answer = Answer([])
+        for i, row in enumerate(checked.parsed):
+            columns = {name: np.stack([values[i]]) for name, values in checked.columns.items()}
+            one = self._run_rows([Checked([row], columns)])
+            answer.predictions += one.predictions
+            answer.tokens += one.tokens
+        return answer
 
     def _run_rows(self, batch: list[Checked]) -> Answer:
         import tensorflow as tf

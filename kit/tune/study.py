@@ -22,6 +22,7 @@ import json
 import os
 import re
 import socket
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -81,14 +82,16 @@ def open_storage(url: str, requeue: Any) -> Any:
     if url.startswith("sqlite:///"):
         _check_sqlite_folder(url)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _creating(url):
             warnings.simplefilter("ignore")  # heartbeats are "experimental" in Optuna's words
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=HEARTBEAT,
-                grace_period=GRACE,
-                heartbeat_stale_trial_callback=requeue,
+            return _with_retry(
+                lambda: optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT,
+                    grace_period=GRACE,
+                    heartbeat_stale_trial_callback=requeue,
+                )
             )
     except ImportError as exc:  # Optuna wraps the driver's ModuleNotFoundError
         missing = getattr(exc.__cause__ or exc.__context__, "name", None) or getattr(exc, "name", None) or "?"
@@ -107,6 +110,39 @@ def open_storage(url: str, requeue: Any) -> Any:
             "name and credentials (and that the server runs), or leave tune.storage unset for a SQLite file in "
             "the project."
         ) from None
+
+
+@contextlib.contextmanager
+def _creating(url: str) -> Iterator[None]:
+    """Workers started together on one SQLite file take turns creating its tables.
+
+    Optuna checks for its tables, then creates them: two workers in between both create them, and the second
+    fails with "table studies already exists". A lock next to the file orders them (it dies with its process).
+    """
+    if fcntl is None or not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        yield
+        return
+    with open(url[len("sqlite:///") :] + ".lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _with_retry(create: Any, tries: int = 3) -> Any:
+    """`create()`, again when another worker created the same tables at the same moment (servers' databases)."""
+    import sqlalchemy.exc
+
+    for attempt in range(tries):
+        try:
+            return create()
+        except sqlalchemy.exc.DatabaseError as exc:
+            text = str(exc).lower()
+            if attempt == tries - 1 or not ("already exists" in text or "duplicate" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 DRIVERS = {

@@ -231,7 +231,9 @@ def test_fine_tuning_a_pretrained_backbone_is_repeatable(runner, tmp_path, text_
     for name in ("a", "b"):  # one process per run, as `kit run` is
         folder = project(tmp_path / name, config_text(text_csv, preset).replace("epochs: 6", "epochs: 1"))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        result = subprocess.run([sys.executable, "-m", "kit", "run", str(folder)], capture_output=True, text=True, env=env)
+        result = subprocess.run(
+            [sys.executable, "-m", "kit", "run", str(folder)], capture_output=True, text=True, env=env
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append((folder / "runs" / "run-1" / "metrics.json").read_bytes())
     assert outputs[0] == outputs[1]

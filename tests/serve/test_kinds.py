@@ -92,6 +92,7 @@ def test_images_as_pixel_arrays_answer_as_kit_predict_on_the_files(image_run, tm
     together, mixed, path, ragged = served(run, test)
     expected = kit_predict(run, table)  # its lines are the CSV's (the header is line 1)
     assert [{**p, "line": 0} for p in together] == [{**p, "line": 0} for p in expected]
+    assert "predictions" in mixed, mixed
     assert mixed["predictions"][0] == together[0] and len(mixed["predictions"]) == 2
     assert path.status_code == 400 and "not a file path" in path.json()["error"]
     assert ragged.status_code == 400 and "ragged" in ragged.json()["error"]

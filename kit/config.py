@@ -328,6 +328,30 @@ class Config:
         del plain["tune"], plain["tracking"]
         return plain
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """How this run trains, as dotted keys (`{"train.epochs": 3, ...}`): `to_dict()` flattened, without the
+        keys that say where things are (data files, runs_dir, plugins). What trackers log as parameters."""
+        return hyperparameters(self.to_dict())
+
+
+# Keys that say where things are, not how the model was trained: not hyperparameters.
+PATH_KEYS = frozenset({"data.train", "data.validation", "data.test", "data.tfds_data_dir", "runs_dir", "plugins"})
+
+
+def hyperparameters(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping as dotted keys, without `PATH_KEYS`; an empty section has no keys."""
+    return {key: value for key, value in _dotted(mapping).items() if key not in PATH_KEYS}
+
+
+def _dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
 
 # ---------------------------------------------------------------- loading
 

@@ -32,17 +32,6 @@ from kit.errors import ConfigError
 
 LOCAL_STORE, LOCAL_ARTIFACTS = "mlflow.db", "mlruns"
 MAX_BATCH = 100  # MLflow takes at most 100 parameters per call
-PATH_KEYS = {"data.train", "data.validation", "data.test", "data.tfds_data_dir", "runs_dir", "plugins"}
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        elif not isinstance(value, dict):
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def tracking_uri(run: Any) -> str:
@@ -122,7 +111,7 @@ class MlflowLogger:
     def _log_params(self) -> None:
         from mlflow.entities import Param
 
-        flat = {k: v for k, v in flatten(self.context.config.to_dict()).items() if k not in PATH_KEYS}
+        flat = self.context.config.hyperparameters()
         params = [Param(key, str(value)[:6000]) for key, value in flat.items()]
         existing = set(self.client.get_run(self.run_id).data.params)
         params = [p for p in params if p.key not in existing]  # a resumed run logged them already

@@ -11,31 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from kit.config import hyperparameters
 from kit.rundir import RunDir
-
-# Keys that say where things are, not how the model was trained: left out of the table.
-PATH_KEYS = {"data.train", "data.validation", "data.test", "data.tfds_data_dir", "runs_dir", "plugins"}
 
 
 def hparams_of(resolved: dict[str, Any], record: dict[str, Any]) -> dict[str, bool | int | float | str]:
     """The run's hyperparameters as HParams takes them: dotted keys, numbers, booleans and text."""
-    flat = {key: value for key, value in flatten(resolved).items() if key not in PATH_KEYS}
+    flat = hyperparameters(resolved)
     trial = record.get("trial")
     if isinstance(trial, dict):
         flat["tune.study"] = trial.get("study")
         flat["tune.trial"] = trial.get("number")
     return {key: _plain(value) for key, value in flat.items() if value is not None}
-
-
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 3}} -> {"train.epochs": 3}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        elif not isinstance(value, dict):
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _plain(value: Any) -> bool | int | float | str:

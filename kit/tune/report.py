@@ -25,6 +25,7 @@ from typing import Any
 from kit.config import dump_yaml, load_config, resolved_dict
 from kit.console import say
 from kit.rundir import write_text_atomic
+from kit.runs import format_table as aligned_table
 from kit.tune import study as studies
 
 
@@ -126,10 +127,7 @@ def format_table(rows: list[dict[str, Any]], search: Any) -> str:
     names = [n for n in columns(rows) if n not in ("run", "error")]
     cells = [[_cell(row.get(n)) for n in names] for row in rows]
     header = [search.objective.name if n == "value" else n for n in names]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)] if cells else []
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
+    return aligned_table(header, cells)
 
 
 def _cell(value: Any) -> str:

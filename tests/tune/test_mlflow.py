@@ -81,7 +81,7 @@ def test_a_resumed_run_logs_into_the_same_mlflow_run(tracked):
         project_dir=folder,
         name=None,
         task="regression",
-        to_dict=lambda: {"train": {"epochs": 3}},
+        hyperparameters=lambda: {"train.epochs": 3},
     )
     logger = MlflowLogger(SimpleNamespace(config=config, run_dir=folder / "runs" / "run-1", trial=None))
     logger.set_state({"run_id": run.info.run_id})

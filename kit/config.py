@@ -340,14 +340,15 @@ PATH_KEYS = frozenset({"data.train", "data.validation", "data.test", "data.tfds_
 
 def hyperparameters(mapping: dict[str, Any]) -> dict[str, Any]:
     """A config mapping as dotted keys, without `PATH_KEYS`; an empty section has no keys."""
-    return {key: value for key, value in _dotted(mapping).items() if key not in PATH_KEYS}
+    return {key: value for key, value in dotted_keys(mapping).items() if key not in PATH_KEYS}
 
 
-def _dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def dotted_keys(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: {"a": {"b": 1}} -> {"a.b": 1}; an empty mapping has no keys."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
+            flat.update(dotted_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

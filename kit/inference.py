@@ -27,6 +27,7 @@ from typing import IO, Any, Iterator, Sequence
 import numpy as np
 
 from kit.assembly import MissingPlugin, Pieces, data_plan, restore, saved_reference
+from kit.config import dotted_keys
 from kit.console import say
 from kit.data.pipeline import examples
 from kit.data.plan import DataPlan, check_columns, parse_row, report_text, scan
@@ -370,7 +371,7 @@ def _write_jsonl(rows: Iterator[dict[str, Any]], handle: IO[str]) -> int:
 def _write_csv(rows: Iterator[dict[str, Any]], handle: IO[str]) -> int:
     writer, count = None, 0
     for row in rows:
-        flat = _flatten(row)
+        flat = dotted_keys(row)  # nested prediction fields as their own columns
         if writer is None:
             writer = csv.DictWriter(handle, fieldnames=list(flat))
             writer.writeheader()
@@ -382,13 +383,3 @@ def _write_csv(rows: Iterator[dict[str, Any]], handle: IO[str]) -> int:
         writer.writerow(flat)
         count += 1
     return count
-
-
-def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -178,16 +178,26 @@ def chromium():
     return selenium.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
+def open_page(browser, server):
+    """The server's page, once it says it is ready; returns the waiter the test goes on with."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.url("/"))
+    wait = WebDriverWait(browser, 60)
+    wait.until(shown.text_to_be_present_in_element((By.ID, "status"), "ready"))
+    return wait
+
+
 def test_the_page_in_a_real_browser(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as shown
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     browser = chromium()
     try:
-        browser.get(server.url("/"))
-        wait = WebDriverWait(browser, 60)
-        wait.until(shown.text_to_be_present_in_element((By.ID, "status"), "ready"))
+        wait = open_page(browser, server)
         field = browser.find_element(By.ID, "in-text")
         field.clear()
         field.send_keys("a wonderful moving film with a warm cast")
@@ -217,16 +227,13 @@ def test_the_page_in_a_real_browser(server, tmp_path):
 
 def test_the_generation_page_streams_a_completion(lm_run, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as shown
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     browser = chromium()
     server = Server(lm_run, tmp_path)
     try:
         server.wait_ready()
-        browser.get(server.url("/"))
-        wait = WebDriverWait(browser, 60)
-        wait.until(shown.text_to_be_present_in_element((By.ID, "status"), "ready"))
+        wait = open_page(browser, server)
         prompt = browser.find_element(By.ID, "in-prompt")
         prompt.clear()
         prompt.send_keys("The for statement")

@@ -8,6 +8,8 @@ loading keras-hub models; it is idempotent.
 from __future__ import annotations
 
 import functools
+import threading
+from typing import Any
 
 
 @functools.cache
@@ -89,17 +91,43 @@ def _byte_pair_tokenizers_tokenize_as_in_graphs() -> None:
     text). kit trains in tf.data, and the TensorFlow path is the one that matches
     GPT-2's own pre-tokenizer, so every eager call (`kit predict`, `kit generate`,
     export checks, serving) takes it too.
+
+    The check traces a small tokenizer (about a second), so it runs when a
+    byte-pair tokenizer first asks which path to take, not for runs without one.
     """
-    import numpy as np
-    import tensorflow as tf
     from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
-    alphabet = [chr(c) for c in range(ord("!"), ord("~") + 1)] + ["Ġ", "Ċ", "ĠĠ"]
-    probe = BytePairTokenizer(vocabulary={char: i for i, char in enumerate(alphabet)}, merges=["Ġ Ġ"])
-    eager = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
-    graph = tf.function(probe)(tf.constant(_WHITESPACE_PROBE)).numpy().tolist()
-    if eager != graph:
-        BytePairTokenizer._use_tf_workflow = lambda self: True
+    original = BytePairTokenizer._use_tf_workflow
+    if getattr(original, "kit_checked_lazily", False):
+        return
+
+    def use_tf_workflow(self: Any) -> bool:
+        return original(self) or _byte_pair_paths_differ()
+
+    use_tf_workflow.kit_checked_lazily = True  # type: ignore[attr-defined]
+    BytePairTokenizer._use_tf_workflow = use_tf_workflow
+
+
+_probe_lock = threading.RLock()
+_probe_result: list[bool] = []  # filled once: whether keras-hub's two byte-pair paths disagree
+
+
+def _byte_pair_paths_differ() -> bool:
+    """Whether an eager byte-pair tokenizer splits `_WHITESPACE_PROBE` differently from one in a tf.function."""
+    with _probe_lock:
+        if _probe_result:
+            return _probe_result[0]
+        _probe_result.append(False)  # while probing (re-entered from the probe's own eager call): the eager path
+        import numpy as np
+        import tensorflow as tf
+        from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
+
+        alphabet = [chr(c) for c in range(ord("!"), ord("~") + 1)] + ["Ġ", "Ċ", "ĠĠ"]
+        probe = BytePairTokenizer(vocabulary={char: i for i, char in enumerate(alphabet)}, merges=["Ġ Ġ"])
+        eager = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
+        graph = tf.function(probe)(tf.constant(_WHITESPACE_PROBE)).numpy().tolist()
+        _probe_result[0] = eager != graph
+        return _probe_result[0]
 
 
 @functools.cache

@@ -96,7 +96,7 @@ class DataConfig:
         default="auto",
     )
     trim_padding: bool | Literal["auto"] = _doc(
-        "Cut each batch of texts to its longest one (rounded up to 8 tokens) instead of padding all to "
+        "Cut each batch of texts to its longest one instead of padding all to "
         "`model.sequence_length`; `auto`: on when training on CPU without XLA.",
         default="auto",
     )

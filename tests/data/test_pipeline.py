@@ -85,13 +85,15 @@ def token_batches(lengths: list[int], sequence_length: int = 32, sequence_target
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(len(lengths))
 
 
-def test_trimming_cuts_features_to_the_longest_text_rounded_up_to_8():
+def test_trimming_cuts_features_to_the_longest_text():
     x, y = next(trimmed(token_batches([3, 11, 5])).as_numpy_iterator())
-    assert {name: v.shape for name, v in x.items()} == {name: (3, 16) for name in x}
+    assert {name: v.shape for name, v in x.items()} == {name: (3, 11) for name in x}
     assert y.shape == (3,)  # targets untouched
     assert x["padding_mask"].sum() == 3 + 11 + 5  # no real token lost
     x, _ = next(trimmed(token_batches([32, 1])).as_numpy_iterator())
     assert x["token_ids"].shape == (2, 32)  # never longer than the sequence length
+    x, _ = next(trimmed(token_batches([0, 0])).as_numpy_iterator())
+    assert x["token_ids"].shape == (2, 1)  # never empty
 
 
 def test_trimming_leaves_next_token_targets_and_other_inputs_alone():

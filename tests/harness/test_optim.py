@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kit.harness.callbacks import BackboneSchedule
-from kit.harness.optim import backbone_rate
+from kit.harness.optim import FusedAdam, FusedAdamW, backbone_rate
 
 
 def two_part_model(seed=3):
@@ -115,3 +116,82 @@ def test_a_model_built_on_first_call_keeps_the_lazy_path():
     assert not model.optimizer.built
     traced_fit(model)
     assert model.optimizer.built and model.dense.built
+
+
+def embedding_model(seed=5):
+    """Token ids -> an embedding (its gradient comes sparse, as IndexedSlices) -> a pooled dense head."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8, name="embedding")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(pooled))
+
+
+def train_steps(model, optimizer, steps=4):
+    rng = np.random.default_rng(0)
+    model.compile(optimizer=optimizer, loss="mse")
+    for _ in range(steps):
+        model.train_on_batch(rng.integers(0, 50, (16, 6)).astype("int32"), rng.normal(size=(16, 1)).astype("float32"))
+    return model.get_weights()
+
+
+def dense_gradients(base):
+    """`base` (a Keras optimizer class) given each gradient dense: textbook Adam, as PyTorch computes it.
+
+    Keras squares a sparse embedding gradient's rows one occurrence at a time, so a token seen twice in a
+    batch adds g1^2 + g2^2 to Adam's second moment instead of (g1 + g2)^2; TensorFlow's fused kernel
+    (like PyTorch) takes the summed gradient.
+    """
+
+    class Dense(base):
+        def update_step(self, gradient, variable, learning_rate):
+            return super().update_step(tf.convert_to_tensor(gradient), variable, learning_rate)
+
+    return Dense
+
+
+@pytest.mark.parametrize(
+    "fused, keras_class, settings",
+    [
+        (FusedAdamW, keras.optimizers.AdamW, {"weight_decay": 0.1, "epsilon": 1e-8}),
+        (FusedAdam, keras.optimizers.Adam, {"global_clipnorm": 0.5}),
+    ],
+)
+def test_fused_adam_takes_the_steps_keras_takes(fused, keras_class, settings):
+    """TensorFlow's fused Adam kernel against Keras's own update: the same weights after one step of a dense
+    model, and after four steps of a model with a (sparse) embedding gradient, decay exclusions and the
+    backbone rate group included."""
+    fused_model, _, _ = two_part_model()
+    one_step(fused_model, fused(learning_rate=1e-2, **settings))
+    keras_model, _, _ = two_part_model()
+    one_step(keras_model, keras_class(learning_rate=1e-2, **settings))
+    for a, b in zip(fused_model.get_weights(), keras_model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    def make(cls, model=None):
+        if model is None:
+            optimizer = cls(learning_rate=1e-2, **settings)
+        else:
+            backbone = model.get_layer("embedding").weights
+            optimizer = backbone_rate(cls)(
+                learning_rate=1e-2, backbone_variables=backbone, backbone_scale=0.5, **settings
+            )
+        if hasattr(optimizer, "exclude_from_weight_decay"):
+            optimizer.exclude_from_weight_decay(var_names=["bias"])
+        return optimizer
+
+    reference_class = dense_gradients(keras_class)
+    mine, reference = train_steps(embedding_model(), make(fused)), train_steps(embedding_model(), make(reference_class))
+    for a, b in zip(mine, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # float rounding, amplified where v is tiny
+    assert not np.allclose(mine[0], embedding_model().get_weights()[0])  # the steps moved the weights
+    first, second = embedding_model(), embedding_model()
+    mine, reference = train_steps(first, make(fused, first)), train_steps(second, make(reference_class, second))
+    for a, b in zip(mine, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # float rounding, amplified where v is tiny
+
+
+def test_amsgrad_keeps_keras_update():
+    mine = train_steps(embedding_model(), FusedAdam(learning_rate=1e-2, amsgrad=True))
+    reference = train_steps(embedding_model(), keras.optimizers.Adam(learning_rate=1e-2, amsgrad=True))
+    for a, b in zip(mine, reference):
+        np.testing.assert_array_equal(a, b)

@@ -121,7 +121,9 @@ class _FusedAdamUpdate:
             beta1=tf.cast(self.beta_1, dtype),
             beta2=tf.cast(self.beta_2, dtype),
             epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(tf.convert_to_tensor(gradient), dtype),  # a sparse embedding gradient made dense, as Keras does
+            grad=tf.cast(
+                tf.convert_to_tensor(gradient), dtype
+            ),  # a sparse embedding gradient made dense, as Keras does
         )
 
 

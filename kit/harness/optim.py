@@ -92,8 +92,8 @@ class _FusedAdamUpdate:
 
     Keras's `Adam.update_step` is six element-wise operations, each a pass over
     the weight's memory with a temporary as large as the weight; for MiniLM's
-    103 weights (22.7M values) that was 77 ms of a 415 ms training step on two
-    CPU cores, against 33 ms fused (`benchmarks/optimizer.py`). The kernel
+    103 weights (22.7M values) that was 82 ms of a 415 ms training step on two
+    CPU cores, against 36 ms fused (`benchmarks/optimizer.py`). The kernel
     computes the same formula: lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) as the
     step size, the moments updated in place, and epsilon added to sqrt(v).
 

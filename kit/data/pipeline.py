@@ -328,9 +328,9 @@ def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
     Destroying an iterator waits for that thread, which sleeps between its
     optimisation rounds (periods that double as the pipeline runs) without
-    being woken: the end of each `fit`, `evaluate` or `predict` stalled for
-    0-13 s (MiniLM, 65 steps: 2-14 s spent after the last step, now 2.3 s
-    every time). kit's pipelines are a gather, a cut and tokenising, whose
+    being woken: the end of each `fit`, `evaluate` or `predict` stalled, the
+    longer the pipeline had run (MiniLM: 2-14 s after 65 steps, up to 36 s
+    after an epoch; now 2.3 s every time). kit's pipelines are a gather, a cut and tokenising, whose
     best parallelism is the machine's cores, and prefetching still adapts its
     buffer without the thread; steps ran as fast.
     """

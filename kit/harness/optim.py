@@ -111,6 +111,7 @@ class _FusedAdamUpdate:
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, dtype)
+        gradient = tf.cast(tf.convert_to_tensor(gradient), dtype)  # a sparse embedding gradient summed, dense
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
             m=_handle(self._momentums[index]),
@@ -121,9 +122,7 @@ class _FusedAdamUpdate:
             beta1=tf.cast(self.beta_1, dtype),
             beta2=tf.cast(self.beta_2, dtype),
             epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(
-                tf.convert_to_tensor(gradient), dtype
-            ),  # a sparse embedding gradient made dense, as Keras does
+            grad=gradient,
         )
 
 

@@ -116,7 +116,7 @@ def examples(
     ).unbatch()
     if count is not None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    return dataset
+    return without_autotuning(dataset)  # options flow downstream: every pipeline built on these examples
 
 
 def batched(
@@ -180,7 +180,7 @@ class HeldExamples:
         """
         parts, size = [], 0
         with tf.device("/cpu:0"):
-            for part in without_autotuning(dataset.batch(4096)):
+            for part in dataset.batch(4096):
                 parts.append(part)
                 size += sum(_nbytes(tensor) for tensor in tf.nest.flatten(part))
                 if limit is not None and size > limit:
@@ -330,9 +330,13 @@ def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
     optimisation rounds (periods that double as the pipeline runs) without
     being woken: the end of each `fit`, `evaluate` or `predict` stalled, the
     longer the pipeline had run (MiniLM: 2-14 s after 65 steps, up to 36 s
-    after an epoch; now 2.3 s every time). kit's pipelines are a gather, a cut and tokenising, whose
-    best parallelism is the machine's cores, and prefetching still adapts its
-    buffer without the thread; steps ran as fast.
+    after an epoch; now 2.3 s every time). kit's pipelines are a gather, a
+    cut and tokenising, whose best parallelism is the machine's cores, and
+    prefetching still adapts its buffer without the thread; steps ran as fast.
+
+    Applied where kit's datasets begin (`examples`: options flow to every
+    dataset built on one, such as the texts a vocabulary is learned from) and
+    where they end (`finished`: batches drawn from examples held in memory).
     """
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -133,3 +133,28 @@ def test_grouping_by_length_batches_texts_of_like_length_and_still_covers_every_
     first = [list(b[1]) for b in grouped.from_step(0).take(64).as_numpy_iterator()]
     assert [list(b[1]) for b in grouped.from_step(40).take(24).as_numpy_iterator()] == first[40:]  # resumable
     assert first[:32] != first[32:]  # a new grouping every pass
+
+
+def test_no_dataset_kit_builds_starts_the_autotuning_thread(tmp_path):
+    """tf.data's autotuning thread made destroying an iterator wait for it (seconds at the end of each fit,
+    evaluate and predict): kit's datasets turn it off where they begin, and where held examples are batched."""
+    import types
+
+    from kit.assembly import data_plan
+    from kit.config import DataConfig
+    from kit.data import NumberField
+    from kit.data.pipeline import examples, finished
+
+    (tmp_path / "train.csv").write_text("x,y\n1,2\n3,4\n", encoding="utf-8")
+    config = types.SimpleNamespace(data=DataConfig(train="train.csv"), project_dir=tmp_path, seed=1)
+    read = examples(data_plan(config), "train", [NumberField("x")], [NumberField("y")])
+    derived = read.map(lambda x, y: x, num_parallel_calls=tf.data.AUTOTUNE).batch(2)  # e.g. texts for a vocabulary
+    held = HeldExamples.collect(numbered_examples(10), limit=None)
+    for dataset in (
+        read,
+        derived,
+        finished(held.batches(4)),
+        finished(held.shuffled_batches(tf.constant([1, 2]), 4, True)),
+    ):
+        assert dataset.options().autotune.enabled is False
+    assert numbered_examples(10).options().autotune.enabled is not False  # what tf.data does unless told

@@ -67,11 +67,7 @@ def kit_completions(job: Job, prompts: list[str], new_tokens: int) -> list[str]:
     """`kit generate --sampler greedy -n new_tokens` for each prompt (the new text only)."""
     from kit_plugins.generation.sampling import Generator, Sampling
 
-    generator = Generator.__new__(Generator)  # the run is loaded already: reuse its model
-    generator.model = job.trained.model
-    generator.preprocessor = generator.model.preprocessor
-    generator.tokenizer = generator.preprocessor.tokenizer
-    generator.context = context_length(generator.model)
+    generator = Generator(job.trained.run_dir, trained=job.trained)  # the run is loaded already: reuse its model
     return generator.generate(prompts, Sampling("greedy", max_new_tokens=new_tokens))
 
 

@@ -102,9 +102,13 @@ class Generator:
         run_dir: the run directory.
         unsafe: allow model.keras to hold Python code.
         trained: the run already loaded (a `kit.inference.TrainedModel`; `kit serve`), instead of loading it.
+        eager_batches: how many batches of prompts are tokenised eagerly before a tokenizer graph is
+            traced. Tracing costs seconds (SmolLM2's byte-pair tokenizer: 5.5 s, plus 3.5 s for its
+            first call), then ~4 ms a batch; eagerly a batch costs 0.5-1 s. So a command continuing a few
+            batches never waits for the trace, and a server (0) traces it while warming up.
     """
 
-    def __init__(self, run_dir: Path, unsafe: bool = False, trained: Any = None):
+    def __init__(self, run_dir: Path, unsafe: bool = False, trained: Any = None, eager_batches: int = 4):
         import keras_hub
 
         from kit.inference import TrainedModel
@@ -120,6 +124,7 @@ class Generator:
         self.preprocessor = self.model.preprocessor
         self.tokenizer = self.preprocessor.tokenizer
         self.context = self._context_length()
+        self.eager_batches = eager_batches
 
     def settings(self, values: dict[str, Any]) -> Sampling:
         """Sampler settings from a JSON object (`kit serve`'s /generate), checked like the command line's."""
@@ -134,8 +139,13 @@ class Generator:
         length to generate to; tokenised once, at the full context, then cut to that length."""
         import tensorflow as tf
 
-        encode = self._graph("encode", lambda x: self.preprocessor.generate_preprocess(x, sequence_length=self.context))
-        inputs = {name: value.numpy() for name, value in encode(tf.constant(prompts)).items()}
+        texts = tf.constant(prompts)
+        encode = lambda x: self.preprocessor.generate_preprocess(x, sequence_length=self.context)  # noqa: E731
+        if self.eager_batches > 0:
+            self.eager_batches -= 1
+        else:
+            encode = self._graph("encode", encode, texts)
+        inputs = {name: value.numpy() for name, value in encode(texts).items()}
         lengths = [int(n) for n in np.sum(inputs["padding_mask"], axis=1)]
         for number, (prompt, length) in enumerate(zip(prompts, lengths), start=1):
             if length >= self.context:
@@ -151,7 +161,7 @@ class Generator:
         """One completion (the new text only) per prompt, generated as one batch."""
         sampling.check()
         inputs, lengths, _ = self._encode(prompts, sampling.max_new_tokens)
-        self.model.compile(sampler=sampling.make())
+        self.model.sampler, self.model.generate_function = self._decoder(sampling, inputs)
         preprocessor, self.model.preprocessor = self.model.preprocessor, None  # inputs are token ids already
         try:
             outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
@@ -190,13 +200,15 @@ class Generator:
         inputs, lengths, total = self._encode(prompts, sampling.max_new_tokens)
         sampler = sampling.make()
         token_ids = np.array(inputs["token_ids"])
-        _, cache = self._graph("cache", self.model._build_cache)(tf.constant(token_ids))
+        prompt = tf.constant(token_ids)
+        _, cache = self._graph("cache", self.model._build_cache, prompt, lengths=(total,))(prompt)
         stop = set(self._stop_ids())
         rows = [_Row(length, True if streamed is None else streamed[n]) for n, length in enumerate(lengths)]
-        step = self._graph("step", self.model.call_with_cache)
+        step = None
         for index in range(min(lengths), total):
-            position = tf.constant(index - 1, tf.int32)
-            logits, _, cache = step(tf.constant(token_ids[:, index - 1 : index]), cache, position)
+            arguments = (tf.constant(token_ids[:, index - 1 : index]), cache, tf.constant(index - 1, tf.int32))
+            step = step or self._graph("step", self.model.call_with_cache, *arguments, lengths=(total,))
+            logits, _, cache = step(*arguments)
             next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
             pieces = []
             for number, (row, next_id) in enumerate(zip(rows, next_ids)):
@@ -210,15 +222,56 @@ class Generator:
             yield pieces
         yield [row.rest(self._decode) for row in rows]  # the context is full: what is not shown yet
 
-    def _graph(self, name: str, function: Any) -> Any:
-        """`function` as a TensorFlow graph, traced once per generator and shape family: eager keras-hub
-        calls (tokenising, the cache, a step) cost 10-30 times more per call. kit's tokenizers give the
+    def _decoder(self, sampling: Sampling, inputs: dict[str, np.ndarray]) -> tuple[Any, Any]:
+        """(sampler, keras-hub's generate step as a graph) for these sampler settings, kept for the next batch.
+
+        keras-hub's own `compile(sampler=...)` drops its compiled function, and that function is traced
+        again for every new batch size and prompt length (SmolLM2-135M: 11-14 s each time, longer than
+        generating 64 tokens for 8 prompts). This one is traced once, for any batch size and length. A
+        seeded sampler starts from its seed on every call, as a new one would.
+        """
+        import tensorflow as tf
+
+        decoders = self.__dict__.setdefault("_decoders", {})
+        key = tuple(sorted((name, value) for name, value in vars(sampling).items() if name != "max_new_tokens"))
+        if key not in decoders:
+            sampler, model, stop_ids = sampling.make(), self.model, self._stop_ids()
+            any_shape = {name: tf.TensorSpec([None, None], tf.as_dtype(value.dtype)) for name, value in inputs.items()}
+
+            @tf.function(input_signature=[any_shape], autograph=False)
+            def generate_step(inputs: Any) -> Any:
+                model.sampler = sampler  # keras-hub reads the sampler while tracing
+                return model.generate_step(inputs, stop_ids)
+
+            def generate_function(inputs: Any, stop_token_ids: Any = None) -> Any:
+                return generate_step(inputs)  # kit always passes stop_ids
+
+            seeds = [variable.numpy() for variable in sampler.variables]  # the seed generators' states
+            decoders[key] = (sampler, generate_function, seeds)
+        sampler, function, seeds = decoders[key]
+        if sampling.seed is not None:
+            for variable, seed in zip(sampler.variables, seeds):
+                variable.assign(seed)
+        return sampler, function
+
+    def _graph(self, name: str, function: Any, *examples: Any, lengths: tuple[int, ...] = ()) -> Any:
+        """`function` as a TensorFlow graph, traced once per generator for any batch size and length.
+
+        Eager keras-hub calls (tokenising, the cache, a step) cost 10-30 times more per call, and a
+        graph traced again for each new shape costs seconds every time (SmolLM2's byte-pair tokenizer:
+        7.6 s). So the graph's signature comes from the first call's arguments (`examples`) with the
+        batch dimension and every dimension of a size in `lengths` left open. kit's tokenizers give the
         same tokens in graphs as eagerly (`kit.compat.fix_keras_hub`)."""
         graphs = self.__dict__.setdefault("_graphs", {})
         if name not in graphs:
             import tensorflow as tf
 
-            graphs[name] = tf.function(function, reduce_retracing=True, autograph=False)
+            def open_dimensions(value: Any) -> Any:
+                shape = [None if axis == 0 or size in lengths else size for axis, size in enumerate(value.shape)]
+                return tf.TensorSpec(shape, value.dtype)
+
+            signature = [tf.nest.map_structure(open_dimensions, example) for example in examples]
+            graphs[name] = tf.function(function, input_signature=signature, autograph=False)
         return graphs[name]
 
     def _stop_ids(self) -> tuple[int, ...]:
@@ -243,7 +296,8 @@ class Generator:
         kept = self._kept(ids)
         if not kept:
             return ""
-        text = self._graph("detokenize", self.tokenizer.detokenize)(tf.constant(kept, tf.int32)).numpy()
+        ids = tf.constant(kept, tf.int32)
+        text = self._graph("detokenize", self.tokenizer.detokenize, ids)(ids).numpy()
         return text.decode("utf-8", errors="ignore")  # as keras-hub decodes eagerly: a partial character waits
 
 

@@ -101,7 +101,8 @@ class GenerationTask(kit.Task):
         )
 
     def generator(self, trained: Any) -> Any:
-        """What continues prompts for `kit serve`'s /generate: the `Generator` of `kit generate`."""
+        """What continues prompts for `kit serve`'s /generate: the `Generator` of `kit generate`, with its
+        tokenizer traced from the first batch (the server's warm-up) rather than after a few."""
         from kit_plugins.generation.sampling import Generator
 
-        return Generator(trained.run_dir, trained=trained)
+        return Generator(trained.run_dir, trained=trained, eager_batches=0)

@@ -89,6 +89,29 @@ def test_seeded_sampling_repeats(runner, trained):
     assert first == second
 
 
+def test_one_generator_traces_each_graph_once_for_every_batch_shape(trained):
+    """Batches of other sizes and prompt lengths reuse the traced graphs (SmolLM2-135M: 9-14 s a trace) and
+    give what a fresh generator gives; a seeded sampler starts from its seed again on every call."""
+    from kit_plugins.generation.sampling import Generator, Sampling
+
+    generator = Generator(trained, eager_batches=1)
+    traces = []
+    step = generator.model.generate_step
+    generator.model.generate_step = lambda *args: traces.append(args) or step(*args)
+    batches = [["The for statement"], ["The for statement", "Names refer to objects", "A class"], ["x", "y"]]
+    greedy = Sampling("greedy", max_new_tokens=6)
+    completions = [generator.generate(batch, greedy) for batch in batches]
+    assert len(traces) == 1
+    assert "encode" in generator._graphs  # the first batch was tokenised eagerly, the others by one graph
+    fresh = Generator(trained)  # tokenises eagerly
+    assert completions == [fresh.generate(batch, greedy) for batch in batches]
+    streamed = [["".join(pieces) for pieces in zip(*generator.steps(batch, greedy))] for batch in batches]
+    assert streamed == completions
+    assert generator._graphs["step"].experimental_get_tracing_count() == 1
+    seeded = Sampling("top_k", max_new_tokens=8, seed=5)
+    assert generator.generate(batches[1], seeded) == generator.generate(batches[1], seeded)
+
+
 def test_prompts_file_gives_jsonl_with_line_numbers(runner, trained, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The for statement\n\nNames refer to\n", encoding="utf-8")

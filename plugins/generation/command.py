@@ -33,6 +33,12 @@ from kit.errors import UsageError
 @click.option("--seed", type=int, default=None, help="Make random samplers repeatable.")
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated (one prompt).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts generated together (--prompts).")
+@click.option(
+    "--jit-compile/--no-jit-compile",
+    default=None,
+    help="Compile the decoding loop with XLA (default: on a GPU only). On CPU 1.3-3x more tokens/s, but each new "
+    "batch size and prompt length compiles again (seconds each): for long generations.",
+)
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
 @handle_errors
 def generate(
@@ -41,6 +47,7 @@ def generate(
     prompts_file: Path | None,
     stream: bool,
     batch_size: int,
+    jit_compile: bool | None,
     unsafe: bool,
     **sampling: Any,
 ) -> None:
@@ -51,6 +58,7 @@ def generate(
       kit generate runs/run-1 "It is a truth universally acknowledged"
       kit generate runs/run-1 "Emma" --sampler greedy -n 40
       kit generate runs/run-1 --prompts prompts.txt --sampler top_p --top-p 0.95 --seed 1
+      kit generate runs/run-1 "Emma" -n 512 --jit-compile
     """
     if (prompt is None) == (prompts_file is None):
         raise UsageError("Give a PROMPT or --prompts FILE (one of them).")
@@ -66,7 +74,7 @@ def generate(
     quiet_tensorflow()
     from kit_plugins.generation.sampling import Generator
 
-    generator = Generator(run_dir, unsafe)
+    generator = Generator(run_dir, unsafe, jit_compile=jit_compile)
     if prompts_file is None:
         pieces = generator.stream(prompts[0][1], settings) if stream else generator.generate([prompts[0][1]], settings)
         click.echo(prompts[0][1], nl=False)

@@ -106,9 +106,19 @@ class Generator:
             traced. Tracing costs seconds (SmolLM2's byte-pair tokenizer: 5.5 s, plus 3.5 s for its
             first call), then ~4 ms a batch; eagerly a batch costs 0.5-1 s. So a command continuing a few
             batches never waits for the trace, and a server (0) traces it while warming up.
+        jit_compile: compile `generate()`'s decoding loop with XLA; None: only where a GPU is visible (as
+            Keras's `jit_compile="auto"`). On 2 CPU cores XLA gives 1.3x (SmolLM2-135M) to 3x (gpt-tiny)
+            the tokens/s, but compiles again for each new batch size and prompt length.
     """
 
-    def __init__(self, run_dir: Path, unsafe: bool = False, trained: Any = None, eager_batches: int = 4):
+    def __init__(
+        self,
+        run_dir: Path,
+        unsafe: bool = False,
+        trained: Any = None,
+        eager_batches: int = 4,
+        jit_compile: bool | None = None,
+    ):
         import keras_hub
 
         from kit.inference import TrainedModel
@@ -125,6 +135,7 @@ class Generator:
         self.tokenizer = self.preprocessor.tokenizer
         self.context = self._context_length()
         self.eager_batches = eager_batches
+        self.jit_compile = _gpu_visible() if jit_compile is None else jit_compile
 
     def settings(self, values: dict[str, Any]) -> Sampling:
         """Sampler settings from a JSON object (`kit serve`'s /generate), checked like the command line's."""
@@ -238,7 +249,7 @@ class Generator:
             sampler, model, stop_ids = sampling.make(), self.model, self._stop_ids()
             any_shape = {name: tf.TensorSpec([None, None], tf.as_dtype(value.dtype)) for name, value in inputs.items()}
 
-            @tf.function(input_signature=[any_shape], autograph=False)
+            @tf.function(input_signature=[any_shape], autograph=False, jit_compile=self.jit_compile)
             def generate_step(inputs: Any) -> Any:
                 model.sampler = sampler  # keras-hub reads the sampler while tracing
                 return model.generate_step(inputs, stop_ids)
@@ -299,6 +310,12 @@ class Generator:
         ids = tf.constant(kept, tf.int32)
         text = self._graph("detokenize", self.tokenizer.detokenize, ids)(ids).numpy()
         return text.decode("utf-8", errors="ignore")  # as keras-hub decodes eagerly: a partial character waits
+
+
+def _gpu_visible() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 class _Row:

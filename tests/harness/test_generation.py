@@ -80,7 +80,8 @@ def test_greedy_is_deterministic_and_streaming_matches_it(runner, trained):
     batch = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16")
     again = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16")
     streamed = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16", "--stream")
-    assert batch == again == streamed
+    compiled = generate(runner, trained, "The assert statement", "--sampler", "greedy", "-n", "16", "--jit-compile")
+    assert batch == again == streamed == compiled
 
 
 def test_seeded_sampling_repeats(runner, trained):

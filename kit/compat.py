@@ -127,7 +127,10 @@ def _byte_pair_paths_differ() -> bool:
         eager = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
         # TensorFlow's path, run eagerly: the same operations tf.data runs, without tracing a graph (2.5 s).
         _probe_result[0] = True
-        in_tensorflow = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
+        try:
+            in_tensorflow = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
+        finally:
+            _probe_result[0] = False  # keras-hub's own choice, unless the two paths are seen to differ
         _probe_result[0] = eager != in_tensorflow
         return _probe_result[0]
 

@@ -8,15 +8,27 @@ as soon as it exists.
 
 from __future__ import annotations
 
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from kit.console import say
 from kit.errors import UsageError
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random", "beam")
+KEPT_DECODERS = 4  # traced decoders a generator keeps, one per sampler setting (kit serve: beam requests)
+# The settings each sampler reads (`Sampling.make`); the others do not change what a decoder computes.
+SAMPLER_SETTINGS = {
+    "greedy": (),
+    "top_k": ("top_k", "temperature"),
+    "top_p": ("top_p", "temperature"),
+    "random": ("temperature",),
+    "beam": ("beams", "temperature"),
+}
 
 
 @dataclass
@@ -53,6 +65,10 @@ class Sampling:
             raise UsageError(f"--temperature must be above 0, got {self.temperature}.")
         if self.beams < 1:
             raise UsageError(f"--beams must be at least 1, got {self.beams}.")
+
+    def traced_settings(self) -> tuple:
+        """The settings a traced decoder depends on: the sampler and what it reads (not the seed or length)."""
+        return (self.sampler, *(getattr(self, name) for name in SAMPLER_SETTINGS[self.sampler]))
 
     def make(self) -> Any:
         """The keras-hub sampler object."""
@@ -106,8 +122,8 @@ class Generator:
             traced. Tracing costs seconds (SmolLM2's byte-pair tokenizer: 5.5 s, plus 3.5 s for its
             first call), then ~4 ms a batch; eagerly a batch costs 0.5-1 s. So a command continuing a few
             batches never waits for the trace, and a server (0) traces it while warming up.
-        jit_compile: compile `generate()`'s decoding loop with XLA; None: only where a GPU is visible (as
-            Keras's `jit_compile="auto"`). On 2 CPU cores XLA gives up to 1.4x the tokens/s of SmolLM2-135M
+        jit_compile: compile `generate()`'s decoding loop with XLA (not `steps()`, which runs one step at
+            a time from Python); None: Keras's `jit_compile="auto"`, XLA on a GPU. On 2 CPU cores XLA gives up to 1.4x the tokens/s of SmolLM2-135M
             (batch 8; none at batch 1) and 3.5-5.7x gpt-tiny's, but compiles again for each new batch size
             and prompt length.
     """
@@ -136,7 +152,17 @@ class Generator:
         self.tokenizer = self.preprocessor.tokenizer
         self.context = self._context_length()
         self.eager_batches = eager_batches
-        self.jit_compile = _gpu_visible() if jit_compile is None else jit_compile
+        # Keras resolves "auto" (XLA on a GPU, not under a distribution strategy, not for layers without
+        # XLA support) and refuses XLA where it cannot run; the compiled state is otherwise unused here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras's "doesn't support jit_compile": said below in kit's words
+            self.model.compile(jit_compile="auto" if jit_compile is None else jit_compile)
+        self.jit_compile = bool(self.model.jit_compile)
+        if jit_compile and not self.jit_compile:
+            say(
+                "kit: XLA cannot compile this model here (a layer without XLA support, or TensorFlow's "
+                "deterministic ops are on in this process); generating without it."
+            )
 
     def settings(self, values: dict[str, Any]) -> Sampling:
         """Sampler settings from a JSON object (`kit serve`'s /generate), checked like the command line's."""
@@ -173,12 +199,13 @@ class Generator:
         """One completion (the new text only) per prompt, generated as one batch."""
         sampling.check()
         inputs, lengths, _ = self._encode(prompts, sampling.max_new_tokens)
+        saved = self.model.preprocessor, self.model.sampler, self.model.generate_function
         self.model.sampler, self.model.generate_function = self._decoder(sampling, inputs)
-        preprocessor, self.model.preprocessor = self.model.preprocessor, None  # inputs are token ids already
+        self.model.preprocessor = None  # inputs are token ids already
         try:
             outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
-        finally:
-            self.model.preprocessor = preprocessor
+        finally:  # the model is keras-hub's again for anyone else who calls it
+            self.model.preprocessor, self.model.sampler, self.model.generate_function = saved
         token_ids = np.asarray(outputs["token_ids"])
         new = [row[n : n + sampling.max_new_tokens] for row, n in zip(token_ids, lengths)]
         self.generated_tokens = [len(self._kept(ids)) for ids in new]
@@ -239,16 +266,17 @@ class Generator:
 
         keras-hub's own `compile(sampler=...)` drops its compiled function, and that function is traced
         again for every new batch size and prompt length (SmolLM2-135M: 11-14 s each time, longer than
-        generating 64 tokens for 8 prompts). This one is traced once, for any batch size and length. A
-        seeded sampler starts from its seed on every call, as a new one would.
+        generating 64 tokens for 8 prompts). This one is traced once, for any batch size and length, and
+        kept for the last few sampler settings (those the sampler reads: a seed is not one). Its sampler
+        starts every call from the random state a new sampler would have, so a seed repeats.
         """
         import tensorflow as tf
 
-        decoders = self.__dict__.setdefault("_decoders", {})
-        key = tuple(sorted((name, value) for name, value in vars(sampling).items() if name != "max_new_tokens"))
+        decoders: OrderedDict = self.__dict__.setdefault("_decoders", OrderedDict())
+        key = sampling.traced_settings()
         if key not in decoders:
             sampler, model, stop_ids = sampling.make(), self.model, self._stop_ids()
-            any_shape = {name: tf.TensorSpec([None, None], tf.as_dtype(value.dtype)) for name, value in inputs.items()}
+            any_shape = {name: tf.TensorSpec([None] * value.ndim, value.dtype) for name, value in inputs.items()}
 
             @tf.function(input_signature=[any_shape], autograph=False, jit_compile=self.jit_compile)
             def generate_step(inputs: Any) -> Any:
@@ -256,14 +284,15 @@ class Generator:
                 return model.generate_step(inputs, stop_ids)
 
             def generate_function(inputs: Any, stop_token_ids: Any = None) -> Any:
-                return generate_step(inputs)  # kit always passes stop_ids
+                return generate_step(inputs)  # kit always passes stop_ids (`generate`)
 
-            seeds = [variable.numpy() for variable in sampler.variables]  # the seed generators' states
-            decoders[key] = (sampler, generate_function, seeds)
-        sampler, function, seeds = decoders[key]
-        if sampling.seed is not None:
-            for variable, seed in zip(sampler.variables, seeds):
-                variable.assign(seed)
+            decoders[key] = (sampler, generate_function)
+            while len(decoders) > KEPT_DECODERS:
+                decoders.popitem(last=False)
+        decoders.move_to_end(key)
+        sampler, function = decoders[key]
+        for variable, start in zip(sampler.variables, sampling.make().variables):  # the seed generators
+            variable.assign(start.value)
         return sampler, function
 
     def _graph(self, name: str, function: Any, *examples: Any, lengths: tuple[int, ...] = ()) -> Any:
@@ -311,12 +340,6 @@ class Generator:
         ids = tf.constant(kept, tf.int32)
         text = self._graph("detokenize", self.tokenizer.detokenize, ids)(ids).numpy()
         return text.decode("utf-8", errors="ignore")  # as keras-hub decodes eagerly: a partial character waits
-
-
-def _gpu_visible() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 class _Row:

@@ -123,9 +123,9 @@ class Generator:
             first call), then ~4 ms a batch; eagerly a batch costs 0.5-1 s. So a command continuing a few
             batches never waits for the trace, and a server (0) traces it while warming up.
         jit_compile: compile `generate()`'s decoding loop with XLA (not `steps()`, which runs one step at
-            a time from Python); None: Keras's `jit_compile="auto"`, XLA on a GPU. On 2 CPU cores XLA gives up to 1.4x the tokens/s of SmolLM2-135M
-            (batch 8; none at batch 1) and 3.5-5.7x gpt-tiny's, but compiles again for each new batch size
-            and prompt length.
+            a time from Python); None: Keras's `jit_compile="auto"`, XLA on a GPU. On 2 CPU cores XLA gives
+            up to 1.4x the tokens/s of SmolLM2-135M (batch 8; none at batch 1) and 3.5-5.7x gpt-tiny's, but
+            compiles again for each new batch size and prompt length.
     """
 
     def __init__(

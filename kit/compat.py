@@ -129,8 +129,9 @@ def _byte_pair_paths_differ() -> bool:
         _probe_result[0] = True
         try:
             in_tensorflow = np.asarray(probe(_WHITESPACE_PROBE)).tolist()
-        finally:
-            _probe_result[0] = False  # keras-hub's own choice, unless the two paths are seen to differ
+        except BaseException:
+            _probe_result[0] = False  # unprobed: keras-hub's own choice
+            raise
         _probe_result[0] = eager != in_tensorflow
         return _probe_result[0]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kit_plugins.generation.sampling import context_length
 
 import kit
 from kit.exports import Exporter, Job, imports, pin_keras_archive_tokenizers, pin_preset_tokenizers
@@ -56,11 +57,6 @@ def check_prompts(job: Job, new_tokens: int) -> list[str]:
     context = context_length(job.trained.model)
     lengths = np.asarray(preprocessor.generate_preprocess(prompts, sequence_length=context)["padding_mask"]).sum(1)
     return [p for p, n in zip(prompts, lengths) if n + new_tokens <= context and p.strip()]
-
-
-def context_length(model: Any) -> int:
-    limit = getattr(model.backbone, "max_sequence_length", None)
-    return int(limit or model.preprocessor.sequence_length)
 
 
 def kit_completions(job: Job, prompts: list[str], new_tokens: int) -> list[str]:

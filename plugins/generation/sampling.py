@@ -111,6 +111,12 @@ def _what(kind: type) -> str:
     return {int: "a whole number", float: "a number", str: "text"}.get(kind, kind.__name__)
 
 
+def context_length(model: Any) -> int:
+    """The most tokens a causal LM reads: its backbone's position limit, else its preprocessor's length."""
+    limit = getattr(model.backbone, "max_sequence_length", None)
+    return int(limit or model.preprocessor.sequence_length)
+
+
 class Generator:
     """A generation run's causal LM, ready to continue prompts.
 
@@ -150,7 +156,7 @@ class Generator:
             )
         self.preprocessor = self.model.preprocessor
         self.tokenizer = self.preprocessor.tokenizer
-        self.context = self._context_length()
+        self.context = context_length(self.model)
         self.eager_batches = eager_batches
         # Keras resolves "auto" (XLA on a GPU, not under a distribution strategy, not for layers without
         # XLA support) and refuses XLA where it cannot run; the compiled state is otherwise unused here.
@@ -167,10 +173,6 @@ class Generator:
     def settings(self, values: dict[str, Any]) -> Sampling:
         """Sampler settings from a JSON object (`kit serve`'s /generate), checked like the command line's."""
         return Sampling.from_request(values)
-
-    def _context_length(self) -> int:
-        limit = getattr(self.model.backbone, "max_sequence_length", None)
-        return int(limit or self.preprocessor.sequence_length)
 
     def _encode(self, prompts: list[str], max_new_tokens: int) -> tuple[dict[str, Any], list[int], int]:
         """Prompts as padded token ids, each prompt's length in tokens (start token included), and the

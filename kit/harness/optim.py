@@ -103,10 +103,49 @@ class _FusedAdamUpdate:
     The kernel takes the summed gradient, (g1 + g2)^2: Adam as written, and as
     PyTorch computes it. AMSGrad, and backends other than TensorFlow, keep
     Keras's own update.
+
+    The passes around the kernel are cut the same way: a sparse gradient is
+    summed into a dense one once, before clipping (Keras scattered it into a
+    new dense tensor for the norm and again for the scaling, and its norm
+    summed g1^2 + g2^2 where the dense gradient's has (g1 + g2)^2, as
+    PyTorch's `clip_grad_norm_`); the global norm reads each gradient once
+    (`tf.nn.l2_loss`, no squared copy); and decoupled weight decay is one
+    multiplication by 1 - lr * wd (Keras: two multiplications and a
+    subtraction, each a pass over the weight).
     """
 
+    def _fused(self) -> bool:
+        return not self.amsgrad and keras.backend.backend() == "tensorflow"
+
+    def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
+        if self._fused():
+            grads = [g if g is None else tf.convert_to_tensor(g) for g in grads]
+        return super().apply(grads, trainable_variables)
+
+    def _clip_gradients(self, grads: Sequence[Any]) -> Any:
+        if not (self._fused() and self.global_clipnorm and self.global_clipnorm > 0):
+            return super()._clip_gradients(grads)
+        halves = [tf.nn.l2_loss(tf.cast(g, "float32")) for g in grads if g is not None]  # sum(g^2) / 2 each
+        norm = tf.sqrt(2.0 * tf.add_n(halves))
+        # Keras's formula: a no-op for a finite norm under the limit, NaN for an infinite or NaN norm.
+        scale = self.global_clipnorm * tf.minimum(1.0 / norm, 1.0 / self.global_clipnorm) + (norm - norm)
+        return [g if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
+    def _apply_weight_decay(self, variables: Sequence[Any]) -> None:
+        if not (self._fused() and self.weight_decay):
+            return super()._apply_weight_decay(variables)
+        keep = 1.0 - tf.cast(self.learning_rate, "float32") * tf.cast(self.weight_decay, "float32")
+
+        def decay(distribution: Any, variables: Sequence[Any]) -> None:
+            for variable in variables:
+                if self._use_weight_decay(variable):
+                    value = variable.value if isinstance(variable, keras.Variable) else variable
+                    distribution.extended.update(value, shrink, args=(keep,), group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(decay, self._distribution_strategy, variables)
+
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
-        if self.amsgrad or keras.backend.backend() != "tensorflow":
+        if not self._fused():
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)
@@ -124,6 +163,11 @@ class _FusedAdamUpdate:
             epsilon=tf.cast(self.epsilon, dtype),
             grad=gradient,
         )
+
+
+def shrink(variable: Any, factor: Any) -> None:
+    """`variable` *= `factor` in one pass: the product's new buffer becomes the variable's (no subtraction)."""
+    variable.assign(variable * tf.cast(factor, variable.dtype))
 
 
 def _handle(variable: Any) -> Any:
@@ -183,8 +227,7 @@ def backbone_rate(base: type) -> type:
             if key in self._backbone_keys:
                 learning_rate = learning_rate * ops.cast(self.backbone_scale, "float32")
                 if key in self._decayed_backbone_keys:
-                    decay = ops.cast(self.weight_decay * learning_rate, variable.dtype)
-                    variable.assign_sub(variable * decay)
+                    variable.assign(variable * ops.cast(1.0 - self.weight_decay * learning_rate, variable.dtype))
             return super().update_step(gradient, variable, learning_rate)
 
     BackboneRate.__name__ = BackboneRate.__qualname__ = f"BackboneRate{base.__name__}"

@@ -138,13 +138,13 @@ def dense_gradients(base):
     """`base` (a Keras optimizer class) given each gradient dense: textbook Adam, as PyTorch computes it.
 
     Keras squares a sparse embedding gradient's rows one occurrence at a time, so a token seen twice in a
-    batch adds g1^2 + g2^2 to Adam's second moment instead of (g1 + g2)^2; TensorFlow's fused kernel
-    (like PyTorch) takes the summed gradient.
+    batch adds g1^2 + g2^2 to Adam's second moment, and to the global norm it clips by, instead of
+    (g1 + g2)^2; kit's fused update (like PyTorch) takes the summed gradient for both.
     """
 
     class Dense(base):
-        def update_step(self, gradient, variable, learning_rate):
-            return super().update_step(tf.convert_to_tensor(gradient), variable, learning_rate)
+        def apply(self, grads, trainable_variables=None):
+            return super().apply([tf.convert_to_tensor(g) for g in grads], trainable_variables)
 
     return Dense
 
@@ -154,6 +154,7 @@ def dense_gradients(base):
     [
         (FusedAdamW, keras.optimizers.AdamW, {"weight_decay": 0.1, "epsilon": 1e-8}),
         (FusedAdam, keras.optimizers.Adam, {"global_clipnorm": 0.5}),
+        (FusedAdamW, keras.optimizers.AdamW, {"weight_decay": 0.1, "global_clipnorm": 0.05}),
     ],
 )
 def test_fused_adam_takes_the_steps_keras_takes(fused, keras_class, settings):

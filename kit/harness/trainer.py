@@ -199,7 +199,7 @@ def _training_callbacks(
 ) -> TrainingCallbacks:
     """kit's callbacks, then the plugins', then the state saver."""
     backup = context.run.backup_dir
-    saver = SaveTrainingState(backup, config.train.checkpoint_every_steps, stops=stops)
+    saver = SaveTrainingState(backup, config.train.checkpoint_every_steps, stops=stops, epochs=config.train.epochs)
     plugins = _plugin_callbacks(context)
     guards = [RunFolderGuard(lock)] if lock is not None else []
     # The saver comes last: a state then holds every callback's state after its epoch end, and a kill while

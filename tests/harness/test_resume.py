@@ -34,7 +34,8 @@ FAULTS = '''
 
 WHEN: `step:N` (after training step N), `NAME` (on entering a function of kit.harness.run, trainer, callbacks
 or resume) or `after:NAME` (on leaving it). WHAT: KILL, TERM, INT, HUP, INT2 (two SIGINTs, as a double Ctrl-C)
-or SLEEP (a minute, holding the run).
+SLEEP (a minute, holding the run) or WAIT (holding the run until the file $KIT_TEST_RELEASE exists, after
+creating $KIT_TEST_RELEASE.held-PID to say it is held).
 """
 import os
 import signal
@@ -53,6 +54,12 @@ SIGNALS = {"KILL": ["SIGKILL"], "TERM": ["SIGTERM"], "INT": ["SIGINT"], "HUP": [
 def strike(what):
     if what == "SLEEP":
         time.sleep(60)
+    if what == "WAIT":
+        release = os.environ["KIT_TEST_RELEASE"]
+        open(f"{release}.held-{os.getpid()}", "w").close()
+        deadline = time.time() + 300
+        while not os.path.exists(release) and time.time() < deadline:
+            time.sleep(0.05)
     for name in SIGNALS.get(what, []):
         os.kill(os.getpid(), getattr(signal, name))
         time.sleep(0.01)  # let Python run its handler before the next one
@@ -143,11 +150,13 @@ def faulty_project(folder: Path, config: str, plugins: tuple[str, ...] = ()) -> 
     return folder
 
 
-def _env(fault: str | None) -> dict[str, str]:
+def _env(fault: str | None, release: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KIT_LOAD_PLUGINS": ""}
     env.pop("KIT_TEST_FAULT", None)
     if fault:
         env["KIT_TEST_FAULT"] = fault
+    if release is not None:
+        env["KIT_TEST_RELEASE"] = str(release)
     return env
 
 
@@ -162,10 +171,10 @@ def kit_run(folder: Path, fault: str | None = None, *args: str) -> subprocess.Co
     )
 
 
-def start_run(folder: Path, fault: str | None = None, *args: str) -> subprocess.Popen:
+def start_run(folder: Path, fault: str | None = None, *args: str, release: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "kit", "run", str(folder), *args],
-        env=_env(fault),
+        env=_env(fault, release),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -342,6 +351,10 @@ def test_stopped_after_training_finishes_without_training_again(regression_strai
     assert "Traceback" not in stopped.stderr
     run_dir = folder / "runs" / "run-1"
     history = (run_dir / "history.jsonl").read_bytes()
+    # The state saved when training ended holds no optimizer slots: its weights are the last checkpoint's file.
+    state = max((run_dir / "backup").glob("step-*"))
+    assert json.loads((state / "state.json").read_text())["final"] is True
+    assert (state / "state.weights.h5").samefile(run_dir / "checkpoints" / "epoch-003.weights.h5")
     finished = kit_run(folder)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"resuming from step {3 * per_epoch}" in finished.stderr  # the trained state: nothing to train
@@ -422,13 +435,16 @@ def test_sigterm_saves_the_state_mid_epoch_and_exits_130(tmp_path):
 def test_two_runs_at_once_train_into_their_own_folders(regression_straight, tmp_path):
     """Started at the same instant, then a third while they train: run-1, run-2, run-3, each complete."""
     root, config, expected, per_epoch = regression_straight
-    folder = project(tmp_path / "p", config)
-    first, second = start_run(folder), start_run(folder)
+    folder = faulty_project(tmp_path / "p", config)
+    release = tmp_path / "release"  # the first two hold after their first step until it exists
+    first, second = (start_run(folder, "step:1=WAIT", release=release) for _ in range(2))
     deadline = time.time() + 300
-    while not list(folder.glob("runs/run-*/history.jsonl")) and time.time() < deadline:
+    while len(list(tmp_path.glob("release.held-*"))) < 2 and time.time() < deadline:
         time.sleep(0.05)
     third = start_run(folder)
-    outputs = [process.communicate(timeout=600) for process in (first, second, third)]
+    third_output = third.communicate(timeout=600)  # it trains while the other two hold their folders
+    release.touch()
+    outputs = [process.communicate(timeout=600) for process in (first, second)] + [third_output]
     for process, (_, stderr) in zip((first, second, third), outputs):
         assert process.returncode == 0, stderr[-3000:]
     runs = sorted(p.name for p in (folder / "runs").iterdir())

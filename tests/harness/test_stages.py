@@ -127,3 +127,32 @@ def test_utilisation_needs_work_and_time():
     assert flops.utilisation(1e9, 1.0, 0.0) is None
     figures = flops.utilisation(2e12, 0.5, 10.0)  # KIT_PEAK_FLOPS=1e11 in tests
     assert figures["achieved_flops_per_second"] == 1e11 and figures["mfu"] == 1.0
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_copy_saved_as_model_keras_answers_as_the_trained_model(lora):
+    """`without_optimizer` copies variable to variable, or through a weights file when LoRA adapters are to be
+    merged into the kernels: either way the copy, uncompiled, gives the trained model's answers."""
+    import keras
+    import keras_hub
+
+    from kit.harness.artifacts import without_optimizer
+
+    keras.utils.set_random_seed(1)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=8
+    )
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=None, dropout=0.0)
+    if lora:
+        backbone.enable_lora(2)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    x = {
+        "token_ids": np.array([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0]]),
+        "segment_ids": np.zeros((2, 5), "int32"),
+        "padding_mask": np.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]]),
+    }
+    model.fit(x, np.array([0, 1]), epochs=3, verbose=0)  # the adapters (or all weights) move away from the start
+    copy = without_optimizer(model)
+    assert copy.optimizer is None or not copy.optimizer.built  # no slots to save
+    assert not any(getattr(layer, "lora_enabled", False) for layer in copy._flatten_layers())
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

@@ -3,7 +3,8 @@
 A state is everything an uninterrupted run would carry forward: the model's
 weights and the optimizer's slots and step count (one Keras `.weights.h5`),
 the random-number state of every dropout (Keras keeps it in seed-generator
-variables that weights files leave out), the running means of the epoch's
+variables that weights files leave out), the variables of LoRA layers as
+they are (a weights file holds their kernels with the adapters merged in), the running means of the epoch's
 training metrics (so a resumed epoch logs what it would have), the global
 step, which fixes the
 data position (see `kit.data.pipeline.training_stream`) and the
@@ -67,6 +68,7 @@ DAMAGED_PREFIX = "damaged-"
 WEIGHTS = "state.weights.h5"
 RANDOM = "random.npz"
 METRICS = "metrics.npz"
+LORA = "lora.npz"
 META = "state.json"
 CALLBACKS = "callbacks.json"
 CALLBACK_ARRAYS = "callbacks.h5"
@@ -87,6 +89,15 @@ class Restored:
 def seed_states(model: keras.Model) -> list[Any]:
     """The state variables of the model's seed generators (dropout's random streams), in a fixed order."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def lora_variables(model: keras.Model) -> list[Any]:
+    """The variables of the model's LoRA layers, in a fixed order: a weights file cannot carry them exactly.
+
+    Keras writes a LoRA layer's kernel with its adapters merged in and, loading it, sets the adapters to
+    zero, where their gradients stay: a run resumed from such a file would never train its adapters again.
+    """
+    return [v for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False) for v in layer.variables]
 
 
 def metric_variables(model: keras.Model) -> list[Any]:
@@ -154,6 +165,8 @@ def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callba
     else:
         _write(scratch / WEIGHTS, weights_image(model))
     np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
+    if lora_variables(model):
+        np.savez(scratch / LORA, *[np.asarray(v.numpy()) for v in lora_variables(model)])
     np.savez(scratch / METRICS, *[np.asarray(v.numpy()) for v in metric_variables(model)])
     arrays: dict[str, np.ndarray] = {}
     encoded = _encode(callbacks, arrays, _lazy(model.get_weights))
@@ -402,11 +415,23 @@ def _load(model: keras.Model, state: Path) -> Restored:
         model.optimizer.iterations.assign(meta["step"])
     else:
         model.load_weights(str(state / WEIGHTS))
+    _load_lora(model, state)
     _load_random_states(model, state)
     if global_step(model) != meta["step"]:
         raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
     stopped = bool(meta.get("stopped", False))
     return Restored(int(meta["step"]), _callback_states(model, state), stopped, _arrays(state / METRICS))
+
+
+def _load_lora(model: keras.Model, state: Path) -> None:
+    variables = lora_variables(model)
+    if not variables:
+        return
+    values = _arrays(state / LORA)
+    if len(values) != len(variables):
+        raise ValueError(f"it holds {len(values)} LoRA variables, the model has {len(variables)}")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def _load_random_states(model: keras.Model, state: Path) -> None:

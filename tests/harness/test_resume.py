@@ -581,6 +581,42 @@ def test_when_every_state_is_damaged_training_starts_afresh(tmp_path, capsys):
     assert saved_states(tmp_path) == []
 
 
+def lora_model():
+    """`small_model` with LoRA adapters on its first Dense layer, as `model.lora_rank` fine-tunes."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    adapted = keras.layers.Dense(4)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dropout(0.3)(adapted(inputs))))
+    adapted.enable_lora(2)
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_states_of_a_lora_model_resume_its_adapters(tmp_path, final):
+    """Keras writes a LoRA layer's kernel with its adapters merged in and zeroes the adapters when it loads one:
+    a state keeps the base kernel and both adapters as they are, so training goes on exactly (and the adapters
+    a finished run saves are the trained ones, not zeros)."""
+    from kit.harness.resume import restore_state, save_state
+
+    model = lora_model()
+    train_steps(model, 3)
+    save_state(model, tmp_path, epoch=0, final=final)
+    if not final:
+        train_steps(model, 2)
+    expected = [w.numpy().copy() for w in model.weights]
+
+    again = lora_model()
+    assert restore_state(again, tmp_path).step == 3
+    if not final:
+        train_steps(again, 2)
+    assert any(np.any(w.numpy()) for w in again.weights if "lora_kernel_b" in w.path)  # the adapters trained
+    for got, want in zip(again.weights, expected):
+        assert np.array_equal(got.numpy(), want), got.path
+
+
 def test_states_restore_dropout_randomness_and_prune_old_ones(tmp_path):
     from kit.harness.resume import restore_state, save_state, saved_states
 

@@ -18,11 +18,10 @@ recorded as such rather than written twice.
 
 The state saved when training is over (the last epoch's end, or early
 stopping) holds the weights without the optimizer's slots: nothing trains
-from it again (a run resumes only with the same config), it only lets a run
-killed while saving or evaluating finish without training again. Its weights
-file is a hard link to the epoch checkpoint of the same step, so ending
-training writes no second copy of the weights and builds no image of Adam's
-slots in memory (MiniLM: 270 MB).
+from it again (a run resumes only with the same config, and a final state
+ends training whatever its step), it only lets a run killed while saving or
+evaluating finish without training again. Ending training then builds no
+image of Adam's slots in memory and writes none (MiniLM: 180 MB).
 
 States are written atomically: into a hidden temporary folder, flushed, then
 renamed to `backup/step-000001234/`. The newest `keep` are kept. A state that
@@ -84,6 +83,7 @@ class Restored:
     callbacks: dict[str, Any] = field(default_factory=dict)
     stopped: bool = False  # early stopping (or a callback) ended training at this state
     metrics: list[np.ndarray] | None = None  # the running means of a cut-short epoch's training metrics
+    final: bool = False  # saved when training ended, without the optimizer's slots: nothing trains from it
 
 
 def seed_states(model: keras.Model) -> list[Any]:
@@ -160,10 +160,8 @@ def save_state(
 
 
 def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callbacks: dict[str, Any]) -> None:
-    if meta["final"]:
-        save_weights_file(model, scratch / WEIGHTS)  # a link to this step's checkpoint, if there is one
-    else:
-        _write(scratch / WEIGHTS, weights_image(model))
+    # Written, not linked to this step's checkpoint: a plugin callback may have changed the weights since.
+    _write(scratch / WEIGHTS, weights_image(model, with_optimizer=not meta["final"]))
     np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
     if lora_variables(model):
         np.savez(scratch / LORA, *[np.asarray(v.numpy()) for v in lora_variables(model)])
@@ -420,13 +418,16 @@ def _load(model: keras.Model, state: Path) -> Restored:
     if global_step(model) != meta["step"]:
         raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
     stopped = bool(meta.get("stopped", False))
-    return Restored(int(meta["step"]), _callback_states(model, state), stopped, _arrays(state / METRICS))
+    final = bool(meta.get("final", False))
+    return Restored(int(meta["step"]), _callback_states(model, state), stopped, _arrays(state / METRICS), final)
 
 
 def _load_lora(model: keras.Model, state: Path) -> None:
     variables = lora_variables(model)
     if not variables:
         return
+    if not (state / LORA).exists():
+        return  # saved by an earlier kit: LoRA only as Keras writes it (adapters merged), loaded as before
     values = _arrays(state / LORA)
     if len(values) != len(variables):
         raise ValueError(f"it holds {len(values)} LoRA variables, the model has {len(variables)}")

@@ -108,8 +108,10 @@ def fit(
     with stages.stage("restore"):
         restored = restore_state(model, context.run.backup_dir)
     callbacks = _training_callbacks(config, context, model, "validation" in datasets, steps, stops, lock)
-    # A state saved when early stopping (or a callback) ended training: nothing is left to train.
-    phases = [] if restored.stopped else training_phases(restored.step, steps, epochs)
+    # A state saved when training ended (early stopping or a callback, or the last epoch): nothing is left to
+    # train. By its flag, not its step: a step count can fall short of the batches (mixed_float16's loss scaling
+    # skips the update of an overflowing step), and a final state has no optimizer slots to train on.
+    phases = [] if restored.stopped or restored.final else training_phases(restored.step, steps, epochs)
     say(f"kit: training {model.count_params():,} parameters for {epochs} epochs of {steps} steps")
     if phases and phases[0][3] % steps:  # resumed mid-epoch: carry on the epoch's running metrics
         _build_metrics(model, datasets["train"], restored.metrics)

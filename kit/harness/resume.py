@@ -4,12 +4,11 @@ A state is everything an uninterrupted run would carry forward: the model's
 weights and the optimizer's slots and step count (one Keras `.weights.h5`),
 the random-number state of every dropout (Keras keeps it in seed-generator
 variables that weights files leave out), the variables of LoRA layers as
-they are (a weights file holds their kernels with the adapters merged in), the running means of the epoch's
-training metrics (so a resumed epoch logs what it would have), the global
-step, which fixes the
-data position (see `kit.data.pipeline.training_stream`) and the
-learning-rate schedule's position, and the state of every callback that has
-one: early stopping's best value, wait count and best weights, the best
+they are (a weights file holds their kernels with the adapters merged in),
+the running means of the epoch's training metrics (so a resumed epoch logs
+what it would have), the global step, which fixes the data position (see
+`kit.data.pipeline.training_stream`) and the learning-rate schedule's
+position, and the state of every callback that has one: early stopping's best value, wait count and best weights, the best
 checkpoint's best value, and what plugin callbacks return from `get_state()`
 (see `kit.harness.callbacks.callback_state`). Callback states are JSON
 (`callbacks.json`); their arrays, such as early stopping's best weights, go

@@ -19,13 +19,12 @@ def without_optimizer(model: keras.Model) -> keras.Model:
 
     Adam's two moments would triple the file; resuming reads backup/, not model.keras.
     """
-    from kit.harness.resume import load_weights_image, weights_image
+    from kit.harness.resume import load_weights_image, lora_variables, weights_image
 
     # Not keras.models.clone_model: since Keras 3.x it compiles the copy with the same optimizer.
     copy = type(model).from_config(model.get_config())
     pairs = list(zip(copy.weights, model.weights))
-    lora = any(getattr(layer, "lora_enabled", False) for layer in model._flatten_layers())
-    if lora or len(copy.weights) != len(model.weights) or any(a.shape != b.shape for a, b in pairs):
+    if lora_variables(model) or len(copy.weights) != len(model.weights) or any(a.shape != b.shape for a, b in pairs):
         # Through a weights file (in memory): Keras writes LoRA layers with the adapters merged into their
         # kernels, which is exactly what the plain (LoRA-free) copy holds.
         load_weights_image(copy, weights_image(model, with_optimizer=False))

@@ -84,7 +84,7 @@ def traced_preprocessing(backbone: Any) -> Callable[[Any], Any]:
 
 
 def split_examples(
-    pieces: Pieces, split: str, rows: int, preprocess: Callable[[Any], Any] | None = None
+    pieces: Pieces, split: str, rows: int, preprocess: Callable[[Any], Any]
 ) -> tuple[tf.data.Dataset, int | None]:
     """One split's unbatched, preprocessed examples and their number (None when the task re-shapes rows
     into examples: known only once they are held or counted). `preprocess`: `traced_preprocessing`'s."""
@@ -92,9 +92,7 @@ def split_examples(
     reshaped = pieces.task.prepare(stream, pieces.backbone, split)
     if reshaped is not None:
         return reshaped, None
-    backbone = pieces.backbone
-    preprocess = preprocess or traced_preprocessing(backbone)
-    return prepared(stream, lambda x, y: (preprocess(x), y), vectorised=backbone.vectorised), rows
+    return prepared(stream, lambda x, y: (preprocess(x), y), vectorised=pieces.backbone.vectorised), rows
 
 
 def training_features(pieces: Pieces) -> Callable[[], tf.data.Dataset]:

@@ -162,8 +162,9 @@ def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callba
     # Written, not linked to this step's checkpoint: a plugin callback may have changed the weights since.
     _write(scratch / WEIGHTS, weights_image(model, with_optimizer=not meta["final"]))
     np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
-    if lora_variables(model):
-        np.savez(scratch / LORA, *[np.asarray(v.numpy()) for v in lora_variables(model)])
+    lora = lora_variables(model)
+    if lora:
+        np.savez(scratch / LORA, *[np.asarray(v.numpy()) for v in lora])
     np.savez(scratch / METRICS, *[np.asarray(v.numpy()) for v in metric_variables(model)])
     arrays: dict[str, np.ndarray] = {}
     encoded = _encode(callbacks, arrays, _lazy(model.get_weights))
@@ -407,7 +408,8 @@ def _load(model: keras.Model, state: Path) -> Restored:
     meta = json.loads((state / META).read_text(encoding="utf-8"))
     if meta.get("model") != model_signature(model):
         raise ValueError("it was saved by a different model (its weights differ in number or shape)")
-    if meta.get("final"):
+    final = bool(meta.get("final", False))
+    if final:
         load_weights_image(model, state / WEIGHTS)  # no slots: nothing trains from here
         model.optimizer.iterations.assign(meta["step"])
     else:
@@ -417,7 +419,6 @@ def _load(model: keras.Model, state: Path) -> Restored:
     if global_step(model) != meta["step"]:
         raise ValueError(f"its optimizer is at step {global_step(model)}, its record says {meta['step']}")
     stopped = bool(meta.get("stopped", False))
-    final = bool(meta.get("final", False))
     return Restored(int(meta["step"]), _callback_states(model, state), stopped, _arrays(state / METRICS), final)
 
 

@@ -16,6 +16,7 @@ from kit.console import say
 from kit.data.pipeline import TrainingStream
 from kit.errors import Interrupted, KitError, PluginError
 from kit.evaluation import split_metrics
+from kit.harness.activations import lean_gelu_gradients
 from kit.harness.callbacks import (
     BackboneSchedule,
     BestCheckpoint,
@@ -127,7 +128,8 @@ def _train_phases(
     model: keras.Model, stream: TrainingStream, datasets: dict, callbacks: Any, phases: list, steps: int, stops: Any
 ) -> None:
     """One `model.fit` per phase (see `training_phases`), all seen by the callbacks as one training."""
-    with stops.during_training() if stops is not None else contextlib.nullcontext():
+    stopping = stops.during_training() if stops is not None else contextlib.nullcontext()
+    with stopping, lean_gelu_gradients():
         for first_epoch, end_epoch, epoch_steps, from_step in phases:
             callbacks.first_batch = from_step - first_epoch * steps
             model.fit(

@@ -1,0 +1,88 @@
+"""GELU with a gradient that keeps one tensor for the backward pass instead of four.
+
+TensorFlow differentiates `tf.nn.gelu` (what Keras's `gelu` and keras-hub's `gelu_approximate` run) one
+operation at a time, so a training step keeps the intermediate results of each of them for the backward
+pass: x, tanh(...), x / 2 and 1 + tanh(...), each as large as a feed-forward layer's widest activation
+(batch x length x 4 x hidden). The derivative needs only x. `lean_gelu_gradients` gives GELU a custom
+gradient that keeps x and computes the derivative from it, as TensorFlow's own `tf.nn.silu` does; on
+MiniLM (6 layers, batch 32, texts up to 64 tokens) the peak of a training run drops by 200 MB, at the
+same speed (`benchmarks/memory_stages.py`).
+
+The forward pass is untouched (the same `tf.nn.gelu`), so outputs, saved models and predictions are the
+same; gradients are the same formula, computed in another order (float rounding apart).
+
+Example:
+    >>> with lean_gelu_gradients():
+    ...     model.fit(dataset, epochs=1)  # the step is traced, and its gradient built, inside
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import struct
+from typing import Any, Iterator
+
+import tensorflow as tf
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# The tanh approximation's coefficient as tf.nn.gelu holds it: rounded to float32 (whatever the dtype).
+_CUBIC = struct.unpack("f", struct.pack("f", 0.044715))[0]
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@tf.custom_gradient
+def gelu_tanh(x: tf.Tensor) -> Any:
+    """`tf.nn.gelu(x, approximate=True)`, its backward pass computed from x alone."""
+
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        # Not written as the forward is (pow(x, 3)): TensorFlow's optimiser would merge the two and keep
+        # the forward's tanh alive until the backward pass, which is what this gradient avoids.
+        squared = x * x
+        t = tf.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * squared * x))
+        slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (_SQRT_2_OVER_PI * (1.0 + 3.0 * _CUBIC * squared))
+        return upstream * slope
+
+    return tf.nn.gelu(x, approximate=True), gradient
+
+
+@tf.custom_gradient
+def gelu_erf(x: tf.Tensor) -> Any:
+    """`tf.nn.gelu(x, approximate=False)`, its backward pass computed from x alone."""
+
+    def gradient(upstream: tf.Tensor) -> tf.Tensor:
+        slope = 0.5 * (1.0 + tf.math.erf(x * math.sqrt(0.5))) + x * tf.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return upstream * slope
+
+    return tf.nn.gelu(x, approximate=False), gradient
+
+
+@contextlib.contextmanager
+def lean_gelu_gradients() -> Iterator[None]:
+    """Within the block, Keras's GELU (TensorFlow backend) takes the gradients above; restored on leaving.
+
+    Functions traced inside (a `model.fit`'s training step) keep them. With a Keras whose backend module
+    is laid out differently, nothing changes.
+    """
+    try:
+        backend_nn = importlib.import_module("keras.src.backend.tensorflow.nn")
+    except ImportError:
+        yield
+        return
+    keras_gelu = getattr(backend_nn, "gelu", None)
+    if keras_gelu is None:
+        yield
+        return
+
+    def gelu(x: Any, approximate: bool = True) -> Any:
+        x = backend_nn.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            return keras_gelu(x, approximate)
+        return gelu_tanh(x) if approximate else gelu_erf(x)
+
+    backend_nn.gelu = gelu
+    try:
+        yield
+    finally:
+        backend_nn.gelu = keras_gelu

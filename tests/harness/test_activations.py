@@ -1,0 +1,94 @@
+"""GELU's lean gradient: the same outputs as TensorFlow's, the same derivative, one tensor kept."""
+
+from __future__ import annotations
+
+import importlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kit.harness.activations import gelu_erf, gelu_tanh, lean_gelu_gradients
+
+BACKEND_NN = importlib.import_module("keras.src.backend.tensorflow.nn")
+
+
+def inputs(dtype="float32"):
+    """Typical pre-activations plus the tails, where tanh and erf saturate."""
+    typical = np.random.default_rng(0).normal(scale=3.0, size=2000)
+    tails = [-1e4, -60.0, -20.0, -6.0, -1e-3, 0.0, 1e-3, 6.0, 20.0, 60.0, 1e4]
+    return tf.constant(np.concatenate([typical, tails]), dtype=dtype)
+
+
+def value_and_gradient(function, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = function(x)
+    return y, tape.gradient(y, x)
+
+
+@pytest.mark.parametrize("approximate, lean", [(True, gelu_tanh), (False, gelu_erf)])
+def test_same_outputs_and_derivative_as_tensorflow(approximate, lean):
+    x = inputs()
+    expected_y, expected_grad = value_and_gradient(lambda v: tf.nn.gelu(v, approximate=approximate), x)
+    y, grad = value_and_gradient(lean, x)
+    np.testing.assert_array_equal(y.numpy(), expected_y.numpy())  # the forward pass is TensorFlow's own
+    # Where tanh or erf saturates, 1 - t^2 cancels: float32 rounding moves both gradients by a few 1e-6.
+    np.testing.assert_allclose(grad.numpy(), expected_grad.numpy(), rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(grad.numpy()))
+    _, exact = value_and_gradient(lambda v: tf.nn.gelu(v, approximate=approximate), tf.cast(x, "float64"))
+    error = np.max(np.abs(grad.numpy() - exact.numpy()))
+    assert error <= 2 * np.max(np.abs(expected_grad.numpy() - exact.numpy())) + 1e-7  # as close as TensorFlow's
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float16", 2e-3), ("bfloat16", 2e-2), ("float64", 1e-12)])
+def test_other_float_types(dtype, tolerance):
+    x = tf.constant(np.linspace(-6.0, 6.0, 241), dtype=dtype)
+    _, expected = value_and_gradient(lambda v: tf.nn.gelu(v, approximate=True), x)
+    _, grad = value_and_gradient(gelu_tanh, x)
+    assert grad.dtype == x.dtype
+    np.testing.assert_allclose(
+        tf.cast(grad, "float64").numpy(), tf.cast(expected, "float64").numpy(), rtol=tolerance, atol=tolerance
+    )
+
+
+def test_keeps_only_the_input_for_the_backward_pass():
+    """Inside a traced function, the gradient graph reads x and no tanh computed by the forward pass."""
+    x = tf.TensorSpec([None, 8], "float32")
+
+    @tf.function(input_signature=[x])
+    def step(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = gelu_tanh(v)
+        return tape.gradient(y, v)
+
+    graph = step.get_concrete_function().graph
+    forward_tanh = [op for op in graph.get_operations() if op.type == "Tanh" and "gradient" not in op.name.lower()]
+    consumers = {consumer.type for op in forward_tanh for consumer in op.outputs[0].consumers()}
+    assert "TanhGrad" not in consumers  # autodiff of tf.nn.gelu would differentiate through the forward tanh
+
+
+def test_keras_gelu_uses_it_inside_the_block_only():
+    keras_gelu = BACKEND_NN.gelu
+    layer = keras.layers.Dense(4, activation="gelu")
+    x = tf.constant(np.random.default_rng(1).normal(size=(3, 5)), dtype="float32")
+    outside = layer(x).numpy()
+    with lean_gelu_gradients():
+        assert BACKEND_NN.gelu is not keras_gelu
+        np.testing.assert_array_equal(layer(x).numpy(), outside)
+        with tf.GradientTape() as tape:
+            y = layer(x)
+        lean = tape.gradient(y, layer.kernel)
+    assert BACKEND_NN.gelu is keras_gelu
+    with tf.GradientTape() as tape:
+        y = layer(x)
+    np.testing.assert_allclose(lean.numpy(), tape.gradient(y, layer.kernel).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_restored_when_the_block_fails():
+    keras_gelu = BACKEND_NN.gelu
+    with pytest.raises(RuntimeError), lean_gelu_gradients():
+        raise RuntimeError("training failed")
+    assert BACKEND_NN.gelu is keras_gelu

@@ -19,9 +19,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 import struct
+import threading
 from typing import Any, Iterator
 
 import tensorflow as tf
@@ -58,31 +60,43 @@ def gelu_erf(x: tf.Tensor) -> Any:
     return tf.nn.gelu(x, approximate=False), gradient
 
 
+_installed: dict[str, Any] = {}  # Keras's own gelu while ours is in place, and how many blocks use it
+_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def lean_gelu_gradients() -> Iterator[None]:
     """Within the block, Keras's GELU (TensorFlow backend) takes the gradients above; restored on leaving.
 
-    Functions traced inside (a `model.fit`'s training step) keep them. With a Keras whose backend module
-    is laid out differently, nothing changes.
+    Functions traced inside (a `model.fit`'s training step) keep them. Blocks may nest or overlap (in
+    threads): Keras's own function comes back when the last one ends. With a Keras whose backend module is
+    laid out differently, nothing changes.
     """
     try:
         backend_nn = importlib.import_module("keras.src.backend.tensorflow.nn")
     except ImportError:
+        backend_nn = None
+    if getattr(backend_nn, "gelu", None) is None:
         yield
         return
-    keras_gelu = getattr(backend_nn, "gelu", None)
-    if keras_gelu is None:
-        yield
-        return
-
-    def gelu(x: Any, approximate: bool = True) -> Any:
-        x = backend_nn.convert_to_tensor(x)
-        if not x.dtype.is_floating:
-            return keras_gelu(x, approximate)
-        return gelu_tanh(x) if approximate else gelu_erf(x)
-
-    backend_nn.gelu = gelu
+    with _lock:
+        if not _installed:
+            _installed.update(keras_gelu=backend_nn.gelu, users=0)
+            backend_nn.gelu = functools.partial(_gelu, backend_nn, backend_nn.gelu)
+        _installed["users"] += 1
     try:
         yield
     finally:
-        backend_nn.gelu = keras_gelu
+        with _lock:
+            _installed["users"] -= 1
+            if not _installed["users"]:
+                backend_nn.gelu = _installed.pop("keras_gelu")
+                _installed.clear()
+
+
+def _gelu(backend_nn: Any, keras_gelu: Any, x: Any, approximate: bool = True) -> Any:
+    """Keras's `gelu(x, approximate)` on the TensorFlow backend, with the lean gradients for floats."""
+    x = backend_nn.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        return keras_gelu(x, approximate)
+    return gelu_tanh(x) if approximate else gelu_erf(x)

@@ -70,14 +70,28 @@ def test_keeps_only_the_input_for_the_backward_pass():
     assert "TanhGrad" not in consumers  # autodiff of tf.nn.gelu would differentiate through the forward tanh
 
 
+def gradient_ops(layer, x) -> set[str]:
+    """The operation types of the traced gradient of `layer` at `x`."""
+
+    @tf.function
+    def gradient(v):
+        with tf.GradientTape() as tape:
+            y = layer(v)
+        return tape.gradient(y, layer.kernel)
+
+    return {op.type for op in gradient.get_concrete_function(x).graph.get_operations()}
+
+
 def test_keras_gelu_uses_it_inside_the_block_only():
     keras_gelu = BACKEND_NN.gelu
-    layer = keras.layers.Dense(4, activation="gelu")
+    layer = keras.layers.Dense(4, activation=lambda v: keras.activations.gelu(v, approximate=True))
     x = tf.constant(np.random.default_rng(1).normal(size=(3, 5)), dtype="float32")
     outside = layer(x).numpy()
+    assert "TanhGrad" in gradient_ops(layer, x)  # TensorFlow differentiating through tanh
     with lean_gelu_gradients():
         assert BACKEND_NN.gelu is not keras_gelu
         np.testing.assert_array_equal(layer(x).numpy(), outside)
+        assert "TanhGrad" not in gradient_ops(layer, x)  # the lean gradient, from x
         with tf.GradientTape() as tape:
             y = layer(x)
         lean = tape.gradient(y, layer.kernel)
@@ -91,4 +105,14 @@ def test_restored_when_the_block_fails():
     keras_gelu = BACKEND_NN.gelu
     with pytest.raises(RuntimeError), lean_gelu_gradients():
         raise RuntimeError("training failed")
+    assert BACKEND_NN.gelu is keras_gelu
+
+
+def test_nested_blocks_restore_keras_gelu_when_the_last_ends():
+    keras_gelu = BACKEND_NN.gelu
+    with lean_gelu_gradients():
+        lean = BACKEND_NN.gelu
+        with lean_gelu_gradients():
+            assert BACKEND_NN.gelu is lean
+        assert BACKEND_NN.gelu is lean
     assert BACKEND_NN.gelu is keras_gelu

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import inspect
 import json
+import operator
 import os
 import sys
 from pathlib import Path
@@ -136,19 +138,39 @@ class TrainedModel:
 
     def evaluate(self, source: str) -> dict[str, dict[str, float]]:
         """Metrics on labelled data from `source` (a path or scheme), keyed "data"."""
+        from kit.data.pipeline import finished, trimmed
+        from kit.data.splits import split_batches, split_examples, traced_preprocessing
+
         plan, fields = self.plan_for(source, with_targets=True)
         check = self.pieces.check_example
         reports = scan(plan, fields, self.config.data.bad_rows, learn=False, check=check)
         say(report_text({"data": reports["train"]}))
-        stream = examples(plan, "train", self.kind.fields, self.task.fields, reports["train"].rows, check)
-        reshaped = self.task.prepare(stream, self.backbone, "data")
-        if reshaped is None:
-            reshaped = stream.map(lambda x, y: (self.backbone.preprocess(x), y))
-        batches = reshaped.batch(self.config.data.batch_size)
+        preprocess = traced_preprocessing(self.backbone)
+        found, size = split_examples(self.pieces, "train", reports["train"].rows, preprocess, plan=plan)
+        trim = self.trimmed
+        _, _, batches = split_batches(found, size, self.config.data, trim)  # as `kit run` evaluates
+        batches = finished(trimmed(batches) if trim else batches)
         return {"data": split_metrics(self.model, self.task, batches, None, "data")}
 
+    @functools.cached_property
+    def trimmed(self) -> bool:
+        """Whether batches of texts are cut to their longest text, as in training (`data.trim_padding`).
+
+        Only for models whose outputs are per example: a per-token output would come out cut too.
+        """
+        import tensorflow as tf
+
+        from kit.data.splits import trims_padding
+
+        outputs = getattr(self.model, "outputs", None) or []
+        per_example = bool(outputs) and all(len(output.shape) <= 2 for output in outputs)
+        return per_example and trims_padding(self.config, tf.distribute.get_strategy())
+
     def predict_rows(self, source: str) -> Iterator[dict[str, Any]]:
-        """Predictions for every usable row of `source`, each with its line number."""
+        """Predictions for every usable row of `source`, each with its line number, in the file's order."""
+        from kit.data.pipeline import GROUP_WINDOW, finished
+        from kit.data.splits import traced_preprocessing
+
         if not self.task.predicts:  # it says what to use instead (generation: kit generate)
             self.task.predictions(np.zeros((0,)))
         plan, fields = self.plan_for(source, with_targets=False)
@@ -157,11 +179,44 @@ class TrainedModel:
             say(report_text(reports))
         lines = _usable_lines(plan, fields)
         raw = examples(plan, "train", self.kind.fields, [], reports["train"].rows)
-        batches = raw.map(lambda x: (self.backbone.preprocess(x), x)).batch(self.config.data.batch_size)
-        for inputs, features in batches:
-            outputs = np.asarray(self.model.predict_on_batch(inputs))
+        preprocess = traced_preprocessing(self.backbone)
+        chunk = self.config.data.batch_size * GROUP_WINDOW  # rows sorted by length together, memory bounded
+        if self.backbone.vectorised:
+            chunks = raw.batch(chunk).map(lambda x: (preprocess(x), x))
+        else:
+            chunks = raw.map(lambda x: (preprocess(x), x)).batch(chunk)
+        for inputs, features in finished(chunks):
+            outputs = self.outputs_in_order(inputs)
             for prediction in self.predictions(outputs, {k: v.numpy() for k, v in features.items()}):
                 yield {"line": next(lines), **prediction}
+
+    def outputs_in_order(self, inputs: Any) -> np.ndarray:
+        """The model's outputs for a chunk of examples, in their order, computed `data.batch_size` at a time:
+        with `trimmed`, texts of like length together, each batch cut to its longest text (as `kit run`
+        evaluates; on MiniLM 2.3x faster than batches in file order padded to `model.sequence_length`)."""
+        import tensorflow as tf
+
+        inputs = tf.nest.map_structure(np.asarray, inputs)
+        count = len(tf.nest.flatten(inputs)[0])
+        size = self.config.data.batch_size
+        mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
+        if self.trimmed and mask is not None and mask.ndim == 2:
+            lengths = mask.astype(bool).sum(axis=1)
+            order = np.argsort(lengths, kind="stable")
+        else:
+            lengths, order = None, np.arange(count)
+        outputs = None
+        for start in range(0, count, size):
+            rows = order[start : start + size]
+            batch = tf.nest.map_structure(operator.itemgetter(rows), inputs)
+            if lengths is not None:
+                longest, full = max(int(lengths[rows].max()), 1), mask.shape[1]
+                batch = {k: v[:, :longest] if v.ndim == 2 and v.shape[1] == full else v for k, v in batch.items()}
+            found = np.asarray(self.model.predict_on_batch(batch))
+            if outputs is None:
+                outputs = np.empty((count, *found.shape[1:]), found.dtype)
+            outputs[rows] = found
+        return outputs if outputs is not None else np.zeros((0,))
 
     def predictions(self, outputs: np.ndarray, features: dict[str, Any]) -> list[dict[str, Any]]:
         """The task's predictions for a batch, checked to be one dict per example."""

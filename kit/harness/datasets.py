@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from kit.assembly import Pieces
 from kit.config import Config
-from kit.data.pipeline import TrainingStream, examples, finished, hold_in_memory, prepared, trimmable, trimmed
+from kit.data.pipeline import TrainingStream, examples, finished, trimmable, trimmed
+from kit.data.splits import split_batches, split_examples, traced_preprocessing, trims_padding
 from kit.errors import TrainingError
 
 
@@ -25,16 +26,7 @@ def make_datasets(
         if report.rows == 0:
             continue
         examples_, size = split_examples(pieces, split, report.rows, preprocess)
-        held = hold_in_memory(examples_, data.cache)
-        if held is not None:
-            # Evaluated shortest first when batches are cut to their longest text; training reads the stream.
-            examples_, size, batches = held, held.count, held.batches(data.batch_size, by_length=trim)
-        else:
-            if size is None:  # examples the task re-shaped: cache them, so counting is the only extra pass
-                examples_ = examples_.cache()
-                size = count_examples(examples_)
-                examples_ = examples_.apply(tf.data.experimental.assert_cardinality(size))
-            batches = examples_.batch(data.batch_size)
+        examples_, size, batches = split_batches(examples_, size, data, trim)
         if size == 0:
             continue
         datasets[split] = finished(trimmed(batches) if trim else batches)
@@ -61,40 +53,6 @@ def make_datasets(
     return datasets, sizes, stream
 
 
-def trims_padding(config: Config, strategy: Any) -> bool:
-    """`data.trim_padding` settled: `auto` trims when training runs on CPU without XLA.
-
-    XLA compiles once per input shape and TPUs need static shapes, so batches of
-    varying length are for CPU, where Keras's `jit_compile: auto` means no XLA.
-    """
-    setting = config.data.trim_padding
-    if setting != "auto":
-        return bool(setting)
-    accelerated = tf.config.list_physical_devices("GPU") or isinstance(strategy, tf.distribute.TPUStrategy)
-    return config.train.jit_compile is not True and not accelerated
-
-
-def traced_preprocessing(backbone: Any) -> Callable[[Any], Any]:
-    """The backbone's preprocessing (of a batch when it is vectorised) as one `tf.function` for every split.
-
-    tf.data traces the function of each `map` anew; tracing a keras-hub tokenizer's graph takes most of a
-    second (MiniLM's: 0.7 s), so the test split paid it again. Splits share the traced graph instead.
-    """
-    return tf.function(backbone.preprocess_batch if backbone.vectorised else backbone.preprocess)
-
-
-def split_examples(
-    pieces: Pieces, split: str, rows: int, preprocess: Callable[[Any], Any]
-) -> tuple[tf.data.Dataset, int | None]:
-    """One split's unbatched, preprocessed examples and their number (None when the task re-shapes rows
-    into examples: known only once they are held or counted). `preprocess`: `traced_preprocessing`'s."""
-    stream = examples(pieces.plan, split, pieces.kind.fields, pieces.targets, rows, pieces.check_example)
-    reshaped = pieces.task.prepare(stream, pieces.backbone, split)
-    if reshaped is not None:
-        return reshaped, None
-    return prepared(stream, lambda x, y: (preprocess(x), y), vectorised=pieces.backbone.vectorised), rows
-
-
 def training_features(pieces: Pieces) -> Callable[[], tf.data.Dataset]:
     """What `Backbone.adapt` reads: the training split's encoded features, one dict per example."""
 
@@ -102,11 +60,6 @@ def training_features(pieces: Pieces) -> Callable[[], tf.data.Dataset]:
         return examples(pieces.plan, "train", pieces.kind.fields, [], check=None)
 
     return features
-
-
-def count_examples(dataset: tf.data.Dataset) -> int:
-    """Elements of a finite dataset, counted in one pass (which also fills its cache)."""
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
 def steps_per_epoch(rows: int, batch_size: int, drop_remainder: bool) -> int:

@@ -1,0 +1,115 @@
+"""`kit predict` and `kit eval --data` on texts run as `kit run` evaluates: texts of like length batched
+together, each batch cut to its longest text. Answers stay those of the padded model, in the file's order.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kit import inference as saved
+from kit.cli import cli
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, project, write_csv
+
+TEXT = """task: classification
+data:
+  train: {data}
+  batch_size: 8
+model:
+  backbone: bert-tiny
+  sequence_length: 48
+train:
+  epochs: 1
+  verbose: 0
+"""
+
+
+def uneven_reviews(path: Path, count: int, seed: int) -> Path:
+    """Reviews of 1 to 30 words in random order, so file order mixes short and long texts in every batch."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        positive = rng.random() < 0.5
+        words = [rng.choice(POSITIVE if positive else NEGATIVE)] + rng.sample(FILLER * 6, rng.randrange(0, 30))
+        rng.shuffle(words)
+        rows.append([" ".join(words), "pos" if positive else "neg"])
+    return write_csv(path, ["text", "label"], rows)
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    from kit.plugins import reset_plugins
+
+    root = tmp_path_factory.mktemp("text")
+    folder = project(root / "p", TEXT.format(data=uneven_reviews(root / "train.csv", 96, seed=1)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KIT_LOAD_PLUGINS", "")
+        mp.setenv("KIT_CACHE_DIR", str(root / "cache"))
+        reset_plugins()
+        result = CliRunner().invoke(cli, ["run", str(folder)])
+        reset_plugins()
+    assert result.exit_code == 0, result.output
+    return folder / "runs" / "run-1"
+
+
+def padded_outputs(trained: saved.TrainedModel, source: Path) -> np.ndarray:
+    """The model's outputs with every text padded to model.sequence_length, in file order."""
+    from kit.data.pipeline import examples
+    from kit.data.plan import scan
+
+    plan, fields = trained.plan_for(str(source), with_targets=False)
+    rows = scan(plan, fields, "fail", learn=False)["train"].rows
+    raw = examples(plan, "train", trained.kind.fields, [], rows)
+    batches = raw.map(trained.backbone.preprocess).batch(8)
+    return np.concatenate([np.asarray(trained.model.predict_on_batch(batch)) for batch in batches])
+
+
+def test_predictions_keep_file_order_and_the_padded_answers(text_run, tmp_path, monkeypatch):
+    source = uneven_reviews(tmp_path / "new.csv", 300, seed=2)
+    trained = saved.TrainedModel(text_run)
+    assert trained.trimmed
+    expected = padded_outputs(trained, source)
+    widths = []
+    predict = trained.model.predict_on_batch
+    monkeypatch.setattr(
+        trained.model, "predict_on_batch", lambda x: widths.append(x["token_ids"].shape[1]) or predict(x)
+    )
+    predictions = list(trained.predict_rows(str(source)))
+    assert [p["line"] for p in predictions] == list(range(2, 302))
+    probabilities = np.array([[p["probabilities"][name] for name in ("neg", "pos")] for p in predictions])
+    np.testing.assert_allclose(probabilities, keras.ops.softmax(expected).numpy(), atol=1e-5)
+    # 300 rows are one chunk (50 batches): shortest first, each batch cut to its longest text, never all 48.
+    assert widths == sorted(widths) and widths[0] < widths[-1] < 48
+
+
+def test_eval_on_data_gives_the_padded_metrics(text_run, tmp_path, runner):
+    source = uneven_reviews(tmp_path / "labelled.csv", 200, seed=3)
+    trained = saved.TrainedModel(text_run)
+    labels = np.array([row.split(",")[-1] == "pos" for row in source.read_text().splitlines()[1:]])
+    padded = padded_outputs(trained, source)
+    result = runner.invoke(cli, ["eval", str(text_run), "--data", str(source)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output.split("\n", 1)[-1])["data"]
+    assert metrics["examples"] == 200
+    assert metrics["accuracy"] == pytest.approx(float(np.mean((padded.argmax(axis=1) == 1) == labels)))
+    log_probabilities = keras.ops.log_softmax(padded).numpy()
+    assert metrics["loss"] == pytest.approx(
+        -float(np.mean(log_probabilities[np.arange(200), labels.astype(int)])), abs=1e-5
+    )
+
+
+def test_models_with_per_token_outputs_are_not_cut(text_run):
+    """A per-token output (token classification) would come out cut too: such models see padded batches."""
+    trained = saved.TrainedModel(text_run)
+    tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    per_token = keras.layers.Dense(3)(keras.layers.Embedding(10, 4)(tokens))
+    trained.model = keras.Model(tokens, per_token)
+    trained.__dict__.pop("trimmed", None)
+    assert not trained.trimmed

@@ -31,11 +31,15 @@ used.
 HDF5 is never the one to meet a full disk. Writing straight to a file, a
 failed write surfaces only when h5py closes a dataset (an "Exception ignored"
 traceback per object), HDF5 carries on with a half-flushed cache, and the
-process dies with a segfault (exit 139). So every `.h5` file kit writes is
-built in memory (`weights_image`) and written out by Python
-(`write_atomically`), where a full disk or a quota is an ordinary `OSError`
-and the CLI says "the disk is full". The cost is one file's bytes in memory
-while it is written.
+process dies with a segfault (exit 139). So a weights file's space is reserved
+first (`posix_fallocate`, more than the weights and HDF5's bookkeeping can
+take), where a full disk or a quota is an ordinary `OSError` and the CLI says
+"the disk is full"; HDF5 then writes into the reserved blocks, which cannot
+run out, and the file is cut to its size. Where a file system cannot reserve
+space, the file is built in memory (`weights_image`) and written out by
+Python, at the cost of its bytes in memory while it is written (MiniLM: 90
+MB, which made the epoch checkpoint the peak of a run). Small files
+(`callbacks.h5`) are always built in memory.
 
 kit replaces Keras's `BackupAndRestore` with this because that callback
 restarts an interrupted epoch from its first batch with mid-epoch weights, does
@@ -44,6 +48,7 @@ not save dropout's random state or callbacks' state, and writes its file in plac
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -160,7 +165,7 @@ def save_state(
 
 def _write_state(model: keras.Model, scratch: Path, meta: dict[str, Any], callbacks: dict[str, Any]) -> None:
     # Written, not linked to this step's checkpoint: a plugin callback may have changed the weights since.
-    _write(scratch / WEIGHTS, weights_image(model, with_optimizer=not meta["final"]))
+    write_weights(scratch / WEIGHTS, model, with_optimizer=not meta["final"])
     np.savez(scratch / RANDOM, *[np.asarray(v.numpy()) for v in seed_states(model)])
     lora = lora_variables(model)
     if lora:
@@ -240,17 +245,110 @@ def weights_image(model: keras.Model, with_optimizer: bool = True) -> io.BytesIO
 
     Through Keras's own writer: the same file `model.save_weights` makes, which `model.load_weights` reads.
     """
+    buffer = io.BytesIO()
+    _save_weights_into(buffer, model, with_optimizer)
+    return buffer
+
+
+def _save_weights_into(buffer: io.BytesIO, model: keras.Model, with_optimizer: bool) -> None:
     from keras.src.saving import saving_lib
 
     optimizer = getattr(model, "optimizer", None)
     skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
-    buffer = io.BytesIO()
     store = saving_lib.H5IOStore(buffer, mode="w")
     try:
         saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=skipped)
     finally:
         store.close()
-    return buffer
+
+
+def write_weights(path: Path, model: keras.Model, with_optimizer: bool = True) -> None:
+    """The model's `.weights.h5` file (as `weights_image`) written to `path` and flushed to disk, HDF5 writing
+    into space reserved beforehand (see the module doc); built in memory where space cannot be reserved."""
+    with open(path, "w+b") as handle:
+        if _reserve(handle, path, _size_bound(model, with_optimizer)):
+            reserved = _ReservedFile(handle)
+            _save_weights_into(reserved, model, with_optimizer)
+            handle.truncate(reserved.end)
+        else:
+            handle.write(weights_image(model, with_optimizer).getbuffer())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _size_bound(model: keras.Model, with_optimizer: bool) -> int:
+    """More bytes than the weights file can take: every variable Keras may save, plus 16 KB of HDF5's
+    bookkeeping for each (it takes about 4 KB) and 64 KB."""
+    optimizer = getattr(model, "optimizer", None)
+    found = [*model.variables, *getattr(model, "metrics_variables", [])]
+    if with_optimizer and optimizer is not None:
+        found += optimizer.variables
+    unique = {id(v): v for v in found}.values()
+    data = sum(int(np.prod(v.shape)) * _itemsize(v.dtype) for v in unique)
+    return data + 16384 * len(unique) + 65536
+
+
+def _itemsize(dtype: Any) -> int:
+    try:
+        return np.dtype(str(dtype)).itemsize
+    except TypeError:  # a dtype numpy does not name (bfloat16): no wider than 8 bytes
+        return 8
+
+
+def _reserve(handle: Any, path: Path, size: int) -> bool:
+    """Reserve `size` bytes on disk for the open file `handle`; False where the file system cannot."""
+    if not hasattr(os, "posix_fallocate"):
+        return False
+    try:
+        os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENODEV, errno.ESPIPE):
+            return False
+        raise OSError(exc.errno, exc.strerror, str(path)) from None  # a full disk or quota: said with the file
+    return True
+
+
+class _ReservedFile(io.BytesIO):
+    """A disk file handed to Keras's HDF5 writer, which takes paths and `io.BytesIO` objects only.
+
+    Every call goes to the file; its end is where HDF5 has written up to, not the reserved size, so HDF5
+    creates its file as in an empty one.
+    """
+
+    def __init__(self, handle: Any):
+        super().__init__()
+        self.handle = handle
+        self.end = 0
+
+    def write(self, data: Any) -> int:
+        written = self.handle.write(data)
+        self.end = max(self.end, self.handle.tell())
+        return written
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = max(0, self.end - self.handle.tell())
+        return self.handle.read(left if size is None or size < 0 else min(size, left))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            return self.handle.seek(self.end + offset)
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        self.end = self.handle.tell() if size is None else size
+        return self.handle.truncate(self.end)
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def load_weights_image(model: keras.Model, buffer: io.BytesIO | Path) -> None:
@@ -287,7 +385,13 @@ def save_weights_file(model: keras.Model, path: Path) -> None:
     earlier = _last_written.get(key)
     if earlier is not None and earlier != path and earlier.is_file() and _link_atomically(earlier, path):
         return
-    write_atomically(path, weights_image(model, with_optimizer=False))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write_weights(tmp, model, with_optimizer=False)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a signal leaves no partial file behind
+        raise
     _last_written.clear()  # one entry: only the newest weights are ever linked
     _last_written[key] = path
 
@@ -303,17 +407,6 @@ def _link_atomically(source: Path, path: Path) -> bool:
         tmp.unlink(missing_ok=True)
         return False
     return True
-
-
-def write_atomically(path: Path, buffer: io.BytesIO) -> None:
-    """Write `buffer` to a temporary name beside `path`, flush it to disk, rename it to `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        _write(tmp, buffer)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a signal leaves no partial file behind
-        raise
 
 
 def _write(path: Path, buffer: io.BytesIO) -> None:

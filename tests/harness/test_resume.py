@@ -715,7 +715,7 @@ def test_one_training_across_fits_with_true_epoch_and_batch_numbers(capsys):
 
 
 def test_a_full_disk_is_an_ordinary_error_and_leaves_no_partial_file(small_disk):
-    """kit's HDF5 files are built in memory: the disk is met by Python (ENOSPC), never by HDF5 (a crash)."""
+    """A weights file's space is reserved first: the disk is met by Python (ENOSPC), never by HDF5 (a crash)."""
     import errno
 
     import keras
@@ -728,6 +728,60 @@ def test_a_full_disk_is_an_ordinary_error_and_leaves_no_partial_file(small_disk)
         save_weights_file(model, small_disk / "big.weights.h5")
     assert failed.value.errno == errno.ENOSPC
     assert list(small_disk.iterdir()) == []
+
+
+def dense_model(units: int = 256):
+    import keras
+
+    inputs = keras.Input((128,))
+    model = keras.Model(inputs, keras.layers.Dense(units)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+@pytest.mark.parametrize("with_optimizer", [False, True])
+def test_weights_are_written_into_reserved_space_without_an_image_in_memory(tmp_path, monkeypatch, with_optimizer):
+    """HDF5 writes the file itself (no copy of it in memory) and it is Keras's file, cut to its size."""
+    import kit.harness.resume as resume
+
+    model = dense_model()
+    expected = resume.weights_image(model, with_optimizer).getvalue()
+    monkeypatch.setattr(resume, "weights_image", lambda *a, **k: pytest.fail("built the file in memory"))
+    resume.write_weights(tmp_path / "w.weights.h5", model, with_optimizer)
+    written = (tmp_path / "w.weights.h5").read_bytes()
+    assert len(written) == len(expected) < resume._size_bound(model, with_optimizer)
+    copy = dense_model()
+    copy.set_weights([np.zeros_like(w) for w in copy.get_weights()])
+    resume.load_weights_image(copy, tmp_path / "w.weights.h5")
+    for mine, theirs in zip(model.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize("errno_name", ["EOPNOTSUPP", "EINVAL"])
+def test_a_file_system_that_cannot_reserve_space_gets_the_file_built_in_memory(tmp_path, monkeypatch, errno_name):
+    import errno
+
+    import kit.harness.resume as resume
+
+    def cannot(fd, offset, length):
+        raise OSError(getattr(errno, errno_name), "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", cannot)
+    model = dense_model()
+    resume.save_weights_file(model, tmp_path / "w.weights.h5")
+    assert (tmp_path / "w.weights.h5").read_bytes() == resume.weights_image(model, False).getvalue()
+
+
+def test_a_weights_file_that_fits_only_just_is_written(small_disk):
+    """The reservation asks little more than the file takes: 2.6 MB of weights fit a 3 MB disk."""
+    from kit.harness.resume import load_weights_image, save_weights_file
+
+    model = dense_model(units=5000)  # 128 x 5000 floats + bias: 2.58 MB
+    save_weights_file(model, small_disk / "w.weights.h5")
+    copy = dense_model(units=5000)
+    load_weights_image(copy, small_disk / "w.weights.h5")
+    np.testing.assert_array_equal(copy.get_weights()[0], model.get_weights()[0])
 
 
 def test_hdf5_files_left_open_by_a_failed_write_are_closed(tmp_path):

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import operator
 import os
 import sys
 from pathlib import Path
@@ -138,38 +137,44 @@ class TrainedModel:
 
     def evaluate(self, source: str) -> dict[str, dict[str, float]]:
         """Metrics on labelled data from `source` (a path or scheme), keyed "data"."""
-        from kit.data.pipeline import finished, trimmed
-        from kit.data.splits import split_batches, split_examples, traced_preprocessing
+        from kit.data.pipeline import finished, hold_in_memory, trimmed
+        from kit.data.splits import split_examples, traced_preprocessing
 
         plan, fields = self.plan_for(source, with_targets=True)
         check = self.pieces.check_example
         reports = scan(plan, fields, self.config.data.bad_rows, learn=False, check=check)
         say(report_text({"data": reports["train"]}))
         preprocess = traced_preprocessing(self.backbone)
-        found, size = split_examples(self.pieces, "train", reports["train"].rows, preprocess, plan=plan)
-        trim = self.trimmed
-        _, _, batches = split_batches(found, size, self.config.data, trim)  # as `kit run` evaluates
-        batches = finished(trimmed(batches) if trim else batches)
-        return {"data": split_metrics(self.model, self.task, batches, None, "data")}
+        found, _ = split_examples(self.pieces, "train", reports["train"].rows, preprocess, plan=plan)
+        # As `kit run` evaluates: held in memory when `data.cache` allows, then shortest first where batches
+        # are cut to their longest text (metrics do not depend on the order); streamed in file order otherwise.
+        held = hold_in_memory(found, self.config.data.cache)
+        size = self.config.data.batch_size
+        batches = held.batches(size, by_length=self.trimmed) if held is not None else found.batch(size)
+        return {"data": split_metrics(self.model, self.task, finished(trimmed(batches) if self.trimmed else batches),
+                                      None, "data")}  # fmt: skip
 
     @functools.cached_property
     def trimmed(self) -> bool:
         """Whether batches of texts are cut to their longest text, as in training (`data.trim_padding`).
 
-        Only for models whose outputs are per example: a per-token output would come out cut too.
+        Only for a model with one output, per example: a per-token output (any axis of unknown length, or of
+        `model.sequence_length`) would come out cut too, and several outputs are not put back in order.
         """
         import tensorflow as tf
 
         from kit.data.splits import trims_padding
 
         outputs = getattr(self.model, "outputs", None) or []
-        per_example = bool(outputs) and all(len(output.shape) <= 2 for output in outputs)
+        length = getattr(self.config.model, "sequence_length", None)
+        per_example = len(outputs) == 1 and all(
+            dim is not None and dim != length for dim in tuple(outputs[0].shape)[1:]
+        )
         return per_example and trims_padding(self.config, tf.distribute.get_strategy())
 
     def predict_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """Predictions for every usable row of `source`, each with its line number, in the file's order."""
-        from kit.data.pipeline import GROUP_WINDOW, finished
-        from kit.data.splits import traced_preprocessing
+        from kit.data.pipeline import GROUP_WINDOW, trimmable
 
         if not self.task.predicts:  # it says what to use instead (generation: kit generate)
             self.task.predictions(np.zeros((0,)))
@@ -179,42 +184,46 @@ class TrainedModel:
             say(report_text(reports))
         lines = _usable_lines(plan, fields)
         raw = examples(plan, "train", self.kind.fields, [], reports["train"].rows)
-        preprocess = traced_preprocessing(self.backbone)
-        chunk = self.config.data.batch_size * GROUP_WINDOW  # rows sorted by length together, memory bounded
-        if self.backbone.vectorised:
-            chunks = raw.batch(chunk).map(lambda x: (preprocess(x), x))
-        else:
-            chunks = raw.map(lambda x: (preprocess(x), x)).batch(chunk)
-        for inputs, features in finished(chunks):
-            outputs = self.outputs_in_order(inputs)
+        size = self.config.data.batch_size
+        batches = self._prediction_batches(raw, size)
+        if self.trimmed and trimmable(batches.element_spec):  # texts: sorted by length, GROUP_WINDOW batches at a time
+            results = ((self.outputs_in_order(x), f) for x, f in self._prediction_batches(raw, size * GROUP_WINDOW))
+        else:  # one batch at a time, as it comes
+            results = ((np.asarray(self.model.predict_on_batch(x)), f) for x, f in batches)
+        for outputs, features in results:
             for prediction in self.predictions(outputs, {k: v.numpy() for k, v in features.items()}):
                 yield {"line": next(lines), **prediction}
 
-    def outputs_in_order(self, inputs: Any) -> np.ndarray:
-        """The model's outputs for a chunk of examples, in their order, computed `data.batch_size` at a time:
-        with `trimmed`, texts of like length together, each batch cut to its longest text (as `kit run`
-        evaluates; on MiniLM 2.3x faster than batches in file order padded to `model.sequence_length`)."""
-        import tensorflow as tf
+    def _prediction_batches(self, raw: Any, size: int) -> Any:
+        """(model inputs, raw features) of `raw` examples, `size` at a time, in order, preprocessed a batch
+        at a time when the backbone can."""
+        from kit.data.pipeline import finished
+        from kit.data.splits import traced_preprocessing
 
-        inputs = tf.nest.map_structure(np.asarray, inputs)
-        count = len(tf.nest.flatten(inputs)[0])
+        preprocess = traced_preprocessing(self.backbone)
+        if self.backbone.vectorised:
+            return finished(raw.batch(size).map(lambda x: (preprocess(x), x)))
+        return finished(raw.map(lambda x: (preprocess(x), x)).batch(size))
+
+    def outputs_in_order(self, inputs: dict[str, Any]) -> np.ndarray:
+        """The model's outputs for a chunk of token sequences, in their order, computed `data.batch_size` at a
+        time with texts of like length together, each batch cut to its longest text (as `kit run` evaluates)."""
+        inputs = {key: np.asarray(value) for key, value in inputs.items()}
+        mask = inputs["padding_mask"]
+        lengths = mask.astype(bool).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
         size = self.config.data.batch_size
-        mask = inputs.get("padding_mask") if isinstance(inputs, dict) else None
-        if self.trimmed and mask is not None and mask.ndim == 2:
-            lengths = mask.astype(bool).sum(axis=1)
-            order = np.argsort(lengths, kind="stable")
-        else:
-            lengths, order = None, np.arange(count)
         outputs = None
-        for start in range(0, count, size):
+        for start in range(0, len(order), size):
             rows = order[start : start + size]
-            batch = tf.nest.map_structure(operator.itemgetter(rows), inputs)
-            if lengths is not None:
-                longest, full = max(int(lengths[rows].max()), 1), mask.shape[1]
-                batch = {k: v[:, :longest] if v.ndim == 2 and v.shape[1] == full else v for k, v in batch.items()}
+            longest = max(int(lengths[rows].max()), 1)
+            batch = {
+                k: v[rows, :longest] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v[rows]
+                for k, v in inputs.items()
+            }
             found = np.asarray(self.model.predict_on_batch(batch))
             if outputs is None:
-                outputs = np.empty((count, *found.shape[1:]), found.dtype)
+                outputs = np.empty((len(order), *found.shape[1:]), found.dtype)
             outputs[rows] = found
         return outputs if outputs is not None else np.zeros((0,))
 

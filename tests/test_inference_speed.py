@@ -14,6 +14,7 @@ import pytest
 
 from kit import inference as saved
 from kit.cli import cli
+from kit.evaluation import split_metrics
 from tests.conftest import FILLER, NEGATIVE, POSITIVE, project, write_csv
 
 TEXT = """task: classification
@@ -71,45 +72,79 @@ def padded_outputs(trained: saved.TrainedModel, source: Path) -> np.ndarray:
     return np.concatenate([np.asarray(trained.model.predict_on_batch(batch)) for batch in batches])
 
 
-def test_predictions_keep_file_order_and_the_padded_answers(text_run, tmp_path, monkeypatch):
-    source = uneven_reviews(tmp_path / "new.csv", 300, seed=2)
-    trained = saved.TrainedModel(text_run)
-    assert trained.trimmed
-    expected = padded_outputs(trained, source)
+def record_widths(trained, monkeypatch) -> list[int]:
+    """The text length of every batch the model is given."""
     widths = []
     predict = trained.model.predict_on_batch
     monkeypatch.setattr(
         trained.model, "predict_on_batch", lambda x: widths.append(x["token_ids"].shape[1]) or predict(x)
     )
+    return widths
+
+
+def test_predictions_keep_file_order_and_the_padded_answers(text_run, tmp_path, monkeypatch):
+    import kit.data.pipeline
+
+    monkeypatch.setattr(kit.data.pipeline, "GROUP_WINDOW", 3)  # chunks of 24 rows: 12 full chunks and 12 rows
+    source = uneven_reviews(tmp_path / "new.csv", 300, seed=2)
+    trained = saved.TrainedModel(text_run)
+    assert trained.trimmed
+    expected = padded_outputs(trained, source)
+    widths = record_widths(trained, monkeypatch)
     predictions = list(trained.predict_rows(str(source)))
     assert [p["line"] for p in predictions] == list(range(2, 302))
     probabilities = np.array([[p["probabilities"][name] for name in ("neg", "pos")] for p in predictions])
     np.testing.assert_allclose(probabilities, keras.ops.softmax(expected).numpy(), atol=1e-5)
-    # 300 rows are one chunk (50 batches): shortest first, each batch cut to its longest text, never all 48.
-    assert widths == sorted(widths) and widths[0] < widths[-1] < 48
+    # Each chunk of 3 batches shortest first, each batch cut to its longest text: never all padded to 48.
+    chunks = [widths[i : i + 3] for i in range(0, len(widths), 3)]
+    assert len(widths) == 38 and all(chunk == sorted(chunk) for chunk in chunks) and max(widths) < 48
 
 
-def test_eval_on_data_gives_the_padded_metrics(text_run, tmp_path, runner):
+def test_eval_on_data_gives_the_padded_metrics(text_run, tmp_path, monkeypatch):
     source = uneven_reviews(tmp_path / "labelled.csv", 200, seed=3)
     trained = saved.TrainedModel(text_run)
     labels = np.array([row.split(",")[-1] == "pos" for row in source.read_text().splitlines()[1:]])
     padded = padded_outputs(trained, source)
-    result = runner.invoke(cli, ["eval", str(text_run), "--data", str(source)])
-    assert result.exit_code == 0, result.output
-    metrics = json.loads(result.output.split("\n", 1)[-1])["data"]
+    widths = []
+    monkeypatch.setattr(
+        saved, "split_metrics", lambda model, task, batches, *rest: widths.extend(
+            int(x["token_ids"].shape[1]) for x, _ in batches) or split_metrics(model, task, batches, *rest)
+    )  # fmt: skip
+    metrics = trained.evaluate(str(source))["data"]
+    assert widths == sorted(widths) and max(widths) < 48  # all examples shortest first, batches cut
     assert metrics["examples"] == 200
     assert metrics["accuracy"] == pytest.approx(float(np.mean((padded.argmax(axis=1) == 1) == labels)))
     log_probabilities = keras.ops.log_softmax(padded).numpy()
-    assert metrics["loss"] == pytest.approx(
-        -float(np.mean(log_probabilities[np.arange(200), labels.astype(int)])), abs=1e-5
-    )
+    expected_loss = -float(np.mean(log_probabilities[np.arange(200), labels.astype(int)]))
+    assert metrics["loss"] == pytest.approx(expected_loss, abs=1e-5)
 
 
-def test_models_with_per_token_outputs_are_not_cut(text_run):
-    """A per-token output (token classification) would come out cut too: such models see padded batches."""
+def test_eval_command_on_data(text_run, tmp_path, runner):
+    source = uneven_reviews(tmp_path / "labelled.csv", 40, seed=4)
+    result = runner.invoke(cli, ["eval", str(text_run), "--data", str(source)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.split("\n", 1)[-1])["data"]["examples"] == 40
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    ["tokens x classes", "tokens", "tokens of sequence_length", "two heads"],
+)
+def test_models_whose_outputs_are_not_one_per_example_are_not_cut(text_run, outputs):
+    """A per-token output would come out cut too, and several outputs are not put back in order."""
     trained = saved.TrainedModel(text_run)
     tokens = keras.Input((None,), dtype="int32", name="token_ids")
-    per_token = keras.layers.Dense(3)(keras.layers.Embedding(10, 4)(tokens))
-    trained.model = keras.Model(tokens, per_token)
+    embedded = keras.layers.Embedding(10, 4)(tokens)
+    if outputs == "tokens x classes":
+        result = keras.layers.Dense(3)(embedded)  # (batch, None, 3)
+    elif outputs == "tokens":
+        result = keras.layers.Reshape((-1,))(keras.layers.Dense(1)(embedded))  # (batch, None)
+    elif outputs == "tokens of sequence_length":
+        fixed = keras.Input((48,), dtype="int32", name="token_ids")
+        tokens, result = fixed, keras.layers.Reshape((48,))(keras.layers.Dense(1)(keras.layers.Embedding(10, 4)(fixed)))
+    else:
+        pooled = keras.layers.GlobalAveragePooling1D()(embedded)
+        result = [keras.layers.Dense(2)(pooled), keras.layers.Dense(1)(pooled)]
+    trained.model = keras.Model(tokens, result)
     trained.__dict__.pop("trimmed", None)
     assert not trained.trimmed

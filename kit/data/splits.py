@@ -1,6 +1,6 @@
 """A split's examples as a model reads them, shared by training (`kit.harness.datasets`) and by `kit eval
---data` and `kit predict` (`kit.inference`): preprocessed through one traced graph, held in memory or
-streamed, and batched for evaluation, texts cut to their longest one where training cuts them.
+--data` and `kit predict` (`kit.inference`): preprocessed through one traced graph, and whether batches of
+texts are cut to their longest text.
 """
 
 from __future__ import annotations
@@ -9,29 +9,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import tensorflow as tf
 
-from kit.data.pipeline import HeldExamples, examples, hold_in_memory, prepared
+from kit.data.pipeline import examples, prepared
 from kit.data.plan import DataPlan
 
 if TYPE_CHECKING:
     from kit.assembly import Pieces
     from kit.config import Config
-
-
-def split_batches(
-    examples_: tf.data.Dataset, size: int | None, data: Any, trim: bool
-) -> tuple[tf.data.Dataset | HeldExamples, int, tf.data.Dataset]:
-    """A split's examples (held in memory when `data.cache` allows), how many there are, and its batches for
-    evaluation, not yet trimmed: shortest first when `trim` and they are held, since evaluation does not depend
-    on the order. Streamed examples the task re-shaped (`size` None) are cached, so counting is the only extra
-    pass. `data`: a `DataConfig`."""
-    held = hold_in_memory(examples_, data.cache)
-    if held is not None:
-        return held, held.count, held.batches(data.batch_size, by_length=trim)
-    if size is None:
-        examples_ = examples_.cache()
-        size = count_examples(examples_)
-        examples_ = examples_.apply(tf.data.experimental.assert_cardinality(size))
-    return examples_, size, examples_.batch(data.batch_size)
 
 
 def trims_padding(config: Config, strategy: Any) -> bool:
@@ -68,8 +51,3 @@ def split_examples(
     if reshaped is not None:
         return reshaped, None
     return prepared(stream, lambda x, y: (preprocess(x), y), vectorised=pieces.backbone.vectorised), rows
-
-
-def count_examples(dataset: tf.data.Dataset) -> int:
-    """Elements of a finite dataset, counted in one pass (which also fills its cache)."""
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))

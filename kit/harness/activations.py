@@ -29,9 +29,16 @@ from typing import Any, Iterator
 import tensorflow as tf
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-# The tanh approximation's coefficient as tf.nn.gelu holds it: rounded to float32 (whatever the dtype).
-_CUBIC = struct.unpack("f", struct.pack("f", 0.044715))[0]
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _float32(value: float) -> float:
+    """`value` rounded to float32, as tf.nn.gelu casts its constants (a float32 constant cast to the input's type)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+_CUBIC = _float32(0.044715)  # the tanh approximation's coefficient
+_INV_SQRT_2 = _float32(0.7071067811865476)  # c in the exact GELU's 0.5 x erfc(-c x), held as tf.nn.gelu holds it
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 
 
 @tf.custom_gradient
@@ -54,7 +61,9 @@ def gelu_erf(x: tf.Tensor) -> Any:
     """`tf.nn.gelu(x, approximate=False)`, its backward pass computed from x alone."""
 
     def gradient(upstream: tf.Tensor) -> tf.Tensor:
-        slope = 0.5 * (1.0 + tf.math.erf(x * math.sqrt(0.5))) + x * tf.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        # erfc(-c x), as the forward pass: 1 + erf(c x) cancels for x below -4.
+        scaled = x * _INV_SQRT_2
+        slope = 0.5 * tf.math.erfc(-scaled) + scaled * tf.exp(-scaled * scaled) * _INV_SQRT_PI
         return upstream * slope
 
     return tf.nn.gelu(x, approximate=False), gradient

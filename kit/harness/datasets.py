@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from kit.assembly import Pieces
 from kit.config import Config
-from kit.data.pipeline import TrainingStream, examples, finished, trimmable, trimmed
-from kit.data.splits import split_batches, split_examples, traced_preprocessing, trims_padding
+from kit.data.pipeline import HeldExamples, TrainingStream, examples, finished, hold_in_memory, trimmable, trimmed
+from kit.data.splits import split_examples, traced_preprocessing, trims_padding
 from kit.errors import TrainingError
 
 
@@ -53,6 +53,23 @@ def make_datasets(
     return datasets, sizes, stream
 
 
+def split_batches(
+    examples_: tf.data.Dataset, size: int | None, data: Any, trim: bool
+) -> tuple[tf.data.Dataset | HeldExamples, int, tf.data.Dataset]:
+    """A split's examples (held in memory when `data.cache` allows), how many there are, and its batches for
+    evaluation, not yet trimmed: shortest first when `trim` and they are held, since evaluation does not depend
+    on the order. Streamed examples the task re-shaped (`size` None) are cached, so counting is the only extra
+    pass. `data`: a `DataConfig`."""
+    held = hold_in_memory(examples_, data.cache)
+    if held is not None:
+        return held, held.count, held.batches(data.batch_size, by_length=trim)
+    if size is None:
+        examples_ = examples_.cache()
+        size = count_examples(examples_)
+        examples_ = examples_.apply(tf.data.experimental.assert_cardinality(size))
+    return examples_, size, examples_.batch(data.batch_size)
+
+
 def training_features(pieces: Pieces) -> Callable[[], tf.data.Dataset]:
     """What `Backbone.adapt` reads: the training split's encoded features, one dict per example."""
 
@@ -66,3 +83,8 @@ def steps_per_epoch(rows: int, batch_size: int, drop_remainder: bool) -> int:
     """Batches in one pass over `rows` examples (a partial last batch counts unless dropped)."""
     full, rest = divmod(rows, batch_size)
     return max(full + (1 if rest and not drop_remainder else 0), 1)
+
+
+def count_examples(dataset: tf.data.Dataset) -> int:
+    """Elements of a finite dataset, counted in one pass (which also fills its cache)."""
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))

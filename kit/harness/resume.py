@@ -32,14 +32,14 @@ HDF5 is never the one to meet a full disk. Writing straight to a file, a
 failed write surfaces only when h5py closes a dataset (an "Exception ignored"
 traceback per object), HDF5 carries on with a half-flushed cache, and the
 process dies with a segfault (exit 139). So a weights file's space is reserved
-first (`posix_fallocate`, more than the weights and HDF5's bookkeeping can
-take), where a full disk or a quota is an ordinary `OSError` and the CLI says
-"the disk is full"; HDF5 then writes into the reserved blocks, which cannot
-run out, and the file is cut to its size. Where a file system cannot reserve
-space, the file is built in memory (`weights_image`) and written out by
-Python, at the cost of its bytes in memory while it is written (MiniLM: 90
-MB, which made the epoch checkpoint the peak of a run). Small files
-(`callbacks.h5`) are always built in memory.
+first (`posix_fallocate` of what a dry run of Keras's writer counts, with room
+for HDF5's bookkeeping), where a full disk or a quota is an ordinary `OSError`
+and the CLI says "the disk is full"; HDF5 then writes into the reserved
+blocks, and the file is cut to its size. Where a file system cannot reserve
+space (or, as ZFS, only checks free space when asked), the file is built in
+memory (`weights_image`) and written out by Python, at the cost of its bytes
+in memory while it is written (a MiniLM training state with Adam's slots:
+260 MB). Small files (`callbacks.h5`) are always built in memory.
 
 kit replaces Keras's `BackupAndRestore` with this because that callback
 restarts an interrupted epoch from its first batch with mid-epoch weights, does
@@ -62,6 +62,7 @@ from typing import Any, Callable
 
 import keras
 import numpy as np
+from keras.src.saving import saving_lib
 
 from kit.console import say
 from kit.errors import Interrupted
@@ -251,8 +252,6 @@ def weights_image(model: keras.Model, with_optimizer: bool = True) -> io.BytesIO
 
 
 def _save_weights_into(buffer: io.BytesIO, model: keras.Model, with_optimizer: bool) -> None:
-    from keras.src.saving import saving_lib
-
     optimizer = getattr(model, "optimizer", None)
     skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
     store = saving_lib.H5IOStore(buffer, mode="w")
@@ -266,8 +265,9 @@ def write_weights(path: Path, model: keras.Model, with_optimizer: bool = True) -
     """The model's `.weights.h5` file (as `weights_image`) written to `path` and flushed to disk, HDF5 writing
     into space reserved beforehand (see the module doc); built in memory where space cannot be reserved."""
     with open(path, "w+b") as handle:
-        if _reserve(handle, path, _size_bound(model, with_optimizer)):
-            reserved = _ReservedFile(handle)
+        bound = _size_bound(model, with_optimizer)
+        if _reserve(handle, path, bound):
+            reserved = _ReservedFile(handle, bound)
             _save_weights_into(reserved, model, with_optimizer)
             handle.truncate(reserved.end)
         else:
@@ -277,27 +277,56 @@ def write_weights(path: Path, model: keras.Model, with_optimizer: bool = True) -
 
 
 def _size_bound(model: keras.Model, with_optimizer: bool) -> int:
-    """More bytes than the weights file can take: every variable Keras may save, plus 16 KB of HDF5's
-    bookkeeping for each (it takes about 4 KB) and 64 KB."""
+    """More bytes than the weights file can take: what Keras writes, counted by a dry run of its writer
+    (shared variables once per layer that saves them, layers without variables as the groups Keras makes
+    for them), plus 16 KB of HDF5's bookkeeping for each group and array (it takes under 2 KB) and 64 KB."""
     optimizer = getattr(model, "optimizer", None)
-    found = [*model.variables, *getattr(model, "metrics_variables", [])]
-    if with_optimizer and optimizer is not None:
-        found += optimizer.variables
-    unique = {id(v): v for v in found}.values()
-    data = sum(int(np.prod(v.shape)) * _itemsize(v.dtype) for v in unique)
-    return data + 16384 * len(unique) + 65536
+    skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
+    count = _SizeCount()
+    saving_lib._save_state(model, weights_store=count, assets_store=None, inner_path="", visited_saveables=skipped)
+    return count.bytes + 16384 * count.entries + 65536
 
 
-def _itemsize(dtype: Any) -> int:
-    try:
-        return np.dtype(str(dtype)).itemsize
-    except TypeError:  # a dtype numpy does not name (bfloat16): no wider than 8 bytes
-        return 8
+class _SizeCount(saving_lib.H5IOStore):
+    """Keras's HDF5 writer's interface, counting what it would write and writing nothing."""
+
+    def __init__(self) -> None:  # no file opened
+        self.mode = "w"
+        self.bytes = 0
+        self.entries = 0
+
+    def make(self, path: str, metadata: dict | None = None) -> _SizeCount:
+        self.entries += 1
+        return self
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.entries += 1
+        self.bytes += _nbytes(value)
+
+    def __bool__(self) -> bool:  # Keras asks whether the store is open
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes HDF5 stores for one array: its values, or for text the strings and 16 bytes each."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None and "string" not in str(dtype):
+        try:
+            return int(np.prod(tuple(shape))) * np.dtype(str(dtype)).itemsize
+        except TypeError:  # a dtype numpy does not name (bfloat16): no wider than 8 bytes
+            return int(np.prod(tuple(shape))) * 8
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":
+        return sum(len(str(item).encode()) + 16 for item in array.ravel()) + 16
+    return int(array.nbytes)
 
 
 def _reserve(handle: Any, path: Path, size: int) -> bool:
     """Reserve `size` bytes on disk for the open file `handle`; False where the file system cannot."""
-    if not hasattr(os, "posix_fallocate"):
+    if not hasattr(os, "posix_fallocate") or _file_system(path) in COPY_ON_WRITE:
         return False
     try:
         os.posix_fallocate(handle.fileno(), 0, size)
@@ -308,6 +337,28 @@ def _reserve(handle: Any, path: Path, size: int) -> bool:
     return True
 
 
+# File systems where posix_fallocate succeeds without promising later writes room (ZFS only checks free space).
+COPY_ON_WRITE = {"zfs"}
+
+
+def _file_system(path: Path) -> str | None:
+    """The type of the file system holding `path` (Linux's mount table), or None where it cannot be read."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    folder, best, kind = str(Path(path).resolve().parent), "", None
+    for line in mounts:
+        fields = line.split(" - ")
+        if len(fields) < 2 or len(fields[0].split()) < 5 or not fields[1].split():
+            continue
+        mount = fields[0].split()[4].replace("\\040", " ")
+        inside = folder == mount or folder.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, fields[1].split()[0]
+    return kind
+
+
 class _ReservedFile(io.BytesIO):
     """A disk file handed to Keras's HDF5 writer, which takes paths and `io.BytesIO` objects only.
 
@@ -315,12 +366,17 @@ class _ReservedFile(io.BytesIO):
     creates its file as in an empty one.
     """
 
-    def __init__(self, handle: Any):
+    def __init__(self, handle: Any, reserved: int):
         super().__init__()
         self.handle = handle
+        self.reserved = reserved
         self.end = 0
 
     def write(self, data: Any) -> int:
+        end = self.handle.tell() + memoryview(data).nbytes
+        if end > self.reserved:  # not expected (see `_size_bound`): claim the space before HDF5's bytes go out
+            os.posix_fallocate(self.handle.fileno(), 0, end + (1 << 20))
+            self.reserved = end + (1 << 20)
         written = self.handle.write(data)
         self.end = max(self.end, self.handle.tell())
         return written
@@ -353,8 +409,6 @@ class _ReservedFile(io.BytesIO):
 
 def load_weights_image(model: keras.Model, buffer: io.BytesIO | Path) -> None:
     """Load a `weights_image` (or a weights file) into `model` (its optimizer, if any, is left as it is)."""
-    from keras.src.saving import saving_lib
-
     optimizer = getattr(model, "optimizer", None)
     store = saving_lib.H5IOStore(buffer, mode="r")
     failed: set = set()

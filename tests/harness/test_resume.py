@@ -750,12 +750,68 @@ def test_weights_are_written_into_reserved_space_without_an_image_in_memory(tmp_
     monkeypatch.setattr(resume, "weights_image", lambda *a, **k: pytest.fail("built the file in memory"))
     resume.write_weights(tmp_path / "w.weights.h5", model, with_optimizer)
     written = (tmp_path / "w.weights.h5").read_bytes()
-    assert len(written) == len(expected) < resume._size_bound(model, with_optimizer)
+    assert written == expected and len(written) < resume._size_bound(model, with_optimizer)
     copy = dense_model()
     copy.set_weights([np.zeros_like(w) for w in copy.get_weights()])
     resume.load_weights_image(copy, tmp_path / "w.weights.h5")
     for mine, theirs in zip(model.get_weights(), copy.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def tied_model():
+    """One 2 MB embedding saved by two layers: Keras writes it twice."""
+    import keras
+
+    class Tied(keras.layers.Layer):
+        def __init__(self, embedding, **kwargs):
+            super().__init__(**kwargs)
+            self.embedding = embedding
+
+        def call(self, x):
+            return keras.ops.matmul(x, keras.ops.transpose(self.embedding.embeddings))
+
+    tokens = keras.Input((4,), dtype="int32")
+    embedding = keras.layers.Embedding(4000, 128)
+    return keras.Model(tokens, Tied(embedding)(embedding(tokens)))
+
+
+def many_layers_model():
+    """400 layers without variables: each still gets a group in the file."""
+    import keras
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(8)(inputs)
+    for _ in range(400):
+        x = keras.layers.Activation("relu")(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("build", [tied_model, many_layers_model, dense_model])
+def test_the_reservation_holds_the_whole_file(tmp_path, build):
+    """HDF5 never writes past the reserved space, whatever the model's layout."""
+    import kit.harness.resume as resume
+
+    model = build()
+    resume.write_weights(tmp_path / "w.weights.h5", model, with_optimizer=False)
+    assert (tmp_path / "w.weights.h5").stat().st_size <= resume._size_bound(model, False)
+
+
+def test_copy_on_write_file_systems_get_the_file_built_in_memory(tmp_path, monkeypatch):
+    """ZFS's posix_fallocate only checks free space: no reservation is trusted there."""
+    import kit.harness.resume as resume
+
+    monkeypatch.setattr(resume, "_file_system", lambda path: "zfs")
+    monkeypatch.setattr(os, "posix_fallocate", lambda *a: pytest.fail("reserved space on ZFS"))
+    model = dense_model()
+    resume.write_weights(tmp_path / "w.weights.h5", model, with_optimizer=False)
+    assert (tmp_path / "w.weights.h5").read_bytes() == resume.weights_image(model, False).getvalue()
+
+
+def test_the_file_system_of_a_path_is_read_from_the_mount_table(tmp_path):
+    from kit.harness.resume import _file_system
+
+    assert _file_system(Path("/proc/self/status")) == "proc"
+    assert _file_system(tmp_path / "w.weights.h5") not in (None, "proc")
 
 
 @pytest.mark.parametrize("errno_name", ["EOPNOTSUPP", "EINVAL"])

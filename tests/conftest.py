@@ -38,6 +38,21 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+def trained_run(folder: Path, cache: Path) -> Path:
+    """`kit run` on the project `folder` for a module-scoped fixture (before the per-test fixture applies): as
+    that fixture does, no third-party plugins and its own cache. Returns the run directory."""
+    from kit.cli import cli
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KIT_LOAD_PLUGINS", "")
+        mp.setenv("KIT_CACHE_DIR", str(cache))
+        reset_plugins()
+        result = CliRunner().invoke(cli, ["run", str(folder)])
+        reset_plugins()
+    assert result.exit_code == 0, result.output
+    return folder / "runs" / "run-1"
+
+
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:

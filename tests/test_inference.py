@@ -22,27 +22,16 @@ from kit import exports, runfiles
 from kit import inference as saved
 from kit.cli import cli
 from kit.errors import KitError, ModelError, RunDirError
-from tests.conftest import make_tabular, project
+from tests.conftest import make_tabular, project, trained_run
 
 REGRESSION = "task: regression\ndata:\n  train: {data}\n  target: y\nmodel:\n  hidden_units: [8]\ntrain:\n  epochs: 1\n  verbose: 0\n"  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    from click.testing import CliRunner
-
-    from kit.plugins import reset_plugins
-
     root = tmp_path_factory.mktemp("trained")
     folder = project(root / "p", REGRESSION.format(data=make_tabular(root)))
-    with pytest.MonkeyPatch.context() as mp:  # as the per-test fixture does: no third-party plugins, own cache
-        mp.setenv("KIT_LOAD_PLUGINS", "")
-        mp.setenv("KIT_CACHE_DIR", str(root / "cache"))
-        reset_plugins()
-        result = CliRunner().invoke(cli, ["run", str(folder)])
-        reset_plugins()
-    assert result.exit_code == 0, result.output
-    return folder / "runs" / "run-1"
+    return trained_run(folder, root / "cache")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from kit import inference as saved
 from kit.cli import cli
 from kit.evaluation import split_metrics
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, project, write_csv
+from tests.conftest import FILLER, NEGATIVE, POSITIVE, project, trained_run, write_csv
 
 TEXT = """task: classification
 data:
@@ -44,20 +44,9 @@ def uneven_reviews(path: Path, count: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory) -> Path:
-    from click.testing import CliRunner
-
-    from kit.plugins import reset_plugins
-
     root = tmp_path_factory.mktemp("text")
     folder = project(root / "p", TEXT.format(data=uneven_reviews(root / "train.csv", 96, seed=1)))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KIT_LOAD_PLUGINS", "")
-        mp.setenv("KIT_CACHE_DIR", str(root / "cache"))
-        reset_plugins()
-        result = CliRunner().invoke(cli, ["run", str(folder)])
-        reset_plugins()
-    assert result.exit_code == 0, result.output
-    return folder / "runs" / "run-1"
+    return trained_run(folder, root / "cache")
 
 
 def padded_outputs(trained: saved.TrainedModel, source: Path) -> np.ndarray:

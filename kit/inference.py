@@ -137,8 +137,8 @@ class TrainedModel:
 
     def evaluate(self, source: str) -> dict[str, dict[str, float]]:
         """Metrics on labelled data from `source` (a path or scheme), keyed "data"."""
-        from kit.data.pipeline import finished, hold_in_memory, trimmed
-        from kit.data.splits import split_examples, traced_preprocessing
+        from kit.data.pipeline import finished, trimmed
+        from kit.data.splits import evaluation_batches, split_examples, traced_preprocessing
 
         plan, fields = self.plan_for(source, with_targets=True)
         check = self.pieces.check_example
@@ -146,13 +146,9 @@ class TrainedModel:
         say(report_text({"data": reports["train"]}))
         preprocess = traced_preprocessing(self.backbone)
         found, _ = split_examples(self.pieces, "train", reports["train"].rows, preprocess, plan=plan)
-        # As `kit run` evaluates: held in memory when `data.cache` allows, then shortest first where batches
-        # are cut to their longest text (metrics do not depend on the order); streamed in file order otherwise.
-        held = hold_in_memory(found, self.config.data.cache)
-        size = self.config.data.batch_size
-        batches = held.batches(size, by_length=self.trimmed) if held is not None else found.batch(size)
-        return {"data": split_metrics(self.model, self.task, finished(trimmed(batches) if self.trimmed else batches),
-                                      None, "data")}  # fmt: skip
+        _, batches = evaluation_batches(found, self.config.data, self.trimmed)  # as `kit run` evaluates
+        batches = finished(trimmed(batches) if self.trimmed else batches)
+        return {"data": split_metrics(self.model, self.task, batches, None, "data")}
 
     @functools.cached_property
     def trimmed(self) -> bool:
@@ -175,6 +171,7 @@ class TrainedModel:
     def predict_rows(self, source: str) -> Iterator[dict[str, Any]]:
         """Predictions for every usable row of `source`, each with its line number, in the file's order."""
         from kit.data.pipeline import GROUP_WINDOW, trimmable
+        from kit.data.splits import traced_preprocessing
 
         if not self.task.predicts:  # it says what to use instead (generation: kit generate)
             self.task.predictions(np.zeros((0,)))
@@ -185,22 +182,22 @@ class TrainedModel:
         lines = _usable_lines(plan, fields)
         raw = examples(plan, "train", self.kind.fields, [], reports["train"].rows)
         size = self.config.data.batch_size
-        batches = self._prediction_batches(raw, size)
+        preprocess = traced_preprocessing(self.backbone)  # one traced tokenizer for either batching
+        batches = self._prediction_batches(raw, size, preprocess)
         if self.trimmed and trimmable(batches.element_spec):  # texts: sorted by length, GROUP_WINDOW batches at a time
-            results = ((self.outputs_in_order(x), f) for x, f in self._prediction_batches(raw, size * GROUP_WINDOW))
+            chunks = self._prediction_batches(raw, size * GROUP_WINDOW, preprocess)
+            results = ((self.outputs_in_order(x), f) for x, f in chunks)
         else:  # one batch at a time, as it comes
             results = ((np.asarray(self.model.predict_on_batch(x)), f) for x, f in batches)
         for outputs, features in results:
             for prediction in self.predictions(outputs, {k: v.numpy() for k, v in features.items()}):
                 yield {"line": next(lines), **prediction}
 
-    def _prediction_batches(self, raw: Any, size: int) -> Any:
-        """(model inputs, raw features) of `raw` examples, `size` at a time, in order, preprocessed a batch
-        at a time when the backbone can."""
+    def _prediction_batches(self, raw: Any, size: int, preprocess: Any) -> Any:
+        """(model inputs, raw features) of `raw` examples, `size` at a time, in order, through `preprocess`
+        (`traced_preprocessing`'s: a batch at a time when the backbone can)."""
         from kit.data.pipeline import finished
-        from kit.data.splits import traced_preprocessing
 
-        preprocess = traced_preprocessing(self.backbone)
         if self.backbone.vectorised:
             return finished(raw.batch(size).map(lambda x: (preprocess(x), x)))
         return finished(raw.map(lambda x: (preprocess(x), x)).batch(size))

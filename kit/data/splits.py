@@ -1,6 +1,6 @@
 """A split's examples as a model reads them, shared by training (`kit.harness.datasets`) and by `kit eval
---data` and `kit predict` (`kit.inference`): preprocessed through one traced graph, and whether batches of
-texts are cut to their longest text.
+--data` and `kit predict` (`kit.inference`): preprocessed through one traced graph, batched for
+evaluation, and whether batches of texts are cut to their longest text.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import tensorflow as tf
 
-from kit.data.pipeline import examples, prepared
+from kit.data.pipeline import HeldExamples, examples, hold_in_memory, prepared
 from kit.data.plan import DataPlan
 
 if TYPE_CHECKING:
@@ -51,3 +51,15 @@ def split_examples(
     if reshaped is not None:
         return reshaped, None
     return prepared(stream, lambda x, y: (preprocess(x), y), vectorised=pieces.backbone.vectorised), rows
+
+
+def evaluation_batches(
+    examples_: tf.data.Dataset, data: Any, trim: bool
+) -> tuple[HeldExamples | None, tf.data.Dataset]:
+    """A split's batches for evaluation, not yet trimmed, and its examples when they are held in memory
+    (`data.cache` allows): then shortest first when `trim`, since evaluation does not depend on the order;
+    otherwise streamed in file order (None). `data`: a `DataConfig`."""
+    held = hold_in_memory(examples_, data.cache)
+    if held is not None:
+        return held, held.batches(data.batch_size, by_length=trim)
+    return None, examples_.batch(data.batch_size)

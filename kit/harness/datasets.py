@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from kit.assembly import Pieces
 from kit.config import Config
-from kit.data.pipeline import HeldExamples, TrainingStream, examples, finished, hold_in_memory, trimmable, trimmed
-from kit.data.splits import split_examples, traced_preprocessing, trims_padding
+from kit.data.pipeline import HeldExamples, TrainingStream, examples, finished, trimmable, trimmed
+from kit.data.splits import evaluation_batches, split_examples, traced_preprocessing, trims_padding
 from kit.errors import TrainingError
 
 
@@ -57,17 +57,17 @@ def split_batches(
     examples_: tf.data.Dataset, size: int | None, data: Any, trim: bool
 ) -> tuple[tf.data.Dataset | HeldExamples, int, tf.data.Dataset]:
     """A split's examples (held in memory when `data.cache` allows), how many there are, and its batches for
-    evaluation, not yet trimmed: shortest first when `trim` and they are held, since evaluation does not depend
-    on the order. Streamed examples the task re-shaped (`size` None) are cached, so counting is the only extra
-    pass. `data`: a `DataConfig`."""
-    held = hold_in_memory(examples_, data.cache)
+    evaluation (`evaluation_batches`). Streamed examples the task re-shaped (`size` None) are cached, so
+    counting is the only extra pass. `data`: a `DataConfig`."""
+    held, batches = evaluation_batches(examples_, data, trim)
     if held is not None:
-        return held, held.count, held.batches(data.batch_size, by_length=trim)
+        return held, held.count, batches
     if size is None:
         examples_ = examples_.cache()
         size = count_examples(examples_)
         examples_ = examples_.apply(tf.data.experimental.assert_cardinality(size))
-    return examples_, size, examples_.batch(data.batch_size)
+        batches = examples_.batch(data.batch_size)
+    return examples_, size, batches
 
 
 def training_features(pieces: Pieces) -> Callable[[], tf.data.Dataset]:

@@ -252,38 +252,43 @@ def weights_image(model: keras.Model, with_optimizer: bool = True) -> io.BytesIO
 
 
 def _save_weights_into(buffer: io.BytesIO, model: keras.Model, with_optimizer: bool) -> None:
-    optimizer = getattr(model, "optimizer", None)
-    skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
     store = saving_lib.H5IOStore(buffer, mode="w")
     try:
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=skipped)
+        _keras_save(model, store, with_optimizer)
     finally:
         store.close()
+
+
+def _keras_save(model: keras.Model, store: Any, with_optimizer: bool) -> None:
+    """Keras's writer of a weights file, into `store`: the model's weights, and its optimizer's state
+    unless `with_optimizer` is False."""
+    optimizer = getattr(model, "optimizer", None)
+    skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=skipped)
 
 
 def write_weights(path: Path, model: keras.Model, with_optimizer: bool = True) -> None:
     """The model's `.weights.h5` file (as `weights_image`) written to `path` and flushed to disk, HDF5 writing
     into space reserved beforehand (see the module doc); built in memory where space cannot be reserved."""
-    with open(path, "w+b") as handle:
-        bound = _size_bound(model, with_optimizer)
-        if _reserve(handle, path, bound):
-            reserved = _ReservedFile(handle, bound)
-            _save_weights_into(reserved, model, with_optimizer)
-            handle.truncate(reserved.end)
-        else:
-            handle.write(weights_image(model, with_optimizer).getbuffer())
-        handle.flush()
-        os.fsync(handle.fileno())
+    if _can_reserve(path):
+        with open(path, "w+b") as handle:
+            bound = _size_bound(model, with_optimizer)
+            if _reserve(handle, path, bound):
+                reserved = _ReservedFile(handle, bound)
+                _save_weights_into(reserved, model, with_optimizer)
+                handle.truncate(reserved.end)
+                handle.flush()
+                os.fsync(handle.fileno())
+                return
+    _write(path, weights_image(model, with_optimizer))
 
 
 def _size_bound(model: keras.Model, with_optimizer: bool) -> int:
     """More bytes than the weights file can take: what Keras writes, counted by a dry run of its writer
     (shared variables once per layer that saves them, layers without variables as the groups Keras makes
     for them), plus 16 KB of HDF5's bookkeeping for each group and array (it takes under 2 KB) and 64 KB."""
-    optimizer = getattr(model, "optimizer", None)
-    skipped = {id(optimizer)} if optimizer is not None and not with_optimizer else set()
     count = _SizeCount()
-    saving_lib._save_state(model, weights_store=count, assets_store=None, inner_path="", visited_saveables=skipped)
+    _keras_save(model, count, with_optimizer)
     return count.bytes + 16384 * count.entries + 65536
 
 
@@ -324,10 +329,13 @@ def _nbytes(value: Any) -> int:
     return int(array.nbytes)
 
 
+def _can_reserve(path: Path) -> bool:
+    """Whether space reserved for `path` holds: `posix_fallocate` exists and the file system is not copy-on-write."""
+    return hasattr(os, "posix_fallocate") and _file_system(path) not in COPY_ON_WRITE
+
+
 def _reserve(handle: Any, path: Path, size: int) -> bool:
     """Reserve `size` bytes on disk for the open file `handle`; False where the file system cannot."""
-    if not hasattr(os, "posix_fallocate") or _file_system(path) in COPY_ON_WRITE:
-        return False
     try:
         os.posix_fallocate(handle.fileno(), 0, size)
     except OSError as exc:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import keras
+from keras.src.saving import saving_lib
 
 from kit.assembly import Pieces
 from kit.config import Config
@@ -41,9 +44,7 @@ def save_model(model: keras.Model, built: Any, pieces: Pieces, config: Config, r
     folder.mkdir(parents=True, exist_ok=True)
     plain = without_optimizer(model)
     saved = pieces.task.model_to_save(plain, pieces.backbone)
-    tmp = folder / ".model.keras.tmp.keras"
-    saved.save(tmp)
-    tmp.replace(run.model_file)
+    write_model_file(saved, run.model_file)
     save_preset(pieces.backbone, built, run)
     if config.model.lora_rank is not None and built.backbone is not None:
         # Merged into model.keras and the preset already (Keras saves LoRA kernels merged); alone here.
@@ -51,11 +52,47 @@ def save_model(model: keras.Model, built: Any, pieces: Pieces, config: Config, r
     write_json_atomic(run.bundle_file, bundle(pieces, folder, resolved))
 
 
+def write_model_file(model: keras.Model, path: Path) -> None:
+    """`model.save(path)`: Keras's `.keras` file (a zip of metadata.json, config.json, model.weights.h5 and
+    assets/), which `keras.saving.load_model` reads, written through a temporary name.
+
+    Its weights file is written as kit writes checkpoints (`kit.harness.resume.write_weights`: into disk
+    space reserved first, each variable's own buffer handed to HDF5) and then copied into the zip from disk.
+    Keras's `save` builds that file in memory, copying each variable twice as it goes: MiniLM's model.keras
+    took 90 MB more memory while it was written, at the end of a run, where its memory peaks.
+    """
+    from kit.harness.resume import write_weights
+
+    tmp = path.with_name(f".{path.name}.tmp.keras")
+    weights = path.with_name(f".{path.name}.weights.tmp.h5")
+    try:
+        config_json, metadata_json = saving_lib._serialize_model_as_json(model)
+        write_weights(weights, model, with_optimizer=False)
+        with zipfile.ZipFile(tmp, "w") as archive:
+            archive.writestr(saving_lib._METADATA_FILENAME, metadata_json)
+            archive.writestr(saving_lib._CONFIG_FILENAME, config_json)
+            archive.write(weights, saving_lib._VARS_FNAME_H5)
+            assets = saving_lib.DiskIOStore(saving_lib._ASSETS_DIRNAME, archive=archive, mode="w")
+            try:
+                saving_lib._save_state(model, weights_store=None, assets_store=assets, inner_path="",
+                                       visited_saveables=set())  # fmt: skip
+            finally:
+                assets.close()
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        weights.unlink(missing_ok=True)
+
+
 def save_preset(backbone: Any, built: Any, run: RunDir) -> None:
     """The trained keras-hub backbone (with its preprocessor) as a preset another project fine-tunes."""
+    from kit.harness.resume import lean_weights_files
+
     tmp = run.preset_dir.with_name(run.preset_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if backbone.save_preset(built, tmp):
+    with lean_weights_files():  # keras-hub writes the weights with Keras's save_weights
+        saved = backbone.save_preset(built, tmp)
+    if saved:
         shutil.rmtree(run.preset_dir, ignore_errors=True)
         tmp.rename(run.preset_dir)
 

@@ -860,3 +860,57 @@ def test_training_phases_finish_a_partial_epoch_first():
     assert training_phases(23, 10, 3) == [(2, 3, 7, 23)]
     assert training_phases(13, 10, 3) == [(1, 2, 7, 13), (2, 3, 10, 20)]
     assert training_phases(30, 10, 3) == []  # trained to the end; only saving was left
+
+
+def test_weights_files_hold_what_keras_writes_from_each_variables_own_buffer(tmp_path):
+    """kit's HDF5 store hands HDF5 a view of each variable (Keras's copies it twice: 94 MB for MiniLM's
+    embedding) and writes the file `model.save_weights` writes: same arrays, dtypes and bfloat16 marks."""
+    import h5py
+    import keras
+    import tensorflow as tf
+    from keras.src.saving import saving_lib
+
+    from kit.harness.resume import _shared_array, lean_weights_files, write_weights
+
+    class Counter(keras.layers.Layer):
+        def build(self, shape):
+            self.seen = self.add_weight(shape=(3,), dtype="int32", initializer="ones", trainable=False)
+
+        def call(self, x):
+            return x
+
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, dtype="bfloat16")(Counter()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    keras_file, kit_file, lean_file = (tmp_path / f"{name}.weights.h5" for name in ("keras", "kit", "lean"))
+    model.save_weights(keras_file)
+    write_weights(kit_file, model, with_optimizer=False)
+    keras_store = saving_lib.H5IOStore
+    with pytest.raises(KeyboardInterrupt), lean_weights_files():  # keras-hub's save_to_preset, as kit calls it
+        assert saving_lib.H5IOStore is not keras_store
+        model.save_weights(lean_file)
+        raise KeyboardInterrupt
+    assert saving_lib.H5IOStore is keras_store
+
+    def contents(path):
+        found = {}
+
+        def note(name, item):  # returns None: visititems stops at the first other value
+            dataset = isinstance(item, h5py.Dataset)
+            found[name] = (item[()], str(item.dtype), dict(item.attrs)) if dataset else dict(item.attrs)
+
+        with h5py.File(path, "r") as handle:
+            handle.visititems(note)
+        return found
+
+    theirs = contents(keras_file)
+    for mine in (contents(kit_file), contents(lean_file)):
+        assert mine.keys() == theirs.keys() and any(name.endswith("vars/0") for name in mine)
+        for name, value in theirs.items():
+            if isinstance(value, tuple):
+                np.testing.assert_array_equal(mine[name][0], value[0])
+                assert mine[name][1:] == value[1:], name
+            else:
+                assert mine[name] == value, name
+    kernel = model.layers[-1].kernel
+    assert np.shares_memory(_shared_array(kernel), np.asarray(tf.convert_to_tensor(kernel)))

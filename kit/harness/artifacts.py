@@ -56,10 +56,12 @@ def write_model_file(model: keras.Model, path: Path) -> None:
     """`model.save(path)`: Keras's `.keras` file (a zip of metadata.json, config.json, model.weights.h5 and
     assets/), which `keras.saving.load_model` reads, written through a temporary name.
 
-    Its weights file is written as kit writes checkpoints (`kit.harness.resume.write_weights`: into disk
-    space reserved first, each variable's own buffer handed to HDF5) and then copied into the zip from disk.
+    Its weights file (with a compiled model's optimizer, as Keras writes it) is written as kit writes
+    checkpoints (`kit.harness.resume.write_weights`: into disk space reserved first, each variable's own
+    buffer handed to HDF5) and then copied into the zip from disk, so the disk briefly holds it twice.
     Keras's `save` builds that file in memory, copying each variable twice as it goes: MiniLM's model.keras
-    took 90 MB more memory while it was written, at the end of a run, where its memory peaks.
+    took 90 MB more memory while it was written, at the end of a run, where its memory peaks. A process
+    killed meanwhile leaves the hidden temporary files, which the next write over `path` replaces.
     """
     from kit.harness.resume import write_weights
 
@@ -67,7 +69,7 @@ def write_model_file(model: keras.Model, path: Path) -> None:
     weights = path.with_name(f".{path.name}.weights.tmp.h5")
     try:
         config_json, metadata_json = saving_lib._serialize_model_as_json(model)
-        write_weights(weights, model, with_optimizer=False)
+        write_weights(weights, model, with_optimizer=True)
         with zipfile.ZipFile(tmp, "w") as archive:
             archive.writestr(saving_lib._METADATA_FILENAME, metadata_json)
             archive.writestr(saving_lib._CONFIG_FILENAME, config_json)

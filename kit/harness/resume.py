@@ -49,6 +49,7 @@ not save dropout's random state or callbacks' state, and writes its file in plac
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import io
@@ -254,9 +255,10 @@ def weights_image(model: keras.Model, with_optimizer: bool = True) -> io.BytesIO
 
 
 def _save_weights_into(buffer: io.BytesIO, model: keras.Model, with_optimizer: bool) -> None:
-    store = _H5Store(buffer, mode="w")
+    store = saving_lib.H5IOStore(buffer, mode="w")
     try:
-        _keras_save(model, store, with_optimizer)
+        with lean_weights_files():
+            _keras_save(model, store, with_optimizer)
     finally:
         store.close()
 
@@ -294,45 +296,60 @@ def _size_bound(model: keras.Model, with_optimizer: bool) -> int:
     return count.bytes + 16384 * count.entries + 65536
 
 
-class _H5Store(saving_lib.H5IOStore):
-    """Keras's HDF5 weights store, handing HDF5 each variable's own buffer.
-
-    Keras's store converts a variable with `np.array`, which copies it twice (the
-    variable's value as numpy, then that array): MiniLM's 47 MB embedding took
-    94 MB more memory while a checkpoint was written. A TensorFlow tensor read
-    from a variable shares the variable's buffer (and keeps it if the variable
-    changes meanwhile), and numpy can view it without copying.
-    """
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        array = _shared_array(value)
-        if self.mode != "w" or array is None or array.dtype.kind not in "biuf":
-            super().__setitem__(key, value)  # strings, bfloat16 (Keras marks it) and other values: Keras's way
-            return
-        if not self._h5_entry_initialized:
-            self._create_h5_group(self._h5_entry_path)
-        self._h5_entry_group[key] = array
+# Whether weights files written in this thread (or task) hand HDF5 each variable's own buffer: see below.
+_LEAN_WRITES: contextvars.ContextVar[bool] = contextvars.ContextVar("kit_lean_weights_files", default=False)
+_keras_setitem = saving_lib.H5IOStore.__setitem__
 
 
 @contextlib.contextmanager
 def lean_weights_files() -> Iterator[None]:
-    """Within the block, weights files Keras writes (`save_weights`, keras-hub's `save_to_preset`) go through
-    `_H5Store`: each variable's own buffer handed to HDF5 rather than two copies of it."""
-    keras_store = saving_lib.H5IOStore
-    saving_lib.H5IOStore = _H5Store
+    """Within the block, weights files Keras writes in this thread (`save_weights`, keras-hub's
+    `save_to_preset`, kit's own) hand HDF5 each variable's own buffer instead of two copies of it.
+
+    Keras's HDF5 store converts a variable with `np.array`: the variable's value as numpy, then a copy of
+    that (MiniLM's 47 MB embedding: 94 MB more memory while a checkpoint was written). A TensorFlow tensor
+    read from a variable shares the variable's buffer (and keeps it if the variable changes meanwhile), and
+    numpy views it without copying. Keras's store class stays what it is (its type checks see no other);
+    its `__setitem__` takes the view only within such a block, and writes what Keras writes. Sharded files
+    (keras-hub shards backbones over 10 GB) go through Keras's sharded store, with its copies.
+    """
+    token = _LEAN_WRITES.set(True)
     try:
         yield
     finally:
-        saving_lib.H5IOStore = keras_store
+        _LEAN_WRITES.reset(token)
+
+
+def _lean_setitem(self: Any, key: str, value: Any) -> None:
+    array = _shared_array(value) if _LEAN_WRITES.get() and self.mode == "w" else None
+    if array is None:  # outside a block, and strings or other values: Keras's way
+        _keras_setitem(self, key, value)
+        return
+    if not self._h5_entry_initialized:
+        self._create_h5_group(self._h5_entry_path)
+    if array.dtype.name == "bfloat16":  # marked as Keras marks it: HDF5 has no bfloat16
+        self._h5_entry_group.create_dataset(key, data=array).attrs["dtype"] = "bfloat16"
+    else:
+        self._h5_entry_group[key] = array
+
+
+saving_lib.H5IOStore.__setitem__ = _lean_setitem
 
 
 def _shared_array(value: Any) -> np.ndarray | None:
-    """A numpy view of a variable's or dense tensor's values (no copy), the array itself, or None."""
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, (keras.Variable, tf.Variable, tf.Tensor)):  # not sparse or ragged tensors
-        return np.asarray(tf.convert_to_tensor(value))
-    return None
+    """A numpy view of a numeric variable's or dense tensor's values (no copy), a numeric numpy array or
+    scalar as an array, or None (strings, sparse and ragged tensors, other values)."""
+    if not isinstance(value, (np.ndarray, np.generic, keras.Variable, tf.Variable, tf.Tensor)):
+        return None
+    try:
+        dtype = tf.as_dtype(value.dtype)
+    except (TypeError, ValueError):  # a dtype TensorFlow has no name for
+        return None
+    if not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+        return None
+    if isinstance(value, (np.ndarray, np.generic)):  # an optimizer's step count and learning rate: scalars
+        return np.asarray(value)
+    return np.asarray(tf.convert_to_tensor(value))
 
 
 class _SizeCount(saving_lib.H5IOStore):

@@ -50,6 +50,27 @@ def test_model_file_is_the_file_keras_writes_and_loads_plain_in_a_fresh_process(
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), model.predict(tf.constant(words), verbose=0))
 
 
+def test_a_compiled_models_file_holds_its_optimizer_as_keras_writes_it(tmp_path):
+    import h5py
+
+    from kit.harness.artifacts import write_model_file
+
+    model = text_model()
+    model.compile(optimizer="adam", loss="mse")
+    model.save(tmp_path / "keras.keras")
+    write_model_file(model, tmp_path / "model.keras")
+
+    def groups(path):
+        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as weights:
+            with h5py.File(weights, "r") as handle:
+                found = []
+                handle.visit(found.append)
+                return sorted(found)
+
+    assert groups(tmp_path / "model.keras") == groups(tmp_path / "keras.keras")
+    assert any(name.startswith("optimizer") for name in groups(tmp_path / "model.keras"))
+
+
 def test_a_failed_write_keeps_the_earlier_model_file_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     from kit.harness.artifacts import write_model_file
 

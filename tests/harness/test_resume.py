@@ -862,15 +862,17 @@ def test_training_phases_finish_a_partial_epoch_first():
     assert training_phases(30, 10, 3) == []  # trained to the end; only saving was left
 
 
-def test_weights_files_hold_what_keras_writes_from_each_variables_own_buffer(tmp_path):
-    """kit's HDF5 store hands HDF5 a view of each variable (Keras's copies it twice: 94 MB for MiniLM's
-    embedding) and writes the file `model.save_weights` writes: same arrays, dtypes and bfloat16 marks."""
+def test_weights_files_hold_what_keras_writes_from_each_variables_own_buffer(tmp_path, monkeypatch):
+    """Within `lean_weights_files` (kit's own writes, keras-hub's presets), HDF5 gets a view of each variable
+    (Keras's store copies it twice: 94 MB for MiniLM's embedding), and the file is the one `model.save_weights`
+    writes: same arrays, dtypes and bfloat16 marks. Other threads, and code outside a block, write Keras's way."""
+    import threading
+
     import h5py
     import keras
     import tensorflow as tf
-    from keras.src.saving import saving_lib
 
-    from kit.harness.resume import _shared_array, lean_weights_files, write_weights
+    import kit.harness.resume as resume
 
     class Counter(keras.layers.Layer):
         def build(self, shape):
@@ -882,15 +884,28 @@ def test_weights_files_hold_what_keras_writes_from_each_variables_own_buffer(tmp
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(16, dtype="bfloat16")(Counter()(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
-    keras_file, kit_file, lean_file = (tmp_path / f"{name}.weights.h5" for name in ("keras", "kit", "lean"))
-    model.save_weights(keras_file)
-    write_weights(kit_file, model, with_optimizer=False)
-    keras_store = saving_lib.H5IOStore
-    with pytest.raises(KeyboardInterrupt), lean_weights_files():  # keras-hub's save_to_preset, as kit calls it
-        assert saving_lib.H5IOStore is not keras_store
-        model.save_weights(lean_file)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    keras_way = []  # keys Keras's own conversion wrote
+    keras_setitem = resume._keras_setitem
+    monkeypatch.setattr(
+        resume, "_keras_setitem", lambda store, key, value: keras_way.append(key) or keras_setitem(store, key, value)
+    )
+
+    files = {name: tmp_path / f"{name}.weights.h5" for name in ("keras", "kit", "lean", "thread")}
+    model.save_weights(files["keras"])
+    assert keras_way  # outside a block: Keras's way
+    keras_way.clear()
+    resume.write_weights(files["kit"], model, with_optimizer=True)
+    with pytest.raises(KeyboardInterrupt), resume.lean_weights_files():  # keras-hub's save_to_preset, as kit calls it
+        model.save_weights(files["lean"])
         raise KeyboardInterrupt
-    assert saving_lib.H5IOStore is keras_store
+    assert keras_way == [] and not resume._LEAN_WRITES.get()  # every variable numeric: none went Keras's way
+    with resume.lean_weights_files():
+        thread = threading.Thread(target=model.save_weights, args=(files["thread"],))
+        thread.start()
+        thread.join()
+    assert keras_way  # the other thread wrote Keras's way
 
     def contents(path):
         found = {}
@@ -903,14 +918,16 @@ def test_weights_files_hold_what_keras_writes_from_each_variables_own_buffer(tmp
             handle.visititems(note)
         return found
 
-    theirs = contents(keras_file)
-    for mine in (contents(kit_file), contents(lean_file)):
-        assert mine.keys() == theirs.keys() and any(name.endswith("vars/0") for name in mine)
-        for name, value in theirs.items():
+    theirs = contents(files["keras"])
+    assert any(value[2].get("dtype") == "bfloat16" for value in theirs.values() if isinstance(value, tuple))
+    for name in ("kit", "lean", "thread"):
+        mine = contents(files[name])
+        assert mine.keys() == theirs.keys() and any(key.startswith("optimizer/vars/") for key in mine), name
+        for key, value in theirs.items():
             if isinstance(value, tuple):
-                np.testing.assert_array_equal(mine[name][0], value[0])
-                assert mine[name][1:] == value[1:], name
+                np.testing.assert_array_equal(mine[key][0], value[0])
+                assert mine[key][1:] == value[1:], (name, key)
             else:
-                assert mine[name] == value, name
+                assert mine[key] == value, (name, key)
     kernel = model.layers[-1].kernel
-    assert np.shares_memory(_shared_array(kernel), np.asarray(tf.convert_to_tensor(kernel)))
+    assert np.shares_memory(resume._shared_array(kernel), np.asarray(tf.convert_to_tensor(kernel)))

@@ -298,7 +298,7 @@ def _size_bound(model: keras.Model, with_optimizer: bool) -> int:
 
 # Whether weights files written in this thread (or task) hand HDF5 each variable's own buffer: see below.
 _LEAN_WRITES: contextvars.ContextVar[bool] = contextvars.ContextVar("kit_lean_weights_files", default=False)
-_keras_setitem = saving_lib.H5IOStore.__setitem__
+_keras_setitem = getattr(saving_lib.H5IOStore.__setitem__, "__wrapped__", saving_lib.H5IOStore.__setitem__)
 
 
 @contextlib.contextmanager
@@ -333,6 +333,8 @@ def _lean_setitem(self: Any, key: str, value: Any) -> None:
         self._h5_entry_group[key] = array
 
 
+# Outside a `lean_weights_files` block (every thread but the one in it) Keras's own method runs unchanged.
+_lean_setitem.__wrapped__ = _keras_setitem  # type: ignore[attr-defined]
 saving_lib.H5IOStore.__setitem__ = _lean_setitem
 
 

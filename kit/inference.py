@@ -188,7 +188,7 @@ class TrainedModel:
             chunks = self._prediction_batches(raw, size * GROUP_WINDOW, preprocess)
             results = ((self.outputs_in_order(x), f) for x, f in chunks)
         else:  # one batch at a time, as it comes
-            results = ((np.asarray(self.model.predict_on_batch(x)), f) for x, f in batches)
+            results = ((self.outputs_of(x), f) for x, f in batches)
         for outputs, features in results:
             for prediction in self.predictions(outputs, {k: v.numpy() for k, v in features.items()}):
                 yield {"line": next(lines), **prediction}
@@ -218,11 +218,18 @@ class TrainedModel:
                 k: v[rows, :longest] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v[rows]
                 for k, v in inputs.items()
             }
-            found = np.asarray(self.model.predict_on_batch(batch))
+            found = self.outputs_of(batch)
             if outputs is None:
                 outputs = np.empty((len(order), *found.shape[1:]), found.dtype)
             outputs[rows] = found
         return outputs if outputs is not None else np.zeros((0,))
+
+    def outputs_of(self, batch: Any) -> np.ndarray:
+        """The model's outputs for one batch, its dense layers fused with their bias and activation."""
+        from kit.fused_dense import fused_dense_layers
+
+        with fused_dense_layers():
+            return np.asarray(self.model.predict_on_batch(batch))
 
     def predictions(self, outputs: np.ndarray, features: dict[str, Any]) -> list[dict[str, Any]]:
         """The task's predictions for a batch, checked to be one dict per example."""

@@ -129,7 +129,7 @@ def kit_outputs(trained: TrainedModel, features: dict[str, Any]) -> np.ndarray:
 
     dataset = tf.data.Dataset.from_tensor_slices(dict(features)).map(trained.backbone.preprocess)
     batch = next(iter(dataset.batch(max(len(next(iter(features.values()))), 1))))
-    return np.asarray(trained.model.predict_on_batch(batch))
+    return trained.outputs_of(batch)
 
 
 def served_head(trained: TrainedModel, raw: np.ndarray) -> Any:

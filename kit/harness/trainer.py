@@ -16,6 +16,7 @@ from kit.console import say
 from kit.data.pipeline import TrainingStream
 from kit.errors import Interrupted, KitError, PluginError
 from kit.evaluation import split_metrics
+from kit.fused_dense import fused_dense_layers
 from kit.harness.activations import lean_gelu_gradients
 from kit.harness.callbacks import (
     BackboneSchedule,
@@ -129,7 +130,7 @@ def _train_phases(
 ) -> None:
     """One `model.fit` per phase (see `training_phases`), all seen by the callbacks as one training."""
     stopping = stops.during_training() if stops is not None else contextlib.nullcontext()
-    with stopping, lean_gelu_gradients():
+    with stopping, lean_gelu_gradients(), fused_dense_layers():  # the training step unfused, validation fused
         for first_epoch, end_epoch, epoch_steps, from_step in phases:
             callbacks.first_batch = from_step - first_epoch * steps
             model.fit(

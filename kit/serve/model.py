@@ -261,6 +261,8 @@ class Predictor:
     def _run_rows(self, batch: list[Checked]) -> Answer:
         import tensorflow as tf
 
+        from kit.fused_dense import fused_dense_layers
+
         columns = {name: np.concatenate([c.columns[name] for c in batch]) for name in self.columns}
         rows = len(next(iter(columns.values())))
         answer = Answer([])
@@ -268,7 +270,8 @@ class Predictor:
             features = {
                 name: tf.constant(values[start : start + self.max_batch_size]) for name, values in columns.items()
             }
-            outputs, counts = self.forward(features)
+            with fused_dense_layers():  # traced (on a new shape) with dense layers fused, as kit predict's
+                outputs, counts = self.forward(features)
             plain = {name: value.numpy() for name, value in features.items()}
             answer.predictions += self.trained.predictions(np.asarray(outputs), plain)
             answer.tokens += [tuple(int(n) for n in row) for row in np.asarray(counts)]

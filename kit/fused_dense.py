@@ -1,0 +1,130 @@
+"""Dense projections of sequences traced as one fused oneDNN matrix product, for inference.
+
+Keras's `Dense` multiplies a (batch, length, features) input as a 3-D product, then adds its bias with a
+broadcasting `Add` and applies its activation, each a separate pass over the output. TensorFlow's graph
+optimiser (grappler's remapper) folds a bias and an activation (GELU, ReLU, ...) into the matrix product's
+own oneDNN kernel, but only for a 2-D `MatMul` followed by `BiasAdd`. `fused_dense_layers` traces
+`Dense` and the projections of attention (`EinsumDense` with `abc,cde->abde` or `abcd,cde->abe`, as
+Keras's and keras-hub's multi-head attention build them) that way: flatten to rows, one `MatMul`, a
+`BiasAdd`, the activation, back to the input's shape. On MiniLM a feed-forward layer's product with its
+bias and tanh GELU takes 5.2 ms instead of 7.9 ms (batch 32, 32 tokens), and scoring the 2,552
+rotten_tomatoes test reviews 13% less (9.5 -> 8.3 s).
+
+It is the same arithmetic; oneDNN rounds the fused activation its own way (float32 outputs agree within
+1e-6 of the output's scale). Training keeps Keras's calls: the backward pass needs the pre-activation
+values, so grappler cannot fuse there, and the steps measured no faster. A layer called with `training=True`
+(as in `fit`'s training step) takes Keras's own call, so a whole `fit` may run inside the block: only its
+validation is fused.
+
+Example:
+    >>> with fused_dense_layers():
+    ...     outputs = model.predict(dataset)  # the predict function is traced, and fused, inside
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
+
+import keras
+import tensorflow as tf
+
+# EinsumDense equations that are a product of the input's rows with the kernel's matrix:
+# equation -> (input axes kept in front, kernel axes contracted with the input's last axes).
+_ROW_PRODUCTS = {
+    "abc,cde->abde": (2, 1),  # query / key / value: (batch, length, hidden) x (hidden, heads, size)
+    "abcd,cde->abe": (2, 2),  # attention output: (batch, length, heads, size) x (heads, size, hidden)
+}
+
+_installed: dict[str, Any] = {}  # Keras's own calls while ours are in place, and how many blocks use them
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def fused_dense_layers() -> Iterator[None]:
+    """Within the block, `Dense` and attention's `EinsumDense` trace as fusable 2-D products (TensorFlow backend).
+
+    Functions traced inside (a `model.predict`'s predict function) keep the fused graph. Blocks may nest or
+    overlap (in threads): Keras's own calls come back when the last one ends. On another backend nothing
+    changes.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    dense, einsum_dense = keras.layers.Dense, keras.layers.EinsumDense
+    with _lock:
+        if not _installed:
+            _installed.update(dense=dense.call, einsum_dense=einsum_dense.call, users=0)
+            dense.call = _wrap(_installed["dense"], _dense_rows)
+            einsum_dense.call = _wrap(_installed["einsum_dense"], _einsum_dense_rows)
+        _installed["users"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _installed["users"] -= 1
+            if not _installed["users"]:
+                dense.call, einsum_dense.call = _installed.pop("dense"), _installed.pop("einsum_dense")
+                _installed.clear()
+
+
+def _wrap(keras_call: Callable, rows_call: Callable) -> Callable:
+    """`call` that takes the row-product path where `rows_call` can, and Keras's own otherwise."""
+
+    def call(self: Any, inputs: Any, training: Any = None) -> Any:
+        # A training step (Keras passes training=True down to each layer) keeps Keras's graph.
+        fused = rows_call(self, inputs) if not training and _plain(self, inputs) else None
+        return keras_call(self, inputs, training=training) if fused is None else fused
+
+    call.__wrapped__ = keras_call
+    call.__doc__ = keras_call.__doc__
+    return call
+
+
+def _plain(layer: Any, inputs: Any) -> bool:
+    """A float layer computing in its variables' dtype, without LoRA or quantisation, on a 3-D or 4-D tensor."""
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return False
+    if not tf.is_tensor(inputs) or inputs.shape.rank not in (3, 4):
+        return False
+    dtype = tf.as_dtype(layer.compute_dtype)
+    return dtype.is_floating and dtype == inputs.dtype and layer.variable_dtype == layer.compute_dtype
+
+
+def _dense_rows(layer: Any, inputs: tf.Tensor) -> tf.Tensor | None:
+    if inputs.shape[-1] is None:
+        return None
+    return _rows_product(layer, inputs, kept=inputs.shape.rank - 1, kernel=layer.kernel, units=[layer.units])
+
+
+def _einsum_dense_rows(layer: Any, inputs: tf.Tensor) -> tf.Tensor | None:
+    shape = _ROW_PRODUCTS.get(layer.equation)
+    if shape is None or inputs.shape.rank != shape[0] + shape[1]:
+        return None
+    kernel = layer.kernel
+    contracted, out = kernel.shape[: shape[1]], kernel.shape[shape[1] :]
+    if list(inputs.shape[shape[0] :]) != list(contracted):
+        return None
+    if layer.bias is not None and list(layer.bias.shape) != list(out):
+        return None  # a bias over other axes than the kernel's outputs: Keras's broadcasting add
+    return _rows_product(layer, inputs, kept=shape[0], kernel=kernel, units=list(out))
+
+
+def _rows_product(layer: Any, inputs: tf.Tensor, kept: int, kernel: Any, units: list[int]) -> tf.Tensor:
+    """inputs' rows (the first `kept` axes flattened) times the kernel as a matrix, bias, activation, reshaped."""
+    width = 1
+    for size in inputs.shape[kept:]:
+        width *= size
+    outputs = 1
+    for size in units:
+        outputs *= size
+    rows = tf.reshape(inputs, [-1, width])
+    x = tf.matmul(rows, tf.reshape(tf.convert_to_tensor(kernel), [width, outputs]))
+    if layer.bias is not None:
+        x = tf.nn.bias_add(x, tf.reshape(tf.convert_to_tensor(layer.bias), [outputs]))
+    if layer.activation is not None:
+        x = layer.activation(x)
+    x = tf.reshape(x, tf.concat([tf.shape(inputs)[:kept], units], axis=0))
+    x.set_shape(inputs.shape[:kept].concatenate(units))
+    return x

@@ -1,0 +1,176 @@
+"""Dense layers traced as fusable 2-D products for inference: the same outputs as Keras's own calls."""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kit.fused_dense import fused_dense_layers
+
+KERAS_DENSE_CALL = keras.layers.Dense.call
+KERAS_EINSUM_DENSE_CALL = keras.layers.EinsumDense.call
+
+
+def graph_ops(function, *args) -> set[str]:
+    """The operation types of `function` traced on `args`."""
+    return {op.type for op in tf.function(function).get_concrete_function(*args).graph.get_operations()}
+
+
+def bias_adds_on_matmul(function, *args) -> int:
+    """How many `BiasAdd`s of `function` (traced on `args`) take a 2-D `MatMul`: what grappler fuses."""
+    graph = tf.function(function).get_concrete_function(*args).graph
+    return sum(op.type == "BiasAdd" and op.inputs[0].op.type == "MatMul" for op in graph.get_operations())
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The number of layer calls that took kit's row-product path."""
+    from kit import fused_dense
+
+    calls = []
+    product = fused_dense._rows_product
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return product(*args, **kwargs)
+
+    monkeypatch.setattr(fused_dense, "_rows_product", counted)
+    return calls
+
+
+def sequences(*shape, seed=0):
+    return tf.constant(np.random.default_rng(seed).normal(size=shape), dtype="float32")
+
+
+def layers():
+    """A feed-forward Dense with GELU, and attention's projections as Keras's MultiHeadAttention builds them."""
+    keras.utils.set_random_seed(3)
+    dense = keras.layers.Dense(12, activation=lambda x: keras.activations.gelu(x, approximate=True))
+    query = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de")
+    output = keras.layers.EinsumDense("abcd,cde->abe", output_shape=(None, 6), bias_axes="e")
+    x = sequences(4, 5, 6)
+    dense(x), query(x), output(query(x))
+    for layer in (dense, query, output):  # a bias that is not zero
+        if layer.bias is not None:
+            layer.bias.assign(np.random.default_rng(1).normal(size=layer.bias.shape))
+    return dense, query, output, x
+
+
+def test_dense_and_attention_projections_give_keras_outputs_through_one_matmul_and_bias_add():
+    dense, query, output, x = layers()
+    expected = [dense(x), query(x), output(query(x))]
+    with fused_dense_layers():
+        got = [dense(x), query(x), output(query(x))]
+        traced = [
+            graph_ops(lambda v, layer=layer: layer(v), v)
+            for layer, v in ((dense, x), (query, x), (output, expected[1]))
+        ]
+    for want, have in zip(expected, got):
+        assert have.shape == want.shape
+        np.testing.assert_allclose(have.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    for ops in traced:
+        assert "MatMul" in ops
+        assert not ops & {"Einsum", "BatchMatMulV2"}  # no 3-D product
+    with fused_dense_layers():
+        assert bias_adds_on_matmul(lambda v: output(query(v)) + dense(v)[..., :6], x) == 3
+    assert bias_adds_on_matmul(lambda v: output(query(v)) + dense(v)[..., :6], x) == 0  # Keras's own graph
+
+
+def test_static_shape_is_kept_and_a_dynamic_length_is_fused():
+    _, query, _, _ = layers()
+    with fused_dense_layers():
+        traced = tf.function(lambda v: query(v))
+        concrete = traced.get_concrete_function(tf.TensorSpec([None, None, 6], "float32"))
+        got = traced(sequences(3, 7, 6))
+    assert concrete.structured_outputs.shape.as_list() == [None, None, 2, 3]
+    assert "BiasAdd" in {op.type for op in concrete.graph.get_operations()}
+    np.testing.assert_allclose(got.numpy(), query(sequences(3, 7, 6)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_training_calls_keep_kerass_graph(fused_calls):
+    dense, query, _, x = layers()
+    with fused_dense_layers():
+        traced = tf.function(lambda v: [dense(v, training=True), query(v, training=True)])
+        traced(x)
+        assert not fused_calls
+        traced = tf.function(lambda v: [dense(v, training=False), query(v)])
+        traced(x)
+    assert fused_calls == [dense, query]
+
+
+@pytest.mark.parametrize("change", ["lora", "int8", "mixed_float16", "two_d", "other_equation"])
+def test_layers_it_cannot_fuse_take_kerass_own_call(change, fused_calls):
+    keras.utils.set_random_seed(4)
+    x = sequences(2, 3, 8)
+    if change == "two_d":
+        layer, x = keras.layers.Dense(5), sequences(4, 8)
+    elif change == "other_equation":
+        layer = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 5), bias_axes="d")
+    elif change == "mixed_float16":
+        layer, x = keras.layers.Dense(5, dtype="mixed_float16"), tf.cast(x, "float16")
+    else:
+        layer = keras.layers.Dense(5)
+    layer(x)
+    if change == "lora":
+        layer.enable_lora(2)
+        layer.lora_kernel_b.assign(np.ones(layer.lora_kernel_b.shape))
+    elif change == "int8":
+        layer.quantize("int8")
+    expected = layer(x)
+    with fused_dense_layers():
+        got = layer(x)
+        tf.function(lambda v: layer(v))(x)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    assert not fused_calls
+
+
+def test_a_keras_hub_classifier_predicts_the_same_with_its_layers_fused():
+    import keras_hub
+
+    keras.utils.set_random_seed(5)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=12
+    )
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=None)
+    x = {
+        "token_ids": np.random.default_rng(0).integers(1, 50, size=(6, 9)),
+        "segment_ids": np.zeros((6, 9), "int32"),
+        "padding_mask": np.arange(9)[None, :] < np.array([9, 7, 5, 3, 9, 1])[:, None],
+    }
+    expected = model.predict_on_batch(x)
+    fused_model = keras.models.clone_model(model)
+    fused_model.set_weights(model.get_weights())
+    with fused_dense_layers():
+        got = fused_model.predict_on_batch(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with fused_dense_layers():
+        graph = tf.function(lambda v: fused_model(v, training=False)).get_concrete_function(x).graph
+    fused = [op for op in graph.get_operations() if op.type == "BiasAdd" and op.inputs[0].op.type == "MatMul"]
+    assert len(fused) >= 2 * 6  # per layer: query, key, value, attention output and two feed-forward products
+
+
+def test_kerass_calls_come_back_when_the_last_block_ends_even_across_threads():
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with fused_dense_layers():
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    entered.wait(10)
+    with fused_dense_layers():
+        assert keras.layers.Dense.call is not KERAS_DENSE_CALL
+    assert keras.layers.Dense.call is not KERAS_DENSE_CALL  # the other thread's block is still open
+    release.set()
+    worker.join()
+    assert keras.layers.Dense.call is KERAS_DENSE_CALL
+    assert keras.layers.EinsumDense.call is KERAS_EINSUM_DENSE_CALL
+    with pytest.raises(RuntimeError), fused_dense_layers():
+        raise RuntimeError("inside")
+    assert keras.layers.Dense.call is KERAS_DENSE_CALL

@@ -210,6 +210,7 @@ class TrainedModel:
         lengths = mask.astype(bool).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         size = self.config.data.batch_size
+        forward = self._traced_forward(inputs, mask.shape[1])
         outputs = None
         for start in range(0, len(order), size):
             rows = order[start : start + size]
@@ -218,11 +219,40 @@ class TrainedModel:
                 k: v[rows, :longest] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v[rows]
                 for k, v in inputs.items()
             }
-            found = self.outputs_of(batch)
+            found = forward(batch)
             if outputs is None:
                 outputs = np.empty((len(order), *found.shape[1:]), found.dtype)
             outputs[rows] = found
         return outputs if outputs is not None else np.zeros((0,))
+
+    def _traced_forward(self, inputs: dict[str, np.ndarray], width: int) -> Any:
+        """The model's outputs for batches like `inputs`, of any number of rows and any length (on the axes of
+        `width` columns, the token axes): one function traced once for all the lengths a file brings (Keras's
+        `predict_on_batch` traces for the first batch's exact shape, then again), dense layers fused."""
+        import tensorflow as tf
+
+        from kit.fused_dense import fused_dense_layers
+
+        spec = {
+            key: tf.TensorSpec([None] + [None if size == width else size for size in value.shape[1:]], value.dtype)
+            for key, value in inputs.items()
+        }
+        key = tuple((name, s.dtype.name, tuple(s.shape)) for name, s in sorted(spec.items()))
+        function = self._forwards.get(key)
+        if function is None:
+            function = self._forwards[key] = tf.function(
+                lambda x: self.model(x, training=False), input_signature=[spec]
+            )
+
+        def forward(batch: dict[str, np.ndarray]) -> np.ndarray:
+            with fused_dense_layers():
+                return np.asarray(function(batch))
+
+        return forward
+
+    @functools.cached_property
+    def _forwards(self) -> dict[tuple, Any]:
+        return {}
 
     def outputs_of(self, batch: Any) -> np.ndarray:
         """The model's outputs for one batch, its dense layers fused with their bias and activation."""

@@ -174,3 +174,34 @@ def test_kerass_calls_come_back_when_the_last_block_ends_even_across_threads():
     with pytest.raises(RuntimeError), fused_dense_layers():
         raise RuntimeError("inside")
     assert keras.layers.Dense.call is KERAS_DENSE_CALL
+
+
+def test_final_evaluation_traces_the_model_once_for_batches_of_every_length(fused_calls):
+    import keras_hub
+
+    from kit.evaluation import outputs_and_targets
+
+    keras.utils.set_random_seed(6)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=12
+    )
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=None)
+    rng = np.random.default_rng(1)
+    batches = []
+    for length in (3, 7, 5, 9):  # trimmed batches: each as long as its longest text
+        x = {
+            "token_ids": rng.integers(1, 50, size=(4, length)).astype("int32"),
+            "segment_ids": np.zeros((4, length), "int32"),
+            "padding_mask": np.ones((4, length), bool),
+        }
+        batches.append((x, rng.integers(0, 3, size=4).astype("int32")))
+    spec = (
+        {k: tf.TensorSpec([None, None], v.dtype) for k, v in batches[0][0].items()},
+        tf.TensorSpec([None], tf.int32),
+    )
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=spec)
+    outputs, targets = outputs_and_targets(model, dataset)
+    assert len(fused_calls) == 2 * 6  # one trace: each layer's six dense products once
+    expected = np.concatenate([model.predict_on_batch(x) for x, _ in batches])
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(targets, np.concatenate([y for _, y in batches]))

@@ -62,12 +62,15 @@ def padded_outputs(trained: saved.TrainedModel, source: Path) -> np.ndarray:
 
 
 def record_widths(trained, monkeypatch) -> list[int]:
-    """The text length of every batch the model is given."""
+    """The text length of every batch the model is given (through its function traced for all lengths)."""
     widths = []
-    predict = trained.model.predict_on_batch
-    monkeypatch.setattr(
-        trained.model, "predict_on_batch", lambda x: widths.append(x["token_ids"].shape[1]) or predict(x)
-    )
+    traced_forward = trained._traced_forward
+
+    def recording(inputs, width):
+        forward = traced_forward(inputs, width)
+        return lambda batch: widths.append(batch["token_ids"].shape[1]) or forward(batch)
+
+    monkeypatch.setattr(trained, "_traced_forward", recording)
     return widths
 
 
@@ -87,6 +90,9 @@ def test_predictions_keep_file_order_and_the_padded_answers(text_run, tmp_path, 
     # Each chunk of 3 batches shortest first, each batch cut to its longest text: never all padded to 48.
     chunks = [widths[i : i + 3] for i in range(0, len(widths), 3)]
     assert len(widths) == 38 and all(chunk == sorted(chunk) for chunk in chunks) and max(widths) < 48
+    # One traced function for every length of every chunk (Keras's predict_on_batch traced twice).
+    assert len(trained._forwards) == 1
+    assert next(iter(trained._forwards.values())).experimental_get_tracing_count() == 1
 
 
 def test_eval_on_data_gives_the_padded_metrics(text_run, tmp_path, monkeypatch):

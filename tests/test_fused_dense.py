@@ -109,7 +109,7 @@ def test_layers_it_cannot_fuse_take_kerass_own_call(change, fused_calls):
     if change == "two_d":
         layer, x = keras.layers.Dense(5), sequences(4, 8)
     elif change == "other_equation":
-        layer = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 5), bias_axes="d")
+        layer = keras.layers.EinsumDense("abc,dc->abd", output_shape=(None, 5), bias_axes="d")  # kernel transposed
     elif change == "mixed_float16":
         layer, x = keras.layers.Dense(5, dtype="mixed_float16"), tf.cast(x, "float16")
     else:
@@ -205,3 +205,18 @@ def test_final_evaluation_traces_the_model_once_for_batches_of_every_length(fuse
     expected = np.concatenate([model.predict_on_batch(x) for x, _ in batches])
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(targets, np.concatenate([y for _, y in batches]))
+
+
+def test_keras_hub_spellings_of_the_same_products_are_fused(fused_calls):
+    """keras-hub's Llama writes its projections with other letters: bqm,muh->bquh, bquh,uhm->bqm, bsd,df->bsf."""
+    keras.utils.set_random_seed(7)
+    x = sequences(2, 4, 6)
+    query = keras.layers.EinsumDense("bqm,muh->bquh", output_shape=(None, 2, 3))
+    output = keras.layers.EinsumDense("bquh,uhm->bqm", output_shape=(None, 6))
+    feed_forward = keras.layers.EinsumDense("bsd,df->bsf", output_shape=(None, 10), activation="silu")
+    expected = [query(x), output(query(x)), feed_forward(x)]
+    with fused_dense_layers():
+        got = [query(x), output(query(x)), feed_forward(x)]
+    assert len(fused_calls) == 4
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)

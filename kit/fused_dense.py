@@ -85,8 +85,10 @@ def _wrap(keras_call: Callable, rows_call: Callable) -> Callable:
     """`call` that takes the row-product path where `rows_call` can, and Keras's own otherwise."""
 
     def call(self: Any, inputs: Any, training: Any = None) -> Any:
-        # A training step (Keras passes training=True down to each layer) keeps Keras's graph.
-        fused = rows_call(self, inputs) if not training and _plain(self, inputs) else None
+        # A training step (Keras passes training=True down to each layer) keeps Keras's graph; so does a
+        # `training` given as a tensor, which only the graph knows.
+        scoring = training is None or training is False
+        fused = rows_call(self, inputs) if scoring and _plain(self, inputs) else None
         return keras_call(self, inputs, training=training) if fused is None else fused
 
     call.__wrapped__ = keras_call

@@ -15,18 +15,30 @@ def outputs_and_targets(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarra
     runs in one function traced for the dataset's element spec: traced once, where Keras's `predict`
     traces for the first batch's exact shape and again when a batch of another length comes (1.3-1.8 s of
     MiniLM's evaluation). Under a strategy with several replicas, `model.predict`, which splits batches
-    across them (`predict_on_batch` would give each replica the whole batch).
+    across them (`predict_on_batch` would give each replica the whole batch); for a model with its own
+    `predict_step`, `model.predict`, which runs it.
     """
     from kit.fused_dense import fused_dense_layers
 
     with fused_dense_layers():
-        if getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1) == 1:
+        if _one_replica(model) and not own_predict_step(model):
             found = _outputs_traced_once(model, dataset)
             if found is not None:
                 return found
         outputs = model.predict(dataset.map(lambda x, y: x), verbose=0)
     targets = np.concatenate([y.numpy() for _, y in dataset])
     return np.asarray(outputs), targets
+
+
+def _one_replica(model: Any) -> bool:
+    return getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1) == 1
+
+
+def own_predict_step(model: Any) -> bool:
+    """Whether the model's class changes Keras's `predict_step` (as keras-hub's detectors do): `predict` runs it."""
+    import keras
+
+    return getattr(type(model), "predict_step", None) is not getattr(keras.Model, "predict_step", None)
 
 
 def _outputs_traced_once(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray] | None:

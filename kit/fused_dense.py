@@ -57,9 +57,10 @@ _lock = threading.Lock()
 def fused_dense_layers() -> Iterator[None]:
     """Within the block, `Dense` and attention's `EinsumDense` trace as fusable 2-D products (TensorFlow backend).
 
-    Functions traced inside (a `model.predict`'s predict function) keep the fused graph. Blocks may nest or
-    overlap (in threads): Keras's own calls come back when the last one ends. On another backend nothing
-    changes.
+    Functions traced inside (a `model.predict`'s predict function) keep the fused graph. The switch is the
+    layer classes' own `call`, so it holds for the whole process while any block is open: a function traced
+    meanwhile in another thread is fused too (the same numbers). Blocks may nest or overlap (in threads):
+    Keras's own calls come back when the last one ends. On another backend nothing changes.
     """
     if keras.backend.backend() != "tensorflow":
         yield
@@ -137,8 +138,28 @@ def _rows_product(layer: Any, inputs: tf.Tensor, kept: int, kernel: Any, units: 
     x = tf.matmul(rows, tf.reshape(tf.convert_to_tensor(kernel), [width, outputs]))
     if layer.bias is not None:
         x = tf.nn.bias_add(x, tf.reshape(tf.convert_to_tensor(layer.bias), [outputs]))
-    if layer.activation is not None:
+    on_rows = _element_wise(layer.activation)  # fused by grappler; others see the layer's own output shape
+    if on_rows and layer.activation is not None:
         x = layer.activation(x)
     x = tf.reshape(x, tf.concat([tf.shape(inputs)[:kept], units], axis=0))
     x.set_shape(inputs.shape[:kept].concatenate(units))
+    if not on_rows:
+        x = layer.activation(x)
     return x
+
+
+# Keras's and keras-hub's activations that act on each value alone, so they may run on the flattened rows.
+_ELEMENT_WISE = {
+    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "gelu_approximate", "silu",
+    "swish", "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "log_sigmoid", "tanh", "hard_tanh",
+    "tanh_shrink", "softplus", "softsign", "sparse_plus", "squareplus", "exponential", "mish",
+}  # fmt: skip
+
+
+def _element_wise(activation: Any) -> bool:
+    """Whether `activation` is one of Keras's or keras-hub's own element-wise functions (softmax, glu, a
+    layer such as PReLU, or a user's function may depend on the output's axes)."""
+    if activation is None:
+        return True
+    module = getattr(activation, "__module__", None) or ""
+    return module.split(".")[0] in ("keras", "keras_hub") and getattr(activation, "__name__", "") in _ELEMENT_WISE

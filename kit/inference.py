@@ -205,12 +205,14 @@ class TrainedModel:
     def outputs_in_order(self, inputs: dict[str, Any]) -> np.ndarray:
         """The model's outputs for a chunk of token sequences, in their order, computed `data.batch_size` at a
         time with texts of like length together, each batch cut to its longest text (as `kit run` evaluates)."""
+        from kit.evaluation import own_predict_step
+
         inputs = {key: np.asarray(value) for key, value in inputs.items()}
         mask = inputs["padding_mask"]
         lengths = mask.astype(bool).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         size = self.config.data.batch_size
-        forward = self._traced_forward(inputs, mask.shape[1])
+        forward = self.outputs_of if own_predict_step(self.model) else self._traced_forward(inputs, mask.shape[1])
         outputs = None
         for start in range(0, len(order), size):
             rows = order[start : start + size]

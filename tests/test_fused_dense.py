@@ -220,3 +220,40 @@ def test_keras_hub_spellings_of_the_same_products_are_fused(fused_calls):
     assert len(fused_calls) == 4
     for want, have in zip(expected, got):
         np.testing.assert_allclose(have.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.layers.EinsumDense(
+            "abc,cde->abde", output_shape=(None, 2, 3), bias_axes="de", activation="softmax"
+        ),
+        lambda: keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 4), bias_axes="de", activation="glu"),
+        lambda: keras.layers.Dense(4, activation=lambda t: keras.ops.softmax(t, axis=1)),  # over the length axis
+        lambda: keras.layers.Dense(4, activation=keras.layers.PReLU()),  # weights shaped like the output
+    ],
+    ids=["softmax-over-two-axes", "glu", "users-function", "prelu-layer"],
+)
+def test_an_activation_that_is_not_element_wise_sees_the_layers_own_output(make, fused_calls):
+    keras.utils.set_random_seed(8)
+    layer, x = make(), sequences(2, 5, 6)
+    expected = layer(x)
+    with fused_dense_layers():
+        got = tf.function(lambda v: layer(v))(x)
+    assert fused_calls  # the product and the bias still fused
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_its_own_predict_step_is_evaluated_through_it():
+    from kit.evaluation import outputs_and_targets
+
+    class Probabilities(keras.Model):
+        def predict_step(self, data):
+            return tf.nn.softmax(super().predict_step(data))
+
+    inputs = keras.Input((3,))
+    model = Probabilities(inputs, keras.layers.Dense(4)(inputs))
+    x, y = np.random.default_rng(0).normal(size=(10, 3)).astype("float32"), np.arange(10)
+    outputs, targets = outputs_and_targets(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+    np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(targets, y)

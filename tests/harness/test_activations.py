@@ -148,3 +148,13 @@ def test_nested_blocks_restore_keras_gelu_when_the_last_ends():
             assert BACKEND_NN.gelu is lean
         assert BACKEND_NN.gelu is lean
     assert BACKEND_NN.gelu is keras_gelu
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_gradient_stays_finite_far_out(dtype):
+    """x 2u' grows as x^3: at 1.2e13 it overflows float32, where s (1 - s) is 0 (inf x 0 would be NaN)."""
+    x = tf.constant([1.2e13, -1.2e13, 1e18, -1e18, 1e4, -1e4], dtype=dtype)
+    _, expected = value_and_gradient(lambda v: tf.nn.gelu(v, approximate=True), x)
+    _, grad = value_and_gradient(gelu_tanh, x)
+    np.testing.assert_array_equal(tf.cast(grad, "float64").numpy(), [1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(tf.cast(grad, "float64").numpy(), tf.cast(expected, "float64").numpy())

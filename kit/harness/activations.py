@@ -39,8 +39,6 @@ def _float32(value: float) -> float:
 _CUBIC = _float32(0.044715)  # the tanh approximation's coefficient
 _INV_SQRT_2 = _float32(0.7071067811865476)  # c in the exact GELU's 0.5 x erfc(-c x), held as tf.nn.gelu holds it
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
-_TWO_U = 2.0 * _SQRT_2_OVER_PI  # 2u = x (_TWO_U + _TWO_U_CUBIC x^2)
-_TWO_U_CUBIC = 2.0 * _SQRT_2_OVER_PI * _CUBIC
 
 
 @tf.custom_gradient
@@ -48,21 +46,12 @@ def gelu_tanh(x: tf.Tensor) -> Any:
     """`tf.nn.gelu(x, approximate=True)`, its backward pass computed from x alone."""
 
     def gradient(upstream: tf.Tensor) -> tf.Tensor:
-        # GELU is x s with s = 0.5 (1 + tanh(u)) = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), so its
-        # derivative is s + x s (1 - s) 2u'. Written with sigmoid and SigmoidGrad (dy s (1 - s) in one
-        # kernel): 13 element-wise passes instead of 18 for the tanh form (20% faster), and more accurate
-        # where tanh saturates (1 + tanh(u) cancels). Not written as the forward is (pow(x, 3)):
-        # TensorFlow's optimiser would merge the two and keep the forward's tanh alive until the backward
-        # pass, which is what this gradient avoids.
-        # Half types are computed in float32: near 1, a float16 sigmoid has too few bits left for 1 - s.
-        v, up = (x, upstream) if x.dtype.size > 2 else (tf.cast(x, "float32"), tf.cast(upstream, "float32"))
-        squared = tf.square(v)
-        s = tf.sigmoid(v * (_TWO_U + _TWO_U_CUBIC * squared))
-        # Beyond |x| = 1e4, s (1 - s) is 0 in every float type, and x 2u' (growing as x^3) would overflow to
-        # inf, and inf x 0 is NaN: the clipped x gives the same 0.
-        near = tf.clip_by_value(v, -1e4, 1e4)
-        inner_slope = _TWO_U + 3.0 * _TWO_U_CUBIC * tf.square(near)  # d(2u)/dx
-        return tf.cast(up * s + tf.raw_ops.SigmoidGrad(y=s, dy=up * near * inner_slope), x.dtype)
+        # Not written as the forward is (pow(x, 3)): TensorFlow's optimiser would merge the two and keep
+        # the forward's tanh alive until the backward pass, which is what this gradient avoids.
+        squared = x * x
+        t = tf.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * squared * x))
+        slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (_SQRT_2_OVER_PI * (1.0 + 3.0 * _CUBIC * squared))
+        return upstream * slope
 
     return tf.nn.gelu(x, approximate=True), gradient
 

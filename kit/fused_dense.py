@@ -25,11 +25,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import threading
+import functools
 from typing import Any, Callable, Iterator
 
 import keras
 import tensorflow as tf
+
+from kit.patches import SharedPatch
 
 # EinsumDense equations (letters renamed in order of appearance) that are a product of the input's rows with
 # the kernel's matrix: equation -> (input axes kept in front, kernel axes contracted with the input's last axes).
@@ -49,10 +51,6 @@ def _canonical(equation: str) -> str:
     )
 
 
-_installed: dict[str, Any] = {}  # Keras's own calls while ours are in place, and how many blocks use them
-_lock = threading.Lock()
-
-
 @contextlib.contextmanager
 def fused_dense_layers() -> Iterator[None]:
     """Within the block, `Dense` and attention's `EinsumDense` trace as fusable 2-D products (TensorFlow backend).
@@ -65,21 +63,17 @@ def fused_dense_layers() -> Iterator[None]:
     if keras.backend.backend() != "tensorflow":
         yield
         return
-    dense, einsum_dense = keras.layers.Dense, keras.layers.EinsumDense
-    with _lock:
-        if not _installed:
-            _installed.update(dense=dense.call, einsum_dense=einsum_dense.call, users=0)
-            dense.call = _wrap(_installed["dense"], _dense_rows)
-            einsum_dense.call = _wrap(_installed["einsum_dense"], _einsum_dense_rows)
-        _installed["users"] += 1
-    try:
+    with _fused_calls():
         yield
-    finally:
-        with _lock:
-            _installed["users"] -= 1
-            if not _installed["users"]:
-                dense.call, einsum_dense.call = _installed.pop("dense"), _installed.pop("einsum_dense")
-                _installed.clear()
+
+
+@functools.cache
+def _fused_calls() -> SharedPatch:
+    """Keras's `Dense.call` and `EinsumDense.call` wrapped by the row-product path while a block is open."""
+    return SharedPatch(
+        [(keras.layers.Dense, "call"), (keras.layers.EinsumDense, "call")],
+        lambda dense, einsum_dense: [_wrap(dense, _dense_rows), _wrap(einsum_dense, _einsum_dense_rows)],
+    )
 
 
 def _wrap(keras_call: Callable, rows_call: Callable) -> Callable:

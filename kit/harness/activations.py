@@ -23,10 +23,11 @@ import functools
 import importlib
 import math
 import struct
-import threading
 from typing import Any, Iterator
 
 import tensorflow as tf
+
+from kit.patches import SharedPatch
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -69,10 +70,6 @@ def gelu_erf(x: tf.Tensor) -> Any:
     return tf.nn.gelu(x, approximate=False), gradient
 
 
-_installed: dict[str, Any] = {}  # Keras's own gelu while ours is in place, and how many blocks use it
-_lock = threading.Lock()
-
-
 @contextlib.contextmanager
 def lean_gelu_gradients() -> Iterator[None]:
     """Within the block, Keras's GELU (TensorFlow backend) takes the gradients above; restored on leaving.
@@ -88,19 +85,14 @@ def lean_gelu_gradients() -> Iterator[None]:
     if getattr(backend_nn, "gelu", None) is None:
         yield
         return
-    with _lock:
-        if not _installed:
-            _installed.update(keras_gelu=backend_nn.gelu, users=0)
-            backend_nn.gelu = functools.partial(_gelu, backend_nn, backend_nn.gelu)
-        _installed["users"] += 1
-    try:
+    with _lean_gelu(backend_nn):
         yield
-    finally:
-        with _lock:
-            _installed["users"] -= 1
-            if not _installed["users"]:
-                backend_nn.gelu = _installed.pop("keras_gelu")
-                _installed.clear()
+
+
+@functools.cache
+def _lean_gelu(backend_nn: Any) -> SharedPatch:
+    """Keras's backend `gelu` replaced by `_gelu` (which calls it for other dtypes) while a block is open."""
+    return SharedPatch([(backend_nn, "gelu")], lambda keras_gelu: [functools.partial(_gelu, backend_nn, keras_gelu)])
 
 
 def _gelu(backend_nn: Any, keras_gelu: Any, x: Any, approximate: bool = True) -> Any:

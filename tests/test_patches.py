@@ -1,0 +1,47 @@
+"""SharedPatch: attributes replaced while any block is open, the originals back when the last one ends."""
+
+from __future__ import annotations
+
+import threading
+import types
+
+import pytest
+
+from kit.patches import SharedPatch
+
+
+def original(x):
+    return x
+
+
+def test_replaced_from_the_originals_while_a_block_is_open_and_put_back_after():
+    owner = types.SimpleNamespace(f=original, g=len)
+    patch = SharedPatch([(owner, "f"), (owner, "g")], lambda f, g: [lambda x: f(x) + 1, lambda x: g(x) * 2])
+    with patch:
+        assert owner.f(1) == 2 and owner.g("ab") == 4
+        with patch:  # nested: the same replacement, made once
+            assert owner.f(1) == 2
+        assert owner.f(1) == 2  # the outer block is still open
+    assert owner.f is original and owner.g is len
+
+
+def test_the_last_block_to_end_puts_the_originals_back_across_threads_and_exceptions():
+    owner = types.SimpleNamespace(f=original)
+    patch = SharedPatch([(owner, "f")], lambda f: [abs])
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with patch:
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    entered.wait(10)
+    with pytest.raises(RuntimeError), patch:
+        assert owner.f is abs
+        raise RuntimeError("inside")
+    assert owner.f is abs  # the other thread's block is open
+    release.set()
+    worker.join()
+    assert owner.f is original

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Any, Callable, Iterator
 
 import keras
@@ -122,24 +123,17 @@ def _einsum_dense_rows(layer: Any, inputs: tf.Tensor) -> tf.Tensor | None:
 
 def _rows_product(layer: Any, inputs: tf.Tensor, kept: int, kernel: Any, units: list[int]) -> tf.Tensor:
     """inputs' rows (the first `kept` axes flattened) times the kernel as a matrix, bias, activation, reshaped."""
-    width = 1
-    for size in inputs.shape[kept:]:
-        width *= size
-    outputs = 1
-    for size in units:
-        outputs *= size
+    width, outputs = math.prod(inputs.shape[kept:]), math.prod(units)
     rows = tf.reshape(inputs, [-1, width])
     x = tf.matmul(rows, tf.reshape(tf.convert_to_tensor(kernel), [width, outputs]))
     if layer.bias is not None:
         x = tf.nn.bias_add(x, tf.reshape(tf.convert_to_tensor(layer.bias), [outputs]))
-    on_rows = _element_wise(layer.activation)  # fused by grappler; others see the layer's own output shape
-    if on_rows and layer.activation is not None:
-        x = layer.activation(x)
+    activation = layer.activation
+    if activation is not None and _element_wise(activation):  # on the rows: grappler fuses it
+        x, activation = activation(x), None
     x = tf.reshape(x, tf.concat([tf.shape(inputs)[:kept], units], axis=0))
     x.set_shape(inputs.shape[:kept].concatenate(units))
-    if not on_rows:
-        x = layer.activation(x)
-    return x
+    return x if activation is None else activation(x)  # others see the layer's own output shape
 
 
 # Keras's and keras-hub's activations that act on each value alone, so they may run on the flattened rows.
@@ -153,7 +147,5 @@ _ELEMENT_WISE = {
 def _element_wise(activation: Any) -> bool:
     """Whether `activation` is one of Keras's or keras-hub's own element-wise functions (softmax, glu, a
     layer such as PReLU, or a user's function may depend on the output's axes)."""
-    if activation is None:
-        return True
     module = getattr(activation, "__module__", None) or ""
     return module.split(".")[0] in ("keras", "keras_hub") and getattr(activation, "__name__", "") in _ELEMENT_WISE

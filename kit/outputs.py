@@ -10,7 +10,6 @@ training saved), or are not a plain file or folder, are refused before any work.
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from typing import IO, Iterator
 
 from kit.errors import KitError, UsageError
 from kit.rundir import RunDir
+from kit.scratch import remove_abandoned, scratch_beside
 
 
 class OutputError(KitError):
@@ -32,7 +32,6 @@ class OutputError(KitError):
 
 RUN_FILE = RunDir.RECORD  # what marks a run directory
 PREDICTION_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-WRITING = ".kit-writing-"  # a file being written: .<name>.kit-writing-<pid>, renamed when complete
 EXPORT_TMP = ".kit-export-"  # an export being written: .<name>.kit-export-<pid>
 
 
@@ -159,8 +158,7 @@ def replaced_when_complete(destination: Path) -> Iterator[IO[str]]:
     If the block fails or is interrupted, the temporary file is removed and
     `destination` is left as it was.
     """
-    scratch = destination.parent / f".{destination.name}{WRITING}{os.getpid()}"
-    _remove_abandoned(destination.parent, f".{destination.name}{WRITING}")
+    scratch = scratch_beside(destination)
     try:
         handle = _create(scratch)
     except OSError as exc:  # a read-only or full disk: name the file the user asked for, not our temporary one
@@ -236,7 +234,7 @@ def folder_replaced_when_complete(destination: Path) -> Iterator[Path]:
     Temporary folders left by a killed export (their process is gone) are removed first.
     """
     parent = destination.parent
-    _remove_abandoned(parent, f".{destination.name}{EXPORT_TMP}")
+    remove_abandoned(parent, f".{destination.name}{EXPORT_TMP}")
     scratch = parent / f".{destination.name}{EXPORT_TMP}{os.getpid()}"
     if scratch.is_symlink():
         scratch.unlink()
@@ -262,25 +260,3 @@ def _move_into_place(scratch: Path, destination: Path) -> None:
             f"{shown(destination)} was filled while kit exported (another export at the same time?); kit will not "
             f"overwrite it. Nothing was written: run the export again with another --output."
         ) from None
-
-
-def _remove_abandoned(parent: Path, prefix: str) -> None:
-    """Remove what a killed kit process left half-written in `parent` (`prefix` + the dead process's id)."""
-    for scratch in parent.glob(f"{glob.escape(prefix)}*"):
-        pid = scratch.name[len(prefix) :]
-        if not pid.isdigit() or _process_alive(int(pid)) or scratch.is_symlink():
-            continue
-        if scratch.is_dir():
-            shutil.rmtree(scratch, ignore_errors=True)
-        else:
-            scratch.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

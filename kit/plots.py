@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kit.scratch import written_atomically
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -13,6 +15,16 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write the figure as PNG under a temporary name, then rename it: a reader never sees half a plot."""
+    try:
+        with written_atomically(path) as scratch:
+            fig.savefig(scratch, format="png", dpi=100)
+    finally:
+        _pyplot().close(fig)
+    return path
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
@@ -35,9 +47,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> Path:
@@ -57,6 +67,4 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
                 ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kit.scratch import written_atomically
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, flush it to disk, then rename: a crash never leaves half a file."""
@@ -34,16 +36,10 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write text to a temporary name, flush it to disk, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written .tmp behind
-        raise
+    with written_atomically(path) as scratch, open(scratch, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 class RunDir:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from kit.errors import KitError, RunDirError, UsageError
 from kit.outputs import shown
 from kit.rundir import RunDir
 from kit.runfiles import RECORD_LIMIT, read_json, read_record, run_file
+from kit.scratch import written_atomically
 
 SPLITS = ("validation", "test", "train")
 PER_SPLIT = 4  # metrics per split in the table (--json has them all)
@@ -347,12 +347,10 @@ def plot_compare(runs: list[Run], path: Path) -> Path:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0))
     fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
-    tmp = path.with_name(f".{path.name}.kit-writing-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with written_atomically(path) as scratch:
+            fig.savefig(scratch, format="png", dpi=100)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path
 

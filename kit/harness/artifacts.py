@@ -13,6 +13,7 @@ from keras.src.saving import saving_lib
 from kit.assembly import Pieces
 from kit.config import Config
 from kit.rundir import RunDir, write_json_atomic
+from kit.scratch import remove, scratch_beside, written_atomically
 
 BUNDLE_FORMAT = 2  # of kit_model.json: 2 names the input kind and the backbone family
 
@@ -61,16 +62,15 @@ def write_model_file(model: keras.Model, path: Path) -> None:
     buffer handed to HDF5) and then copied into the zip from disk, so the disk briefly holds it twice.
     Keras's `save` builds that file in memory, copying each variable twice as it goes: MiniLM's model.keras
     took 90 MB more memory while it was written, at the end of a run, where its memory peaks. A process
-    killed meanwhile leaves the hidden temporary files, which the next write over `path` replaces.
+    killed meanwhile leaves hidden temporary files (`kit.scratch`), which the next write beside `path` removes.
     """
     from kit.harness.resume import write_weights
 
-    tmp = path.with_name(f".{path.name}.tmp.keras")
-    weights = path.with_name(f".{path.name}.weights.tmp.h5")
+    weights = scratch_beside(path.with_name(path.name + ".weights.h5"))
     try:
         config_json, metadata_json = saving_lib._serialize_model_as_json(model)
         write_weights(weights, model, with_optimizer=True)
-        with zipfile.ZipFile(tmp, "w") as archive:
+        with written_atomically(path) as scratch, zipfile.ZipFile(scratch, "w") as archive:
             archive.writestr(saving_lib._METADATA_FILENAME, metadata_json)
             archive.writestr(saving_lib._CONFIG_FILENAME, config_json)
             archive.write(weights, saving_lib._VARS_FNAME_H5)
@@ -80,9 +80,7 @@ def write_model_file(model: keras.Model, path: Path) -> None:
                                        visited_saveables=set())  # fmt: skip
             finally:
                 assets.close()
-        tmp.replace(path)
     finally:
-        tmp.unlink(missing_ok=True)
         weights.unlink(missing_ok=True)
 
 
@@ -90,13 +88,15 @@ def save_preset(backbone: Any, built: Any, run: RunDir) -> None:
     """The trained keras-hub backbone (with its preprocessor) as a preset another project fine-tunes."""
     from kit.harness.resume import lean_weights_files
 
-    tmp = run.preset_dir.with_name(run.preset_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with lean_weights_files():  # keras-hub writes the weights with Keras's save_weights
-        saved = backbone.save_preset(built, tmp)
-    if saved:
-        shutil.rmtree(run.preset_dir, ignore_errors=True)
-        tmp.rename(run.preset_dir)
+    tmp = scratch_beside(run.preset_dir)
+    try:
+        with lean_weights_files():  # keras-hub writes the weights with Keras's save_weights
+            saved = backbone.save_preset(built, tmp)
+        if saved:
+            shutil.rmtree(run.preset_dir, ignore_errors=True)
+            tmp.rename(run.preset_dir)
+    finally:
+        remove(tmp)  # gone after the rename; a failed save leaves nothing behind
 
 
 def bundle(pieces: Pieces, folder: Any, resolved: dict) -> dict[str, Any]:

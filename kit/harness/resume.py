@@ -69,6 +69,7 @@ from keras.src.saving import saving_lib
 
 from kit.console import say
 from kit.errors import Interrupted
+from kit.scratch import written_atomically
 
 STATE_PREFIX = "step-"
 DAMAGED_PREFIX = "damaged-"
@@ -509,26 +510,18 @@ def save_weights_file(model: keras.Model, path: Path) -> None:
     earlier = _last_written.get(key)
     if earlier is not None and earlier != path and earlier.is_file() and _link_atomically(earlier, path):
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write_weights(tmp, model, with_optimizer=False)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a signal leaves no partial file behind
-        raise
+    with written_atomically(path) as scratch:  # a full disk or a signal leaves no partial file behind
+        write_weights(scratch, model, with_optimizer=False)
     _last_written.clear()  # one entry: only the newest weights are ever linked
     _last_written[key] = path
 
 
 def _link_atomically(source: Path, path: Path) -> bool:
     """Hard-link `source` as `path` (through a temporary name); False where links are not possible."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.unlink(missing_ok=True)
-        os.link(source, tmp)
-        tmp.replace(path)
+        with written_atomically(path) as scratch:
+            os.link(source, scratch)
     except OSError:  # another file system, or one without hard links: write the file instead
-        tmp.unlink(missing_ok=True)
         return False
     return True
 

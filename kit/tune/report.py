@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from kit.config import dump_yaml, load_config, resolved_dict
 from kit.console import say
 from kit.rundir import write_text_atomic
 from kit.runs import format_table as aligned_table
+from kit.scratch import written_atomically
 from kit.tune import study as studies
 
 
@@ -225,10 +225,8 @@ def _save(axes: Any, path: Path) -> None:
     first = np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes
     figure = first.figure
     figure.set_size_inches(max(figure.get_size_inches()[0], 9), max(figure.get_size_inches()[1], 5))
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        figure.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with written_atomically(path) as scratch:  # two workers of one study may draw the same plot at once
+            figure.savefig(scratch, format="png", dpi=110, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(figure)

@@ -138,7 +138,9 @@ class Task:
         return keras.Model(built.inputs, self.build_head(built.representation), name=f"{self.name}_model")
 
     def model_to_save(self, model: Any, backbone: Backbone) -> Any:
-        """The model written to `model.keras` (weights already trained). Default: `model` itself.
+        """The model written to `model.keras`: the trained model (compiled; kit writes it as Keras writes an
+        uncompiled one, without optimizer state), or a plain copy when it trains LoRA adapters, merged into
+        its kernels. Default: `model` itself.
 
         The generation task trains a causal LM without its preprocessor (kit feeds token ids)
         and returns it here with the preprocessor attached, so `generate("text")` works on the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -18,8 +19,19 @@ from kit.scratch import remove, scratch_beside, written_atomically
 BUNDLE_FORMAT = 2  # of kit_model.json: 2 names the input kind and the backbone family
 
 
+def without_adapters(model: keras.Model) -> keras.Model:
+    """The model as model.keras holds it: `model` itself, or, when it trains LoRA adapters, a plain copy.
+
+    The copy (built from the config, 0.6 s and a second set of weights for MiniLM) is what Keras's own saving
+    of LoRA layers describes: the adapters merged into the kernels of layers without them.
+    """
+    from kit.harness.resume import lora_variables
+
+    return without_optimizer(model) if lora_variables(model) else model
+
+
 def without_optimizer(model: keras.Model) -> keras.Model:
-    """An uncompiled copy with the same weights, so model.keras holds no optimizer state.
+    """An uncompiled copy with the same weights (LoRA adapters merged into the kernels).
 
     Adam's two moments would triple the file; resuming reads backup/, not model.keras.
     """
@@ -43,8 +55,7 @@ def save_model(model: keras.Model, built: Any, pieces: Pieces, config: Config, r
     """Write the trained model and what is needed to use it: model.keras, kit_model.json, the preset."""
     folder = run.model_dir
     folder.mkdir(parents=True, exist_ok=True)
-    plain = without_optimizer(model)
-    saved = pieces.task.model_to_save(plain, pieces.backbone)
+    saved = pieces.task.model_to_save(without_adapters(model), pieces.backbone)
     write_model_file(saved, run.model_file)
     save_preset(pieces.backbone, built, run)
     if config.model.lora_rank is not None and built.backbone is not None:
@@ -57,7 +68,8 @@ def write_model_file(model: keras.Model, path: Path) -> None:
     """`model.save(path)`: Keras's `.keras` file (a zip of metadata.json, config.json, model.weights.h5 and
     assets/), which `keras.saving.load_model` reads, written through a temporary name.
 
-    Its weights file (with a compiled model's optimizer, as Keras writes it) is written as kit writes
+    The file describes an uncompiled model, as Keras saves one (a `compile_config` of `{}`, no optimizer state):
+    resuming reads backup/, and Adam's two moments would triple the file. Its weights file is written as kit writes
     checkpoints (`kit.harness.resume.write_weights`: into disk space reserved first, each variable's own
     buffer handed to HDF5) and then copied into the zip from disk, so the disk briefly holds it twice.
     Keras's `save` builds that file in memory, copying each variable twice as it goes: MiniLM's model.keras
@@ -69,19 +81,28 @@ def write_model_file(model: keras.Model, path: Path) -> None:
     weights = scratch_beside(path.with_name(path.name + ".weights.h5"))
     try:
         config_json, metadata_json = saving_lib._serialize_model_as_json(model)
-        write_weights(weights, model, with_optimizer=True)
+        config_json = _as_uncompiled(config_json)
+        write_weights(weights, model, with_optimizer=False)
         with written_atomically(path) as scratch, zipfile.ZipFile(scratch, "w") as archive:
             archive.writestr(saving_lib._METADATA_FILENAME, metadata_json)
             archive.writestr(saving_lib._CONFIG_FILENAME, config_json)
             archive.write(weights, saving_lib._VARS_FNAME_H5)
             assets = saving_lib.DiskIOStore(saving_lib._ASSETS_DIRNAME, archive=archive, mode="w")
             try:
+                optimizer = getattr(model, "optimizer", None)
                 saving_lib._save_state(model, weights_store=None, assets_store=assets, inner_path="",
-                                       visited_saveables=set())  # fmt: skip
+                                       visited_saveables={id(optimizer)} if optimizer is not None else set())  # fmt: skip
             finally:
                 assets.close()
     finally:
         weights.unlink(missing_ok=True)
+
+
+def _as_uncompiled(config_json: str) -> str:
+    """A compiled model's config as Keras writes the same model uncompiled: nothing to compile on loading."""
+    config = json.loads(config_json)
+    config["compile_config"] = {}
+    return json.dumps(config)
 
 
 def save_preset(backbone: Any, built: Any, run: RunDir) -> None:

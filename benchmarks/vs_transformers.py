@@ -266,7 +266,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.side:
         side = kit_side if args.side == "kit" else hf_side
-        print(json.dumps(side(args)))
+        print(json.dumps(side(args)), flush=True)
+        if args.side == "kit":  # the process ends as `kit run`'s does (kit.cli.main)
+            from kit.cli import skip_final_collection
+
+            skip_final_collection()
         return
     if not args.hf_python:
         parser.error("pass --hf-python (an interpreter with torch and transformers) or set KIT_HF_PYTHON")

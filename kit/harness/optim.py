@@ -141,9 +141,23 @@ class _FusedAdamUpdate:
             for variable in variables:
                 if self._use_weight_decay(variable):
                     value = variable.value if isinstance(variable, keras.Variable) else variable
-                    distribution.extended.update(value, shrink, args=(rate,), group=False)
+                    if _one_device():
+                        shrink(value, rate)
+                    else:
+                        distribution.extended.update(value, shrink, args=(rate,), group=False)
 
         tf.__internal__.distribute.interim.maybe_merge_call(decay, self._distribution_strategy, variables)
+
+    def _backend_update_step(self, grads: Sequence[Any], trainable_variables: Sequence[Any], learning_rate: Any) -> Any:
+        if not (self._fused() and _one_device()):
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        # One device and no strategy: each weight's `update_step` is called directly. Keras sends every weight
+        # through the strategy's merge_call and update(), which for the default strategy only call
+        # `update_step`: tracing that machinery for MiniLM's 103 weights took 0.5 s of the first step.
+        for gradient, variable in zip(grads, trainable_variables):
+            self.update_step(
+                gradient, variable.value if isinstance(variable, keras.Variable) else variable, learning_rate
+            )
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
         if not self._fused():
@@ -164,6 +178,11 @@ class _FusedAdamUpdate:
             epsilon=tf.cast(self.epsilon, dtype),
             grad=gradient,
         )
+
+
+def _one_device() -> bool:
+    """No `tf.distribute` strategy other than the default one (one device) is in use."""
+    return not tf.distribute.has_strategy()
 
 
 def shrink(variable: Any, rate: Any) -> None:

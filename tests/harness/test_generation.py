@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 
 import pytest
 from click.testing import CliRunner
 
 from kit.cli import cli
 from kit.plugins import reset_plugins
-from tests.conftest import project
+from tests.conftest import project, review
 
 pytestmark = pytest.mark.slow
 
@@ -203,10 +204,16 @@ def test_fine_tune_a_classifier_on_the_pretrained_decoder(runner, trained, tmp_p
     assert result.exit_code == 0, result.output
     run_dir = folder / "runs" / "run-1"
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] > 0.7
+    # New reviews like the training ones (2 sentiment words among 5 others): a three-word phrase, shorter than any
+    # training text, was labelled by chance of the training's float rounding on a given CPU.
+    rng = random.Random(7)
+    wanted = [rng.random() < 0.5 for _ in range(12)]
     new = tmp_path / "new.csv"
-    new.write_text("text\nwonderful delightful film\nboring tedious plot\n")
+    new.write_text("text\n" + "".join(review(rng, positive) + "\n" for positive in wanted))
     output = runner.invoke(cli, ["predict", str(run_dir), str(new)]).output
-    assert [json.loads(line)["label"] for line in output.splitlines() if line.startswith("{")] == ["pos", "neg"]
+    labels = [json.loads(line)["label"] for line in output.splitlines() if line.startswith("{")]
+    assert len(labels) == 12
+    assert sum(label == ("pos" if positive else "neg") for label, positive in zip(labels, wanted)) >= 10, labels
 
 
 def test_generation_mistakes_are_explained(runner, tmp_path, trained):

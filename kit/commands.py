@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import os
 import sys
 from typing import Any, Callable
@@ -57,6 +58,11 @@ def quiet_tensorflow() -> None:
             import tensorflow
 
             tensorflow.config.list_physical_devices()  # device probing logs too
+            import keras  # noqa: F401 - every command that imports TensorFlow uses Keras
+
+            # What the imports built (modules, classes, functions: alive until the process ends) is kept out
+            # of the garbage collector's full passes from now on: a MiniLM run's eight took 0.78 s in all.
+            gc.freeze()
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)

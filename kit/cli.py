@@ -55,10 +55,10 @@ def cli() -> None:
 
 
 def main() -> None:
-    try:
-        cli(prog_name="kit")
-    finally:
-        skip_final_collection()
+    import atexit
+
+    atexit.register(skip_final_collection)  # at the interpreter's exit only, after the other exit handlers
+    cli(prog_name="kit")
 
 
 def skip_final_collection() -> None:

@@ -18,10 +18,11 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Write the figure as PNG under a temporary name, then rename it: a reader never sees half a plot."""
+    """Write the figure (in the format `path`'s suffix names; PNG without one) under a temporary name, then
+    rename it: a reader never sees half a plot."""
     try:
         with written_atomically(path) as scratch:
-            fig.savefig(scratch, format="png", dpi=100)
+            fig.savefig(scratch, format=path.suffix.lstrip(".").lower() or "png", dpi=100)
     finally:
         _pyplot().close(fig)
     return path

@@ -1,9 +1,11 @@
 """Temporary names beside a destination: how every file kit writes appears whole or not at all.
 
-A file or folder is written under `.NAME.kit-writing-PID` beside its destination and renamed onto it when
-complete. The process id in the name keeps concurrent writers apart: two `kit tune` workers sharing one
-study write the same report files, and each renames only its own complete copy (the last rename wins, and
-every reader sees a whole file). It also lets the next writer remove what a killed process left behind.
+A file is written under `.NAME.kit-writing-PID.HOST.RANDOM` beside its destination and renamed onto it when
+complete. The name is new for every write, so concurrent writers never share one: two `kit tune` workers,
+on one machine or several sharing a folder, write the same report files, and each renames only its own
+complete copy (the last rename wins; every reader sees a whole file). The process id and a short hash of
+the host name let the next writer on the same machine remove what a killed process left behind; names
+from other machines are left alone, as their processes cannot be checked from here.
 
 Example:
     >>> with written_atomically(folder / "summary.md") as scratch:
@@ -13,34 +15,42 @@ Example:
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
+import secrets
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-WRITING = ".kit-writing-"  # a file being written: .<name>.kit-writing-<pid>, renamed when complete
+WRITING = ".kit-writing-"  # a file being written: .<name>.kit-writing-<pid>.<host>.<random>, renamed when complete
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def scratch_beside(destination: Path, marker: str = WRITING) -> Path:
-    """This process's temporary name for `destination` (emptied); what dead processes left there is removed."""
+    """A new temporary name for `destination`, unique to this write; what dead processes left there is removed."""
     prefix = f".{destination.name}{marker}"
     remove_abandoned(destination.parent, prefix)
-    scratch = destination.parent / f"{prefix}{os.getpid()}"
-    remove(scratch)  # an earlier leftover of this process id, or something planted there, is never followed
-    return scratch
+    return destination.parent / f"{prefix}{os.getpid()}.{HOST}.{secrets.token_hex(4)}"
 
 
 @contextmanager
 def written_atomically(destination: Path) -> Iterator[Path]:
-    """A temporary path beside `destination` for the block to write (a file or a folder), then renamed onto it.
+    """A temporary file name beside `destination` for the block to write, then renamed onto it.
 
-    If the block fails or is interrupted, the temporary path is removed and `destination` is left as it was.
+    If the block fails or is interrupted, the temporary file is removed and `destination` is left as it was.
+    Errors name `destination`, never the temporary name. For files only: a folder is not renamed onto an
+    existing one.
     """
     scratch = scratch_beside(destination)
     try:
         yield scratch
         os.replace(scratch, destination)
+    except OSError as exc:
+        if exc.filename == str(scratch):  # a full or read-only disk: name the file the user knows
+            raise OSError(exc.errno, exc.strerror, str(destination)) from exc
+        raise
     finally:
         remove(scratch)  # gone after the rename; after a failure, no half-written file stays behind
 
@@ -54,12 +64,20 @@ def remove(path: Path) -> None:
 
 
 def remove_abandoned(parent: Path, prefix: str) -> None:
-    """Remove what a killed kit process left half-written in `parent` (`prefix` + the dead process's id)."""
+    """Remove what a killed kit process on this machine left half-written in `parent` (`prefix` + its id).
+
+    A leftover that cannot be removed (another user's, in a shared folder) is left: it never fails a write.
+    """
     for scratch in parent.glob(f"{glob.escape(prefix)}*"):
-        pid = scratch.name[len(prefix) :]
-        if not pid.isdigit() or _process_alive(int(pid)) or scratch.is_symlink():
+        pid, _, rest = scratch.name[len(prefix) :].partition(".")
+        host = rest.partition(".")[0]
+        if not pid.isdigit() or (rest and host != HOST) or scratch.is_symlink():
             continue
-        remove(scratch)
+        try:
+            if not _process_alive(int(pid)):
+                remove(scratch)
+        except (OSError, OverflowError):
+            continue
 
 
 def _process_alive(pid: int) -> bool:

@@ -138,9 +138,12 @@ class Task:
         return keras.Model(built.inputs, self.build_head(built.representation), name=f"{self.name}_model")
 
     def model_to_save(self, model: Any, backbone: Backbone) -> Any:
-        """The model written to `model.keras`: the trained model (compiled; kit writes it as Keras writes an
-        uncompiled one, without optimizer state), or a plain copy when it trains LoRA adapters, merged into
-        its kernels. Default: `model` itself.
+        """The model written to `model.keras`. Default: `model` itself.
+
+        `model` is the trained model itself when it is a plain functional model without LoRA adapters (kit
+        then writes it as Keras writes it uncompiled, without optimizer state), else an uncompiled copy with
+        the adapters merged. Do not change `model`: the final evaluation runs on it after saving. Return a
+        new model to save something else (kit then writes it as Keras would, compile settings included).
 
         The generation task trains a causal LM without its preprocessor (kit feeds token ids)
         and returns it here with the preprocessor attached, so `generate("text")` works on the

@@ -6,12 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from kit.rundir import write_text_atomic
-from kit.scratch import WRITING, scratch_beside, written_atomically
+from kit.scratch import HOST, WRITING, scratch_beside, written_atomically
 
 WRITER = textwrap.dedent(
     """
@@ -65,24 +64,31 @@ def test_a_failed_write_leaves_the_old_file_and_no_scratch(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
-def test_what_a_killed_writer_left_is_removed_and_a_live_ones_kept(tmp_path):
+def test_what_a_killed_writer_left_is_removed_and_a_live_or_foreign_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    abandoned = tmp_path / f".m.json{WRITING}{dead.stdout.strip()}"
-    abandoned.write_text("half")
-    running = tmp_path / f".m.json{WRITING}{os.getppid()}"  # a live process writing the same file
-    running.write_text("in progress")
+    dead_pid = dead.stdout.strip()
+    abandoned = tmp_path / f".m.json{WRITING}{dead_pid}.{HOST}.0a1b2c3d"
+    older = tmp_path / f".m.json{WRITING}{dead_pid}"  # as kit named them before: this machine's
+    running = tmp_path / f".m.json{WRITING}{os.getppid()}.{HOST}.00000000"  # a live process writing the same file
+    elsewhere = tmp_path / f".m.json{WRITING}{dead_pid}.ffffffff.00000000"  # a worker on another machine
+    huge = tmp_path / f".m.json{WRITING}{'9' * 40}.{HOST}.00000000"  # not a process id at all
+    for path in (abandoned, older, running, elsewhere, huge):
+        path.write_text("half")
     write_text_atomic(tmp_path / "m.json", "{}")
-    assert not abandoned.exists()
-    assert running.read_text() == "in progress"
+    assert not abandoned.exists() and not older.exists()
+    assert running.exists() and elsewhere.exists() and huge.exists()
     assert (tmp_path / "m.json").read_text() == "{}"
 
 
-def test_a_link_planted_at_the_scratch_name_is_not_followed(tmp_path):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("precious")
-    scratch = scratch_beside(tmp_path / "out.txt")
-    scratch.symlink_to(victim)
-    write_text_atomic(tmp_path / "out.txt", "new")
-    assert victim.read_text() == "precious"
-    assert (tmp_path / "out.txt").read_text() == "new"
-    assert not Path(scratch).is_symlink()
+def test_every_write_takes_a_new_unpredictable_name(tmp_path):
+    """Two writers never share a temporary name (processes with one id in two containers, or two threads),
+    and nobody can plant a link where kit will write."""
+    names = {scratch_beside(tmp_path / "out.txt").name for _ in range(20)}
+    assert len(names) == 20
+    assert all(name.startswith(f".out.txt{WRITING}{os.getpid()}.{HOST}.") for name in names)
+
+
+def test_an_error_names_the_destination_not_the_temporary_file(tmp_path):
+    with pytest.raises(OSError) as caught, written_atomically(tmp_path / "out.txt") as scratch:
+        raise OSError(28, "No space left on device", str(scratch))
+    assert caught.value.filename == str(tmp_path / "out.txt")

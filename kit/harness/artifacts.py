@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import shutil
+import contextlib
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 from keras.src.saving import saving_lib
@@ -19,15 +18,20 @@ from kit.scratch import remove, scratch_beside, written_atomically
 BUNDLE_FORMAT = 2  # of kit_model.json: 2 names the input kind and the backbone family
 
 
-def without_adapters(model: keras.Model) -> keras.Model:
-    """The model as model.keras holds it: `model` itself, or, when it trains LoRA adapters, a plain copy.
+def model_for_file(model: keras.Model) -> keras.Model:
+    """The model model.keras holds: the trained model itself when it is a plain functional or sequential
+    model without LoRA adapters (the models of kit's own tasks), else an uncompiled copy.
 
-    The copy (built from the config, 0.6 s and a second set of weights for MiniLM) is what Keras's own saving
-    of LoRA layers describes: the adapters merged into the kernels of layers without them.
+    The copy (built from the config: about 0.5 s and a second set of weights for MiniLM) merges LoRA adapters
+    into the kernels, as Keras's own saving of LoRA layers describes them, and gives a model class that
+    compiles itself when built (keras-hub's tasks) the fresh optimizer Keras writes for it.
     """
+    from keras.src.models.functional import Functional
+
     from kit.harness.resume import lora_variables
 
-    return without_optimizer(model) if lora_variables(model) else model
+    plain = type(model) in (Functional, keras.Sequential) and not lora_variables(model)
+    return model if plain else without_optimizer(model)
 
 
 def without_optimizer(model: keras.Model) -> keras.Model:
@@ -55,8 +59,9 @@ def save_model(model: keras.Model, built: Any, pieces: Pieces, config: Config, r
     """Write the trained model and what is needed to use it: model.keras, kit_model.json, the preset."""
     folder = run.model_dir
     folder.mkdir(parents=True, exist_ok=True)
-    saved = pieces.task.model_to_save(without_adapters(model), pieces.backbone)
-    write_model_file(saved, run.model_file)
+    plain = model_for_file(model)
+    saved = pieces.task.model_to_save(plain, pieces.backbone)
+    write_model_file(saved, run.model_file, trained=saved is model)
     save_preset(pieces.backbone, built, run)
     if config.model.lora_rank is not None and built.backbone is not None:
         # Merged into model.keras and the preset already (Keras saves LoRA kernels merged); alone here.
@@ -64,12 +69,13 @@ def save_model(model: keras.Model, built: Any, pieces: Pieces, config: Config, r
     write_json_atomic(run.bundle_file, bundle(pieces, folder, resolved))
 
 
-def write_model_file(model: keras.Model, path: Path) -> None:
+def write_model_file(model: keras.Model, path: Path, trained: bool = False) -> None:
     """`model.save(path)`: Keras's `.keras` file (a zip of metadata.json, config.json, model.weights.h5 and
     assets/), which `keras.saving.load_model` reads, written through a temporary name.
 
-    The file describes an uncompiled model, as Keras saves one (a `compile_config` of `{}`, no optimizer state):
-    resuming reads backup/, and Adam's two moments would triple the file. Its weights file is written as kit writes
+    `trained`: `model` is the compiled model training used, written as Keras writes the same model uncompiled
+    (its compile settings are not even serialised, and its optimizer's state is left out: resuming reads
+    backup/, and Adam's two moments would triple the file). Its weights file is written as kit writes
     checkpoints (`kit.harness.resume.write_weights`: into disk space reserved first, each variable's own
     buffer handed to HDF5) and then copied into the zip from disk, so the disk briefly holds it twice.
     Keras's `save` builds that file in memory, copying each variable twice as it goes: MiniLM's model.keras
@@ -80,9 +86,9 @@ def write_model_file(model: keras.Model, path: Path) -> None:
 
     weights = scratch_beside(path.with_name(path.name + ".weights.h5"))
     try:
-        config_json, metadata_json = saving_lib._serialize_model_as_json(model)
-        config_json = _as_uncompiled(config_json)
-        write_weights(weights, model, with_optimizer=False)
+        with _described_uncompiled(model) if trained else contextlib.nullcontext():
+            config_json, metadata_json = saving_lib._serialize_model_as_json(model)
+        write_weights(weights, model, with_optimizer=not trained)
         with written_atomically(path) as scratch, zipfile.ZipFile(scratch, "w") as archive:
             archive.writestr(saving_lib._METADATA_FILENAME, metadata_json)
             archive.writestr(saving_lib._CONFIG_FILENAME, config_json)
@@ -90,19 +96,25 @@ def write_model_file(model: keras.Model, path: Path) -> None:
             assets = saving_lib.DiskIOStore(saving_lib._ASSETS_DIRNAME, archive=archive, mode="w")
             try:
                 optimizer = getattr(model, "optimizer", None)
+                skipped = {id(optimizer)} if trained and optimizer is not None else set()
                 saving_lib._save_state(model, weights_store=None, assets_store=assets, inner_path="",
-                                       visited_saveables={id(optimizer)} if optimizer is not None else set())  # fmt: skip
+                                       visited_saveables=skipped)  # fmt: skip
             finally:
                 assets.close()
     finally:
         weights.unlink(missing_ok=True)
 
 
-def _as_uncompiled(config_json: str) -> str:
-    """A compiled model's config as Keras writes the same model uncompiled: nothing to compile on loading."""
-    config = json.loads(config_json)
-    config["compile_config"] = {}
-    return json.dumps(config)
+@contextlib.contextmanager
+def _described_uncompiled(model: keras.Model) -> Iterator[None]:
+    """Within the block, `model.get_compile_config()` answers as for an uncompiled model (`{}`), so its
+    optimizer, schedule, loss and metrics are not serialised (a plugin's loss without a config cannot fail
+    the save)."""
+    object.__setattr__(model, "get_compile_config", dict)
+    try:
+        yield
+    finally:
+        object.__delattr__(model, "get_compile_config")
 
 
 def save_preset(backbone: Any, built: Any, run: RunDir) -> None:
@@ -114,10 +126,23 @@ def save_preset(backbone: Any, built: Any, run: RunDir) -> None:
         with lean_weights_files():  # keras-hub writes the weights with Keras's save_weights
             saved = backbone.save_preset(built, tmp)
         if saved:
-            shutil.rmtree(run.preset_dir, ignore_errors=True)
-            tmp.rename(run.preset_dir)
+            _swap_in(tmp, run.preset_dir)
     finally:
-        remove(tmp)  # gone after the rename; a failed save leaves nothing behind
+        remove(tmp)  # gone after the swap; a failed save leaves nothing behind
+
+
+def _swap_in(folder: Path, destination: Path) -> None:
+    """Rename `folder` to `destination`; an earlier `destination` is moved aside first and removed only after."""
+    old = scratch_beside(destination, marker=".kit-old-")
+    if destination.exists() or destination.is_symlink():
+        destination.rename(old)
+    try:
+        folder.rename(destination)
+    except OSError:
+        if old.exists() or old.is_symlink():
+            old.rename(destination)  # the earlier preset back where it was
+        raise
+    remove(old)
 
 
 def bundle(pieces: Pieces, folder: Any, resolved: dict) -> dict[str, Any]:

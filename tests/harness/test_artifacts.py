@@ -61,7 +61,7 @@ def test_a_compiled_models_file_is_what_keras_writes_for_it_uncompiled(tmp_path)
     model.save(tmp_path / "keras.keras")  # Keras's own file, uncompiled
     model.compile(optimizer="adam", loss="mse")
     model.train_on_batch(np.array([["low"], ["high"]]), np.zeros((2, 2)))  # the optimizer has state to leave out
-    write_model_file(model, tmp_path / "model.keras")
+    write_model_file(model, tmp_path / "model.keras", trained=True)
 
     def groups(path):
         with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as weights:

@@ -219,7 +219,7 @@ def test_weight_decay_at_fine_tuning_rates_is_not_rounded_away():
 
 
 def test_one_device_updates_each_weight_directly_with_the_strategys_result(monkeypatch):
-    """Without a strategy the fused optimizers skip the strategy's per-weight update machinery (0.5 s of
+    """Without a strategy the fused optimizers skip the strategy's per-weight update machinery (0.1-0.4 s of
     tracing MiniLM's first step); under one they keep it. The weights come out the same."""
     routed_calls = []
     update = tf.distribute.StrategyExtended.update

@@ -17,12 +17,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 100, **options: Any) -> Path:
     """Write the figure (in the format `path`'s suffix names; PNG without one) under a temporary name, then
-    rename it: a reader never sees half a plot."""
+    rename it, and close it: a reader never sees half a plot. `options` go to matplotlib's `savefig`."""
     try:
         with written_atomically(path) as scratch:
-            fig.savefig(scratch, format=path.suffix.lstrip(".").lower() or "png", dpi=100)
+            fig.savefig(scratch, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi, **options)
     finally:
         _pyplot().close(fig)
     return path
@@ -48,7 +48,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> Path:
@@ -68,4 +68,4 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
                 ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

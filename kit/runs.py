@@ -23,7 +23,6 @@ from kit.errors import KitError, RunDirError, UsageError
 from kit.outputs import shown
 from kit.rundir import RunDir
 from kit.runfiles import RECORD_LIMIT, read_json, read_record, run_file
-from kit.scratch import written_atomically
 
 SPLITS = ("validation", "test", "train")
 PER_SPLIT = 4  # metrics per split in the table (--json has them all)
@@ -323,6 +322,8 @@ def plot_compare(runs: list[Run], path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from kit.plots import save_figure
+
     names = _curve_names(runs)
     if not names:
         raise RunDirError("None of these runs has per-epoch history yet (history.jsonl); nothing to plot.")
@@ -347,12 +348,7 @@ def plot_compare(runs: list[Run], path: Path) -> Path:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0))
     fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
-    try:
-        with written_atomically(path) as scratch:
-            fig.savefig(scratch, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _curve_names(runs: list[Run]) -> list[str]:

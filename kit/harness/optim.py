@@ -138,10 +138,11 @@ class _FusedAdamUpdate:
         rate = tf.cast(self.learning_rate, "float32") * tf.cast(self.weight_decay, "float32")
 
         def decay(distribution: Any, variables: Sequence[Any]) -> None:
+            direct = _one_device()
             for variable in variables:
                 if self._use_weight_decay(variable):
                     value = variable.value if isinstance(variable, keras.Variable) else variable
-                    if _one_device():
+                    if direct:
                         shrink(value, rate)
                     else:
                         distribution.extended.update(value, shrink, args=(rate,), group=False)

@@ -25,7 +25,6 @@ from kit.config import dump_yaml, load_config, resolved_dict
 from kit.console import say
 from kit.rundir import write_text_atomic
 from kit.runs import format_table as aligned_table
-from kit.scratch import written_atomically
 from kit.tune import study as studies
 
 
@@ -219,14 +218,11 @@ def _importance_evaluator() -> Any:
 
 
 def _save(axes: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from kit.plots import save_figure
 
     first = np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes
     figure = first.figure
     figure.set_size_inches(max(figure.get_size_inches()[0], 9), max(figure.get_size_inches()[1], 5))
-    try:
-        with written_atomically(path) as scratch:  # two workers of one study may draw the same plot at once
-            figure.savefig(scratch, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+    save_figure(figure, path, dpi=110, bbox_inches="tight")  # two workers of one study may draw it at once

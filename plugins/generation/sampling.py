@@ -205,7 +205,8 @@ class Generator:
         self.model.sampler, self.model.generate_function = self._decoder(sampling, inputs)
         self.model.preprocessor = None  # inputs are token ids already
         try:
-            outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
+            with self._tracing():
+                outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
         finally:  # the model is keras-hub's again for anyone else who calls it
             self.model.preprocessor, self.model.sampler, self.model.generate_function = saved
         token_ids = np.asarray(outputs["token_ids"])
@@ -242,14 +243,16 @@ class Generator:
         sampler = sampling.make()
         token_ids = np.array(inputs["token_ids"])
         prompt = tf.constant(token_ids)
-        _, cache = self._graph("cache", self.model._build_cache, prompt, lengths=(total,))(prompt)
+        with self._tracing():
+            _, cache = self._graph("cache", self.model._build_cache, prompt, lengths=(total,))(prompt)
         stop = set(self._stop_ids())
         rows = [_Row(length, True if streamed is None else streamed[n]) for n, length in enumerate(lengths)]
         step = None
         for index in range(min(lengths), total):
             arguments = (tf.constant(token_ids[:, index - 1 : index]), cache, tf.constant(index - 1, tf.int32))
             step = step or self._graph("step", self.model.call_with_cache, *arguments, lengths=(total,))
-            logits, _, cache = step(*arguments)
+            with self._tracing():
+                logits, _, cache = step(*arguments)
             next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
             pieces = []
             for number, (row, next_id) in enumerate(zip(rows, next_ids)):
@@ -262,6 +265,20 @@ class Generator:
                 return
             yield pieces
         yield [row.rest(self._decode) for row in rows]  # the context is full: what is not shown yet
+
+    def _tracing(self) -> Any:
+        """The block the decoding graphs are traced in (they are traced on their first call).
+
+        Without XLA, dense layers as fused products (`kit.fused_dense`): a small decoder's step is many
+        small operations, and a dense layer's product, bias and activation become one (gpt-tiny: 1.05-1.26x
+        the tokens/s, the same tokens; SmolLM2, whose layers have no bias, 1.06x: `benchmarks/decoder_fusion.py`).
+        XLA fuses them itself.
+        """
+        import contextlib
+
+        from kit.fused_dense import fused_dense_layers
+
+        return contextlib.nullcontext() if self.jit_compile else fused_dense_layers()
 
     def _decoder(self, sampling: Sampling, inputs: dict[str, np.ndarray]) -> tuple[Any, Any]:
         """(sampler, keras-hub's generate step as a graph) for these sampler settings, kept for the next batch.

@@ -133,6 +133,35 @@ def test_one_generator_traces_each_graph_once_for_every_batch_shape(trained):
     assert len(traces) == 3  # greedy's decoder was kept
 
 
+def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypatch):
+    """Without XLA the batch decoder and the streaming graphs take kit.fused_dense's row products (gpt-tiny:
+    fewer, larger operations per token), and give the unfused decoder's tokens (keras-hub's own `generate`:
+    `test_exported_preset_loads_in_plain_keras_hub_and_generates_the_same`)."""
+    from kit_plugins.generation.sampling import Generator, Sampling
+
+    from kit import fused_dense
+
+    products = []
+    product = fused_dense._rows_product
+    monkeypatch.setattr(fused_dense, "_rows_product", lambda *a, **k: products.append(a) or product(*a, **k))
+    generator = Generator(trained)
+    greedy = Sampling("greedy", max_new_tokens=6)
+    batch = generator.generate(["The for statement"], greedy)
+    traced = len(products)
+    assert traced >= 8  # gpt-tiny's two layers: query, key, value, output and two feed-forward products each
+    streamed = "".join(piece for pieces in generator.steps(["The for statement"], greedy) for piece in pieces)
+    assert len(products) > traced  # the cache and step graphs too
+    assert streamed == batch[0]
+    assert keras_dense_call_restored()
+
+
+def keras_dense_call_restored() -> bool:
+    """Keras's own `Dense.call` is back once decoding is done: the fused calls are open only while tracing."""
+    import keras
+
+    return keras.layers.Dense.call.__qualname__ == "Dense.call"
+
+
 def test_prompts_file_gives_jsonl_with_line_numbers(runner, trained, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The for statement\n\nNames refer to\n", encoding="utf-8")

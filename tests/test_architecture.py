@@ -30,6 +30,7 @@ PUBLIC = {
     "kit.data",
     "kit.errors",
     "kit.exports",
+    "kit.fused_dense",
     "kit.images",
     "kit.inference",
     "kit.plots",

@@ -130,7 +130,7 @@ class Generator:
             batches never waits for the trace, and a server (0) traces it while warming up.
         jit_compile: compile `generate()`'s decoding loop with XLA (not `steps()`, which runs one step at
             a time from Python); None: Keras's `jit_compile="auto"`, XLA on a GPU. On 2 CPU cores XLA gives
-            up to 1.4x the tokens/s of SmolLM2-135M (batch 8; none at batch 1) and 3.5-5.7x gpt-tiny's, but
+            1.2-1.4x the tokens/s of SmolLM2-135M and 3.6-4.6x gpt-tiny's (batch 1 and 8), but
             compiles again for each new batch size and prompt length.
     """
 

@@ -34,6 +34,7 @@ def kit_side(folder: str, batch: int, new: int, jit_compile: bool = False) -> di
     import numpy as np
     import tensorflow as tf  # noqa: F401  (before keras-hub, as kit does)
     from _kit import detached_preprocessor
+    from kit_plugins.generation.sampling import biased_dense_layers
 
     from kit.fused_dense import fused_dense_layers
     from kit.text import load_preset
@@ -45,8 +46,8 @@ def kit_side(folder: str, batch: int, new: int, jit_compile: bool = False) -> di
     features = preprocessor.generate_preprocess([PROMPT] * batch, sequence_length=64 + new)
     prompt_tokens = int(np.asarray(features["padding_mask"][0]).sum())
     features = {name: value[:, : prompt_tokens + new] for name, value in features.items()}
-    # As kit generate traces its decoder: without XLA, dense layers as fused products.
-    tracing = contextlib.nullcontext() if jit_compile else fused_dense_layers()
+    # As kit generate traces its decoder: without XLA, dense layers with biases as fused products.
+    tracing = fused_dense_layers() if not jit_compile and biased_dense_layers(model) else contextlib.nullcontext()
     with detached_preprocessor(model), tracing:
         model.generate(features, stop_token_ids=None)  # compile
         started = time.perf_counter()

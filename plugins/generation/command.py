@@ -36,7 +36,7 @@ from kit.errors import UsageError
 @click.option(
     "--jit-compile/--no-jit-compile",
     default=None,
-    help="Compile the decoding loop with XLA (default: on a GPU only; not with --stream). On CPU 1.2-1.4x the "
+    help="Compile the decoding loop with XLA (default: on a GPU only; not with --stream). On CPU 1.2-1.3x the "
     "tokens/s of SmolLM2, 3.6-4.6x gpt-tiny's, but each new batch size and prompt length compiles again.",
 )
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")

@@ -8,6 +8,7 @@ as soon as it exists.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -117,6 +118,17 @@ def context_length(model: Any) -> int:
     return int(limit or model.preprocessor.sequence_length)
 
 
+def biased_dense_layers(model: Any) -> bool:
+    """Whether any of `model`'s dense layers (`Dense`, `EinsumDense`) adds a bias: then the decoder is traced
+    with fused dense layers (`Generator._tracing`)."""
+    import keras
+
+    dense = (keras.layers.Dense, keras.layers.EinsumDense)
+    return any(
+        isinstance(layer, dense) and getattr(layer, "bias", None) is not None for layer in model._flatten_layers()
+    )
+
+
 class Generator:
     """A generation run's causal LM, ready to continue prompts.
 
@@ -130,7 +142,7 @@ class Generator:
             batches never waits for the trace, and a server (0) traces it while warming up.
         jit_compile: compile `generate()`'s decoding loop with XLA (not `steps()`, which runs one step at
             a time from Python); None: Keras's `jit_compile="auto"`, XLA on a GPU. On 2 CPU cores XLA gives
-            1.2-1.4x the tokens/s of SmolLM2-135M and 3.6-4.6x gpt-tiny's (batch 1 and 8), but
+            1.2-1.3x the tokens/s of SmolLM2-135M and 3.6-4.6x gpt-tiny's (2026-11-27, batch 1 and 8), but
             compiles again for each new batch size and prompt length.
     """
 
@@ -205,7 +217,7 @@ class Generator:
         self.model.sampler, self.model.generate_function = self._decoder(sampling, inputs)
         self.model.preprocessor = None  # inputs are token ids already
         try:
-            with self._tracing():
+            with self._tracing(xla=self.jit_compile):
                 outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
         finally:  # the model is keras-hub's again for anyone else who calls it
             self.model.preprocessor, self.model.sampler, self.model.generate_function = saved
@@ -243,7 +255,7 @@ class Generator:
         sampler = sampling.make()
         token_ids = np.array(inputs["token_ids"])
         prompt = tf.constant(token_ids)
-        with self._tracing():
+        with self._tracing(xla=False):  # `steps` graphs are never compiled with XLA
             _, cache = self._graph("cache", self.model._build_cache, prompt, lengths=(total,))(prompt)
         stop = set(self._stop_ids())
         rows = [_Row(length, True if streamed is None else streamed[n]) for n, length in enumerate(lengths)]
@@ -251,7 +263,7 @@ class Generator:
         for index in range(min(lengths), total):
             arguments = (tf.constant(token_ids[:, index - 1 : index]), cache, tf.constant(index - 1, tf.int32))
             step = step or self._graph("step", self.model.call_with_cache, *arguments, lengths=(total,))
-            with self._tracing():
+            with self._tracing(xla=False):
                 logits, _, cache = step(*arguments)
             next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
             pieces = []
@@ -266,19 +278,24 @@ class Generator:
             yield pieces
         yield [row.rest(self._decode) for row in rows]  # the context is full: what is not shown yet
 
-    def _tracing(self) -> Any:
-        """The block the decoding graphs are traced in (they are traced on their first call).
+    def _tracing(self, xla: bool) -> Any:
+        """The block a decoding graph is traced in (on its first call), `xla`: whether it is compiled with XLA.
 
-        Without XLA, dense layers as fused products (`kit.fused_dense`): a small decoder's step is many
-        small operations, and a dense layer's product, bias and activation become one (gpt-tiny: 1.05-1.26x
-        the tokens/s, the same tokens; SmolLM2, whose layers have no bias, 1.06x: `benchmarks/decoder_fusion.py`).
-        XLA fuses them itself.
+        Without XLA, a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
+        (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
+        activation become one (gpt-tiny: 1.01-1.16x the tokens/s, the same tokens). Llama's layers have no
+        bias: nothing to fuse, and SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers
+        (`benchmarks/decoder_fusion.py`). XLA fuses layers itself.
         """
         import contextlib
 
         from kit.fused_dense import fused_dense_layers
 
-        return contextlib.nullcontext() if self.jit_compile else fused_dense_layers()
+        return fused_dense_layers() if not xla and self._biased_dense_layers else contextlib.nullcontext()
+
+    @functools.cached_property
+    def _biased_dense_layers(self) -> bool:
+        return biased_dense_layers(self.model)
 
     def _decoder(self, sampling: Sampling, inputs: dict[str, np.ndarray]) -> tuple[Any, Any]:
         """(sampler, keras-hub's generate step as a graph) for these sampler settings, kept for the next batch.

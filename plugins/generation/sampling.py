@@ -8,6 +8,7 @@ as soon as it exists.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections import OrderedDict
@@ -262,8 +263,9 @@ class Generator:
         step = None
         for index in range(min(lengths), total):
             arguments = (tf.constant(token_ids[:, index - 1 : index]), cache, tf.constant(index - 1, tf.int32))
+            first = step is None  # the step graph is traced on its first call: the block is needed then only
             step = step or self._graph("step", self.model.call_with_cache, *arguments, lengths=(total,))
-            with self._tracing(xla=False):
+            with self._tracing(xla=False) if first else contextlib.nullcontext():
                 logits, _, cache = step(*arguments)
             next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
             pieces = []
@@ -287,8 +289,6 @@ class Generator:
         bias: nothing to fuse, and SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers
         (`benchmarks/decoder_fusion.py`). XLA fuses layers itself.
         """
-        import contextlib
-
         from kit.fused_dense import fused_dense_layers
 
         return fused_dense_layers() if not xla and self._biased_dense_layers else contextlib.nullcontext()

@@ -21,6 +21,19 @@ def pytest_configure(config):
     # The machine's FLOP/s ceiling (for a run's utilisation) is measured once per cache: not once per test
     # (module-scoped fixtures train before any per-test fixture runs, so it is set for the whole session).
     os.environ["KIT_PEAK_FLOPS"] = "1e11"
+    share_the_cores_between_workers()
+
+
+def share_the_cores_between_workers():
+    """Under pytest-xdist, each worker's TensorFlow (and the kit processes its tests start) gets its share of
+    the cores instead of a thread per core: `-n 2` on 2 cores otherwise runs 4 busy threads on 2 cores, and
+    spinning threads wait on each other (tests/harness resume + generation: 400 s, 354 s with a share).
+    Read by TensorFlow when it starts, which is after this (conftest runs before any test imports it)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", share)
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", share)
 
 
 @pytest.fixture(autouse=True)

@@ -38,10 +38,11 @@ def document_tokens(tokenizer: Any) -> Any:
 
     if tokenizer not in _DOCUMENT_TOKENS:
         end = tf.constant([tokenizer.end_token_id], tf.int32)
+        tokenizer_ref = weakref.ref(tokenizer)  # a strong one would keep the key, and its entry, alive for good
 
         @tf.function
-        def tokens(text: Any) -> Any:
-            return tf.concat([tf.cast(tokenizer(text), tf.int32), end], axis=0)
+        def tokens(text: Any) -> Any:  # traced while the tokenizer is in use, so the reference is alive
+            return tf.concat([tf.cast(tokenizer_ref()(text), tf.int32), end], axis=0)
 
         _DOCUMENT_TOKENS[tokenizer] = tokens
     return _DOCUMENT_TOKENS[tokenizer]

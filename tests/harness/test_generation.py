@@ -307,3 +307,38 @@ def test_only_decoders_with_biased_dense_layers_are_traced_fused():
     unbiased = keras.Model(inputs, keras.layers.Dense(4, use_bias=False)(projection(inputs)))
     assert not biased_dense_layers(unbiased)
     assert biased_dense_layers(keras.Model(inputs, keras.layers.Dense(4)(projection(inputs))))
+
+
+def test_every_split_is_packed_through_one_traced_tokenizer_graph():
+    """tf.data traces each `map`'s function anew; the splits share one tokenizer graph (a byte-pair tokenizer's
+    trace takes seconds), which gives the tokens the tokenizer gives, and goes when the tokenizer does."""
+    import gc
+
+    from kit_plugins.generation.packing import _DOCUMENT_TOKENS
+
+    gone = _pack_two_splits()  # in a function of its own: TensorFlow's tracing keeps its caller's locals
+    gc.collect()
+    assert gone() is None and len(_DOCUMENT_TOKENS) == 0
+
+
+def _pack_two_splits():
+    """Packs a train and a test split with one tokenizer, checks the windows, returns a weak reference to it."""
+    import weakref
+
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+    from kit_plugins.generation.packing import document_tokens, pack_documents
+
+    vocabulary = {"<|endoftext|>": 0, "a": 1, "b": 2, "ab": 3, "Ġ": 4, "Ġab": 5}
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["a b", "Ġ ab"])
+    splits = {
+        "train": tf.data.Dataset.from_tensor_slices({"text": ["ab ab", "ba"]}),
+        "test": tf.data.Dataset.from_tensor_slices({"text": ["a b ab"]}),
+    }
+    windows = {name: [w for w, _ in pack_documents(d, tokenizer, "text", 2)] for name, d in splits.items()}
+    assert document_tokens(tokenizer).experimental_get_tracing_count() == 1
+    stream = [*np.asarray(tokenizer("ab ab")).tolist(), 0, *np.asarray(tokenizer("ba")).tolist(), 0]
+    expected = [stream[start : start + 2] for start in range(0, len(stream) - 2, 3)]  # windows of 2 + 1 tokens
+    assert [w["token_ids"].numpy().tolist() for w in windows["train"]] == expected
+    return weakref.ref(tokenizer)

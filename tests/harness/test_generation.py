@@ -314,11 +314,9 @@ def test_every_split_is_packed_through_one_traced_tokenizer_graph():
     trace takes seconds), which gives the tokens the tokenizer gives, and goes when the tokenizer does."""
     import gc
 
-    from kit_plugins.generation.packing import _DOCUMENT_TOKENS
-
     gone = _pack_two_splits()  # in a function of its own: TensorFlow's tracing keeps its caller's locals
     gc.collect()
-    assert gone() is None and len(_DOCUMENT_TOKENS) == 0
+    assert gone() is None  # the cache of traced graphs (weak keys) does not keep the tokenizer alive
 
 
 def _pack_two_splits():

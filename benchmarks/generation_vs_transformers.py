@@ -19,7 +19,6 @@ Appends the table to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -34,9 +33,8 @@ def kit_side(folder: str, batch: int, new: int, jit_compile: bool = False) -> di
     import numpy as np
     import tensorflow as tf  # noqa: F401  (before keras-hub, as kit does)
     from _kit import detached_preprocessor
-    from kit_plugins.generation.sampling import biased_dense_layers
+    from kit_plugins.generation.sampling import decoder_tracing
 
-    from kit.fused_dense import fused_dense_layers
     from kit.text import load_preset
 
     model = load_preset(folder, keras_hub.models.CausalLM)
@@ -47,8 +45,7 @@ def kit_side(folder: str, batch: int, new: int, jit_compile: bool = False) -> di
     prompt_tokens = int(np.asarray(features["padding_mask"][0]).sum())
     features = {name: value[:, : prompt_tokens + new] for name, value in features.items()}
     # As kit generate traces its decoder: without XLA, dense layers with biases as fused products.
-    tracing = fused_dense_layers() if not jit_compile and biased_dense_layers(model) else contextlib.nullcontext()
-    with detached_preprocessor(model), tracing:
+    with detached_preprocessor(model), decoder_tracing(model, xla=jit_compile):
         model.generate(features, stop_token_ids=None)  # compile
         started = time.perf_counter()
         output = model.generate(features, stop_token_ids=None)

@@ -9,7 +9,6 @@ as soon as it exists.
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -120,14 +119,29 @@ def context_length(model: Any) -> int:
 
 
 def biased_dense_layers(model: Any) -> bool:
-    """Whether any of `model`'s dense layers (`Dense`, `EinsumDense`) adds a bias: then the decoder is traced
-    with fused dense layers (`Generator._tracing`)."""
+    """Whether any of `model`'s dense layers (`Dense`, `EinsumDense`) adds a bias: then its decoder is traced
+    with fused dense layers (`decoder_tracing`)."""
     import keras
 
     dense = (keras.layers.Dense, keras.layers.EinsumDense)
     return any(
         isinstance(layer, dense) and getattr(layer, "bias", None) is not None for layer in model._flatten_layers()
     )
+
+
+def decoder_tracing(model: Any, xla: bool) -> Any:
+    """The block a decoding graph of `model` is traced in (on its first call), `xla`: whether it is compiled
+    with XLA.
+
+    Without XLA, a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
+    (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
+    activation become one (gpt-tiny: 1.01-1.16x the tokens/s, the same tokens). Llama's layers have no
+    bias: nothing to fuse, and SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers
+    (`benchmarks/decoder_fusion.py`). XLA fuses layers itself.
+    """
+    from kit.fused_dense import fused_dense_layers
+
+    return fused_dense_layers() if not xla and biased_dense_layers(model) else contextlib.nullcontext()
 
 
 class Generator:
@@ -218,7 +232,7 @@ class Generator:
         self.model.sampler, self.model.generate_function = self._decoder(sampling, inputs)
         self.model.preprocessor = None  # inputs are token ids already
         try:
-            with self._tracing(xla=self.jit_compile):
+            with decoder_tracing(self.model, xla=self.jit_compile):
                 outputs = self.model.generate(inputs, stop_token_ids=self._stop_ids())
         finally:  # the model is keras-hub's again for anyone else who calls it
             self.model.preprocessor, self.model.sampler, self.model.generate_function = saved
@@ -256,7 +270,7 @@ class Generator:
         sampler = sampling.make()
         token_ids = np.array(inputs["token_ids"])
         prompt = tf.constant(token_ids)
-        with self._tracing(xla=False):  # `steps` graphs are never compiled with XLA
+        with decoder_tracing(self.model, xla=False):  # `steps` graphs are never compiled with XLA
             _, cache = self._graph("cache", self.model._build_cache, prompt, lengths=(total,))(prompt)
         stop = set(self._stop_ids())
         rows = [_Row(length, True if streamed is None else streamed[n]) for n, length in enumerate(lengths)]
@@ -265,7 +279,7 @@ class Generator:
             arguments = (tf.constant(token_ids[:, index - 1 : index]), cache, tf.constant(index - 1, tf.int32))
             first = step is None  # the step graph is traced on its first call: the block is needed then only
             step = step or self._graph("step", self.model.call_with_cache, *arguments, lengths=(total,))
-            with self._tracing(xla=False) if first else contextlib.nullcontext():
+            with decoder_tracing(self.model, xla=False) if first else contextlib.nullcontext():
                 logits, _, cache = step(*arguments)
             next_ids = np.asarray(sampler.get_next_token(sampler.compute_probabilities(logits[:, 0, :])))
             pieces = []
@@ -279,23 +293,6 @@ class Generator:
                 return
             yield pieces
         yield [row.rest(self._decode) for row in rows]  # the context is full: what is not shown yet
-
-    def _tracing(self, xla: bool) -> Any:
-        """The block a decoding graph is traced in (on its first call), `xla`: whether it is compiled with XLA.
-
-        Without XLA, a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
-        (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
-        activation become one (gpt-tiny: 1.01-1.16x the tokens/s, the same tokens). Llama's layers have no
-        bias: nothing to fuse, and SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers
-        (`benchmarks/decoder_fusion.py`). XLA fuses layers itself.
-        """
-        from kit.fused_dense import fused_dense_layers
-
-        return fused_dense_layers() if not xla and self._biased_dense_layers else contextlib.nullcontext()
-
-    @functools.cached_property
-    def _biased_dense_layers(self) -> bool:
-        return biased_dense_layers(self.model)
 
     def _decoder(self, sampling: Sampling, inputs: dict[str, np.ndarray]) -> tuple[Any, Any]:
         """(sampler, keras-hub's generate step as a graph) for these sampler settings, kept for the next batch.

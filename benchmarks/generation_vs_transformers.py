@@ -11,8 +11,13 @@ generate` do, transformers through `AutoModelForCausalLM` (torch, CPU). Greedy
 decoding of `--new` tokens after the same prompt, batch 1 and 8, the same
 thread count, each side a fresh process, interleaved; best of `--rounds`. kit
 runs twice: as `kit generate` does by default on CPU, and with `--jit-compile`
-(the decoding loop compiled by XLA). Tokens/s are of a warm call: the first
-call, which traces (and compiles), is not counted.
+(the decoding loop compiled by XLA). kit's side is `kit generate`'s own
+`Generator` (plugins/generation/sampling.py): its decoder is traced once for
+any batch size and prompt length, which decodes 6-10% slower than a graph
+traced for one exact shape but saves a new trace (SmolLM2: 10-15 s) for every
+other shape; each side's time includes tokenising the prompts and decoding the
+completions to text (prompts in, texts out). Tokens/s are of a warm call: the first call, which
+traces (and compiles), is not counted.
 Appends the table to benchmarks/RESULTS.md.
 """
 
@@ -24,35 +29,33 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PROMPT = "The capital of France is"
 
 
 def kit_side(folder: str, batch: int, new: int, jit_compile: bool = False) -> dict:
+    from types import SimpleNamespace
+
     import keras_hub
-    import numpy as np
     import tensorflow as tf  # noqa: F401  (before keras-hub, as kit does)
-    from _kit import detached_preprocessor
-    from kit_plugins.generation.sampling import decoder_tracing
+    from kit_plugins.generation.sampling import Generator, Sampling
 
     from kit.text import load_preset
 
     model = load_preset(folder, keras_hub.models.CausalLM)
-    model.compile(sampler="greedy", jit_compile=jit_compile)  # kit generate [--jit-compile]
-    preprocessor = model.preprocessor
-    # As kit_plugins.generation.sampling.Generator does: tokenise, then cut to prompt + new tokens.
-    features = preprocessor.generate_preprocess([PROMPT] * batch, sequence_length=64 + new)
-    prompt_tokens = int(np.asarray(features["padding_mask"][0]).sum())
-    features = {name: value[:, : prompt_tokens + new] for name, value in features.items()}
-    # As kit generate traces its decoder: without XLA, dense layers with biases as fused products.
-    with detached_preprocessor(model), decoder_tracing(model, xla=jit_compile):
-        model.generate(features, stop_token_ids=None)  # compile
-        started = time.perf_counter()
-        output = model.generate(features, stop_token_ids=None)
+    # `kit generate`'s own decoder, on the loaded folder instead of a run: prompts tokenised in a traced graph
+    # (as `kit serve` does; eager_batches=0), one decoder traced for any batch size and length, dense layers
+    # fused where they carry biases, the end token stopping a row; [--jit-compile]: the loop compiled by XLA.
+    run = SimpleNamespace(model=model, task=None)
+    generator = Generator(Path(folder), trained=run, eager_batches=0, jit_compile=jit_compile)
+    sampling = Sampling(sampler="greedy", max_new_tokens=new)
+    generator.generate([PROMPT] * batch, sampling)  # traces (and compiles)
+    started = time.perf_counter()
+    texts = generator.generate([PROMPT] * batch, sampling)
     seconds = time.perf_counter() - started
-    generated = int(np.asarray(output["padding_mask"][0]).sum()) - prompt_tokens
-    text = preprocessor.tokenizer.detokenize(output["token_ids"][0][: prompt_tokens + 8])
-    return {"tokens_per_s": batch * generated / seconds, "generated": generated, "sample": str(text)}
+    generated = generator.generated_tokens
+    return {"tokens_per_s": sum(generated) / seconds, "generated": min(generated), "sample": PROMPT + texts[0][:40]}
 
 
 def hf_side(folder: str, batch: int, new: int, threads: int) -> dict:
@@ -62,12 +65,17 @@ def hf_side(folder: str, batch: int, new: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
-    inputs = tokenizer([PROMPT] * batch, return_tensors="pt")
     settings = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "pad_token_id": 0}
-    with torch.inference_mode():
-        model.generate(**inputs, **settings)  # warm-up
-        started = time.perf_counter()
+
+    def prompts_to_texts() -> tuple[Any, Any, list[str]]:  # as kit's side: prompts in, completions out
+        inputs = tokenizer([PROMPT] * batch, return_tensors="pt")
         output = model.generate(**inputs, **settings)
+        return inputs, output, tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :])
+
+    with torch.inference_mode():
+        prompts_to_texts()  # warm-up
+        started = time.perf_counter()
+        inputs, output, _ = prompts_to_texts()
     seconds = time.perf_counter() - started
     generated = output.shape[1] - inputs["input_ids"].shape[1]
     text = tokenizer.decode(output[0][: inputs["input_ids"].shape[1] + 8])

@@ -32,6 +32,7 @@ PUBLIC = {
     "kit.exports",
     "kit.fused_dense",
     "kit.images",
+    "kit.patches",
     "kit.inference",
     "kit.plots",
     "kit.references",

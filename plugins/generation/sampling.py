@@ -129,19 +129,28 @@ def biased_dense_layers(model: Any) -> bool:
     )
 
 
-def decoder_tracing(model: Any, xla: bool) -> Any:
+@contextlib.contextmanager
+def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
     """The block a decoding graph of `model` is traced in (on its first call), `xla`: whether it is compiled
     with XLA.
 
-    Without XLA, a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
-    (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
-    activation become one (gpt-tiny: 1.01-1.16x the tokens/s, the same tokens). Llama's layers have no
-    bias: nothing to fuse, and SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers
-    (`benchmarks/decoder_fusion.py`). XLA fuses layers itself.
+    Without XLA, keras-hub's cache updates trace as TensorFlow's own kernel instead of an XLA operation run
+    on its own (`cache_updates`: gpt-tiny 1.1-1.3x the tokens/s), and a decoder whose dense layers carry
+    biases (GPT-2's) has them traced as fused products (`kit.fused_dense`): a small decoder's step is many
+    small operations, and a layer's product, bias and activation become one (gpt-tiny: 1.01-1.16x the
+    tokens/s). Both give the same tokens. Llama's layers have no bias: nothing to fuse, and SmolLM2 measured
+    0.93-0.97x, so it keeps Keras's layers (`benchmarks/decoder_fusion.py`). XLA does both itself.
     """
+    from kit_plugins.generation.cache_updates import tensorflow_slice_updates
+
     from kit.fused_dense import fused_dense_layers
 
-    return fused_dense_layers() if not xla and biased_dense_layers(model) else contextlib.nullcontext()
+    if xla:
+        yield
+        return
+    fused = fused_dense_layers() if biased_dense_layers(model) else contextlib.nullcontext()
+    with tensorflow_slice_updates(), fused:
+        yield
 
 
 class Generator:

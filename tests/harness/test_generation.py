@@ -135,21 +135,26 @@ def test_one_generator_traces_each_graph_once_for_every_batch_shape(trained):
 
 def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypatch):
     """Without XLA the batch decoder, and always the streaming graphs, take kit.fused_dense's row products
-    (gpt-tiny: fewer, larger operations per token), and give the unfused decoder's tokens (keras-hub's own
-    `generate`: `test_exported_preset_loads_in_plain_keras_hub_and_generates_the_same`)."""
+    (gpt-tiny: fewer, larger operations per token) and write the cache with TensorFlow's own kernel
+    (`cache_updates`), and give keras-hub's own decoder's tokens (its `generate`:
+    `test_exported_preset_loads_in_plain_keras_hub_and_generates_the_same`)."""
     import keras
+    import tensorflow as tf
     from kit_plugins.generation.sampling import Generator, Sampling
 
     from kit import fused_dense
 
-    products = []
+    products, cache_writes = [], []
     product = fused_dense._rows_product
     monkeypatch.setattr(fused_dense, "_rows_product", lambda *a, **k: products.append(a) or product(*a, **k))
+    write = tf.raw_ops.TensorStridedSliceUpdate
+    monkeypatch.setattr(tf.raw_ops, "TensorStridedSliceUpdate", lambda **k: cache_writes.append(k) or write(**k))
     generator = Generator(trained, jit_compile=False)  # on a GPU "auto" would compile with XLA, unfused
     per_pass = 6 * generator.model.backbone.num_layers  # query, key, value, output, two feed-forward products
     greedy = Sampling("greedy", max_new_tokens=6)
     batch = generator.generate(["The for statement"], greedy)
     assert len(products) >= per_pass
+    assert len(cache_writes) >= 2 * 2 * generator.model.backbone.num_layers  # keys and values, prompt and step
     traced = len(products)
     pieces = generator.steps(["The for statement"], greedy)
     streamed = next(pieces)[0]
@@ -160,6 +165,7 @@ def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypat
     # Keras's own calls are back once decoding is done: the fused calls are open only around the graphs' calls.
     assert keras.layers.Dense.call.__qualname__ == "Dense.call"
     assert keras.layers.EinsumDense.call.__qualname__ == "EinsumDense.call"
+    assert not hasattr(keras.ops.slice_update, "__wrapped__")
 
 
 def test_prompts_file_gives_jsonl_with_line_numbers(runner, trained, tmp_path):

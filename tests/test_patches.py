@@ -45,3 +45,25 @@ def test_the_last_block_to_end_puts_the_originals_back_across_threads_and_except
     release.set()
     worker.join()
     assert owner.f is original
+
+
+def test_the_documented_example_traces_through_the_replacement_and_puts_kerass_back():
+    """docs/hooks.md's `kit.patches` example, run as written."""
+    import re
+    from pathlib import Path
+
+    import keras
+    import numpy as np
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hooks.md").read_text(encoding="utf-8")
+    section = text.split("## Switching a library function while tracing")[1]
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    keras_softmax = keras.ops.softmax
+    namespace: dict = {}
+    exec(compile(example, "docs/hooks.md", "exec"), namespace)
+    assert namespace["traced_shapes"] == [(1, 3)]  # traced once, inside the block
+    assert keras.ops.softmax is keras_softmax
+    expected = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    np.testing.assert_allclose(namespace["probabilities"], [expected], rtol=1e-6)
+    namespace["scores"](namespace["tf"].constant([[0.0, 0.0]]))  # a new shape traces again, outside the block
+    assert namespace["traced_shapes"] == [(1, 3)]

@@ -16,8 +16,13 @@ runs twice: as `kit generate` does by default on CPU, and with `--jit-compile`
 any batch size and prompt length, which decodes 6-10% slower than a graph
 traced for one exact shape but saves a new trace (SmolLM2: 10-15 s) for every
 other shape; each side's time includes tokenising the prompts and decoding the
-completions to text (prompts in, texts out). Tokens/s are of a warm call: the first call, which
-traces (and compiles), is not counted.
+completions to text (prompts in, texts out). kit tokenises with its traced
+graph, as `kit serve` does and `kit generate` does from its fifth batch on
+(its first four batches are tokenised eagerly, 0.5-1 s each for SmolLM2).
+Tokens/s are of a warm call: the first call, which traces (and compiles), is
+not counted, and the warm call has the first call's shape, so the
+`--jit-compile` side never pays XLA's compile for a new shape (SmolLM2: about
+19 s each).
 Appends the table to benchmarks/RESULTS.md.
 """
 
@@ -127,6 +132,8 @@ def main() -> None:
             for side, python in (("kit", sys.executable), ("kit-xla", sys.executable), ("hf", args.hf_python)):
                 outcome = run_side(python, args, side, batch)
                 print(side, batch, outcome, flush=True)
+                if outcome["generated"] < args.new:  # kit stops a row at its end token; transformers may not
+                    sys.exit(f"{side} generated {outcome['generated']} of {args.new} tokens: not comparable")
                 if outcome["tokens_per_s"] > best.get((side, batch), {}).get("tokens_per_s", 0):
                     best[(side, batch)] = outcome
     rows = []

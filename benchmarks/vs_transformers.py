@@ -333,15 +333,10 @@ def main() -> None:
 
             skip_final_collection()
         return
-    folder = Path(tempfile.mkdtemp(prefix="kit-vs-hf-"))
-    train, test, args.train_rows, rows = split_data(args.data, folder, args.train_rows, args.long_texts)
-    args.train, args.test = str(train), str(test)
-    args.backbone = minilm_folder()
-    padded = f"Trainer (pad to {args.sequence_length})"
     sides = {
         "kit (defaults)": (sys.executable, "kit", []),
         "kit (no trimming or grouping)": (sys.executable, "kit", ["--kit-no-trim"]),
-        padded: (args.hf_python, "hf", []),
+        f"Trainer (pad to {args.sequence_length})": (args.hf_python, "hf", []),
         "Trainer (dynamic padding)": (args.hf_python, "hf", ["--hf-dynamic-padding"]),
         "Trainer (dynamic padding, grouped by length)": (
             args.hf_python,
@@ -358,6 +353,10 @@ def main() -> None:
         sides = {name: side for name, side in sides.items() if name in args.sides}
     if not args.hf_python and any(side == "hf" for _, side, _ in sides.values()):
         parser.error("pass --hf-python (an interpreter with torch and transformers) or set KIT_HF_PYTHON")
+    folder = Path(tempfile.mkdtemp(prefix="kit-vs-hf-"))
+    train, test, args.train_rows, rows = split_data(args.data, folder, args.train_rows, args.long_texts)
+    args.train, args.test = str(train), str(test)
+    args.backbone = minilm_folder()
     results: dict[str, list[dict]] = {name: [] for name in sides}
     for round_number in range(args.rounds):
         for name, (python, side, extra) in sides.items():
@@ -365,7 +364,6 @@ def main() -> None:
             print(name, outcome, flush=True)
             results[name].append(outcome)
     best = {name: max(runs, key=lambda r: r["examples_per_s"]) for name, runs in results.items()}
-    # The ratios are to the first Trainer side run (padding to the sequence length, unless --sides left it out).
     # The ratios' reference: the first Trainer side run (padding to the sequence length, unless --sides left it out).
     trainers = [name for name, (_, side, _) in sides.items() if side == "hf"]
     reference_name = trainers[0] if trainers else next(iter(best))

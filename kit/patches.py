@@ -24,12 +24,14 @@ class SharedPatch:
         self.targets, self.replace = list(targets), replace
         self._lock = threading.Lock()
         self._originals: list[Any] = []
+        self._owned: list[bool] = []  # whether each attribute was the owner's own, not inherited from a base class
         self._users = 0
 
     def __enter__(self) -> SharedPatch:
         with self._lock:
             if not self._users:
                 self._originals = [getattr(owner, name) for owner, name in self.targets]
+                self._owned = [name in vars(owner) for owner, name in self.targets]
                 for (owner, name), new in zip(self.targets, self.replace(*self._originals)):
                     setattr(owner, name, new)
             self._users += 1
@@ -39,6 +41,9 @@ class SharedPatch:
         with self._lock:
             self._users -= 1
             if not self._users:
-                for (owner, name), original in zip(self.targets, self._originals):
-                    setattr(owner, name, original)
-                self._originals = []
+                for (owner, name), original, owned in zip(self.targets, self._originals, self._owned):
+                    if owned:
+                        setattr(owner, name, original)
+                    else:  # a subclass's inherited method: inherited again, so a later change to the base shows
+                        delattr(owner, name)
+                self._originals, self._owned = [], []

@@ -47,6 +47,22 @@ def test_the_last_block_to_end_puts_the_originals_back_across_threads_and_except
     assert owner.f is original
 
 
+def test_an_inherited_method_is_inherited_again_after_the_block():
+    class Base:
+        def f(self):
+            return "base"
+
+    class Child(Base):
+        pass
+
+    patch = SharedPatch([(Child, "f")], lambda f: [lambda self: "patched " + f(self)])
+    with patch:
+        assert Child().f() == "patched base" and Base().f() == "base"
+    assert "f" not in vars(Child)
+    Base.f = lambda self: "changed"  # a later change to the base class shows in the subclass
+    assert Child().f() == "changed"
+
+
 def test_the_documented_example_traces_through_the_replacement_and_puts_kerass_back():
     """docs/hooks.md's `kit.patches` example, run as written."""
     import re

@@ -8,7 +8,7 @@ operations' time per token (gpt-tiny, batch 8: 0.65 of 3.3 ms, TensorFlow's prof
 `tensorflow_slice_updates()` the calls trace as TensorFlow's `TensorStridedSliceUpdate`, with the start
 indices moved as XLA moves them (into the tensor, so that the update fits): the same values in the same
 places. `kit generate`'s decoder: gpt-tiny 1.08-1.11x the tokens/s, SmolLM2-135M 1.07x
-(`benchmarks/cache_writes.py`).
+(`benchmarks/decoder_switches.py --switch cache-writes`).
 
 A function compiled with XLA (`jit_compile=True`) keeps XLA's own operation, even when traced inside the block:
 XLA needs the kernel's start and end as constants, and a decoder's step index is not one.

@@ -134,14 +134,21 @@ def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
     """The block a decoding graph of `model` is traced in (on its first call), `xla`: whether it is compiled
     with XLA.
 
-    Without XLA, keras-hub's cache updates trace as TensorFlow's own kernel instead of an XLA operation run
-    on its own (`cache_updates`: gpt-tiny 1.08-1.11x the tokens/s), and a decoder whose dense layers carry
-    biases (GPT-2's) has them traced as fused products (`kit.fused_dense`): a small decoder's step is many
-    small operations, and a layer's product, bias and activation become one (gpt-tiny: 1.01-1.16x the
-    tokens/s). Both give the same tokens. Llama's layers have no bias: nothing to fuse, and SmolLM2 measured
-    0.93-0.97x, so it keeps Keras's layers (`benchmarks/decoder_fusion.py`). XLA does both itself.
+    Without XLA, three switches, each giving the same tokens:
+
+    - keras-hub's cache updates trace as TensorFlow's own kernel instead of an XLA operation run on its own
+      (`cache_updates`: gpt-tiny 1.08-1.11x the tokens/s);
+    - keras-hub's `CachedMultiHeadAttention` scores one query token over the cache in the cache's own layout
+      instead of transposing it (`decode_attention`: gpt-tiny 1.18-1.33x);
+    - a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
+      (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
+      activation become one (gpt-tiny: 1.01-1.16x). Llama's layers have no bias: nothing to fuse, and
+      SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers (`benchmarks/decoder_fusion.py`).
+
+    XLA does all three itself.
     """
     from kit_plugins.generation.cache_updates import tensorflow_slice_updates
+    from kit_plugins.generation.decode_attention import single_token_attention
 
     from kit.fused_dense import fused_dense_layers
 
@@ -149,7 +156,7 @@ def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
         yield
         return
     fused = fused_dense_layers() if biased_dense_layers(model) else contextlib.nullcontext()
-    with tensorflow_slice_updates(), fused:
+    with tensorflow_slice_updates(), single_token_attention(), fused:
         yield
 
 

@@ -135,33 +135,47 @@ def test_one_generator_traces_each_graph_once_for_every_batch_shape(trained):
 
 def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypatch):
     """Without XLA the batch decoder, and always the streaming graphs, take kit.fused_dense's row products
-    (gpt-tiny: fewer, larger operations per token) and write the cache with TensorFlow's own kernel
-    (`cache_updates`), and give keras-hub's own decoder's tokens (its `generate`:
+    (gpt-tiny: fewer, larger operations per token), write the cache with TensorFlow's own kernel
+    (`cache_updates`) and score one token's attention in the cache's layout (`decode_attention`), and give
+    keras-hub's own decoder's tokens (its `generate`:
     `test_exported_preset_loads_in_plain_keras_hub_and_generates_the_same`)."""
     import keras
+    import keras_hub
     import tensorflow as tf
+    from kit_plugins.generation import decode_attention
     from kit_plugins.generation.sampling import Generator, Sampling
 
     from kit import fused_dense
 
-    products, cache_writes = [], []
+    products, cache_writes, one_token_attention = [], [], []
     keras_slice_update = keras.ops.slice_update
     product = fused_dense._rows_product
     monkeypatch.setattr(fused_dense, "_rows_product", lambda *a, **k: products.append(a) or product(*a, **k))
     write = tf.raw_ops.TensorStridedSliceUpdate
     monkeypatch.setattr(tf.raw_ops, "TensorStridedSliceUpdate", lambda **k: cache_writes.append(k) or write(**k))
+    wrap = decode_attention._wrap
+
+    def counted_wrap(keras_attention):  # records the query lengths the switched attention is traced for
+        switched = wrap(keras_attention)
+        return lambda layer, query, *a, **k: (
+            one_token_attention.append(query.shape[1]) or switched(layer, query, *a, **k)
+        )
+
+    monkeypatch.setattr(decode_attention, "_wrap", counted_wrap)
     generator = Generator(trained, jit_compile=False)  # on a GPU "auto" would compile with XLA, unfused
     per_pass = 6 * generator.model.backbone.num_layers  # query, key, value, output, two feed-forward products
     greedy = Sampling("greedy", max_new_tokens=6)
     batch = generator.generate(["The for statement"], greedy)
     assert len(products) >= per_pass
     assert len(cache_writes) >= 2 * 2 * generator.model.backbone.num_layers  # keys and values, prompt and step
+    assert one_token_attention.count(1) == generator.model.backbone.num_layers  # the loop's step, traced once
     traced = len(products)
     pieces = generator.steps(["The for statement"], greedy)
     writes = len(cache_writes)
     streamed = next(pieces)[0]
     assert len(products) - traced == 2 * per_pass  # the cache graph and the step graph, each traced once
     assert len(cache_writes) - writes >= 2 * 2 * generator.model.backbone.num_layers
+    assert one_token_attention.count(1) == 2 * generator.model.backbone.num_layers  # and the streaming step graph
     streamed += "".join(piece for step in pieces for piece in step)
     assert streamed == batch[0]
     assert len(products) - traced == 2 * per_pass  # later steps reuse the traced graph
@@ -169,6 +183,7 @@ def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypat
     assert keras.layers.Dense.call.__qualname__ == "Dense.call"
     assert keras.layers.EinsumDense.call.__qualname__ == "EinsumDense.call"
     assert keras.ops.slice_update is keras_slice_update
+    assert "_compute_attention" not in vars(keras_hub.layers.CachedMultiHeadAttention)
 
 
 def test_prompts_file_gives_jsonl_with_line_numbers(runner, trained, tmp_path):

@@ -15,8 +15,8 @@ The switches `kit_plugins.generation.sampling.decoder_tracing` opens around a de
 Two `kit generate` decoders (`kit_plugins.generation.sampling.Generator`) on one model folder in one
 process, one traced with the switch off. Greedy, prompts in and texts out, each decoder traced once, then
 called in turn, the order alternating; median tokens/s of `--calls` calls each. Checks that both give the
-same completions. Appends the table to benchmarks/RESULTS.md. (Until 2026-11-27 this was
-`benchmarks/cache_writes.py`, with the cache-writes switch only.)
+same completions, on their first call and after the timed ones. Appends the table to benchmarks/RESULTS.md.
+(Until 2026-11-27 this was `benchmarks/cache_writes.py`, with the cache-writes switch only.)
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--switch", choices=sorted(SWITCHES), required=True)
     parser.add_argument("--folder", help="a Hugging Face or keras-hub model folder (e.g. a run's export)")
     parser.add_argument("--gguf", type=Path, help="a .gguf file instead (converted once by kit)")
+    parser.add_argument("--label", help="the model's name in the table (default: the folder's or file's name)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new", type=int, default=48)
     parser.add_argument("--calls", type=int, default=20)
@@ -87,11 +88,14 @@ def main() -> None:
 
     calls = {name: lambda g=generator: g.generate(prompts, sampling) for name, generator in made.items()}
     seconds = median_seconds_in_turn(calls, args.calls)
+    after_timing = {name: generator.generate(prompts, sampling) for name, generator in made.items()}
+    if len({tuple(texts) for texts in after_timing.values()}) != 1:
+        raise SystemExit(f"the decoders' completions differ after the timed calls: {after_timing!r}")
     median = {name: sum(made[name].generated_tokens) / s for name, s in seconds.items()}
     _, _, off, on = SWITCHES[args.switch]
     before, after = median[off], median[on]
     row = (
-        f"| {args.switch} | {Path(args.gguf or args.folder).name} | {args.batch} | {args.new} | {args.calls} | "
+        f"| {args.switch} | {args.label or Path(args.gguf or args.folder).name} | {args.batch} | {args.new} | {args.calls} | "
         f"{before:,.1f} | {after:,.1f} | {after / before:.2f}x | yes |"
     )
     print(row)

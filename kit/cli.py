@@ -248,12 +248,14 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, p
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
     "--format",
-    "fmt",
+    "formats",
     type=click.Choice(["keras", "saved_model", "preset", "tflite", "huggingface"]),
-    default="keras",
+    multiple=True,
+    default=["keras"],
     show_default=True,
     help="keras: model.keras answering with labels/units; saved_model: TensorFlow Serving, raw features in; "
-    "preset: keras-hub from_preset; tflite: LiteRT; huggingface: a transformers folder (decoders).",
+    "preset: keras-hub from_preset; tflite: LiteRT; huggingface: a transformers folder (decoders). "
+    "Repeat it to export several formats from one load of the run.",
 )
 @click.option(
     "--quantize",
@@ -263,41 +265,65 @@ def predict(run_dir: Path, input_data: str, output: Path | None, unsafe: bool, p
     help="tflite only: dynamic (int8 weights) or int8 (weights and activations, calibrated on training data).",
 )
 @click.option(
-    "--output", "-o", type=click.Path(path_type=Path), help="Destination folder (default: RUN_DIR/export/FORMAT)."
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Destination folder, with one --format (default: RUN_DIR/export/FORMAT).",
 )
 @click.option("--unsafe", is_flag=True, help="Allow loading models that contain Python code.")
 @click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", help=PLUGIN_HELP)
 @handle_errors
 def export(
-    run_dir: Path, fmt: str, quantize: str, output: Path | None, unsafe: bool, plugin_files: tuple[str, ...]
+    run_dir: Path,
+    formats: tuple[str, ...],
+    quantize: str,
+    output: Path | None,
+    unsafe: bool,
+    plugin_files: tuple[str, ...],
 ) -> None:
     """Export a trained run; check it loads without kit, in a fresh process, and answers as kit does.
 
     \b
     Examples:
       kit export runs/run-1 --format saved_model
+      kit export runs/run-1 --format keras --format saved_model --format preset
       kit export runs/run-1 --format tflite --quantize int8
       kit export runs/run-1 --format huggingface -o hf-model
     """
+    from kit.errors import UsageError
     from kit.outputs import check_export_destination
     from kit.rundir import RunDir
 
-    if quantize != "none" and fmt != "tflite":
-        from kit.errors import UsageError
-
-        raise UsageError(f"--quantize applies to --format tflite only (not {fmt}); leave it out.")
-    name = fmt if quantize == "none" else f"{fmt}-{quantize}"
-    destination = output or RunDir(run_dir).export_dir(name)
+    formats = tuple(dict.fromkeys(formats))  # a format named twice is exported once
+    others = [fmt for fmt in formats if fmt != "tflite"]
+    if quantize != "none" and others:
+        raise UsageError(
+            f"--quantize applies to --format tflite only (not {', '.join(others)}); "
+            f"export {'that format' if len(others) == 1 else 'those formats'} in a command without --quantize."
+        )
+    if output is not None and len(formats) > 1:
+        raise UsageError(
+            f"--output names one export folder, and {len(formats)} formats were given ({', '.join(formats)}). "
+            f"Give one --format with --output, or leave --output out (each goes to RUN_DIR/export/FORMAT)."
+        )
+    names = {fmt: fmt if quantize == "none" else f"{fmt}-{quantize}" for fmt in formats}
+    destinations = {fmt: output or RunDir(run_dir).export_dir(names[fmt]) for fmt in formats}
     if run_dir.is_dir():  # otherwise loading the run says what is wrong with it
-        check_export_destination(destination, run_dir)  # before the slow part
+        for destination in destinations.values():
+            check_export_destination(destination, run_dir)  # before the slow part
     quiet_tensorflow()
     from kit.exports import export as export_model
+    from kit.exports import find_exporter
     from kit.inference import TrainedModel
 
-    export_model(TrainedModel(run_dir, unsafe, plugin_files), fmt, destination, quantize)
-    click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
-    for line in _export_summary(destination):
-        click.echo(line)
+    trained = TrainedModel(run_dir, unsafe, plugin_files)
+    for fmt in formats:  # a format that cannot hold the run is refused before any is written
+        find_exporter(trained, fmt).refuse_early(trained)
+    for fmt, destination in destinations.items():
+        export_model(trained, fmt, destination, quantize)
+        click.echo(f"kit: exported {fmt} model to {destination} (reload check passed)")
+        for line in _export_summary(destination):
+            click.echo(line)
 
 
 def _export_summary(destination: Path) -> list[str]:

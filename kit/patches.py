@@ -16,24 +16,32 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
+_INHERITED = object()  # what `_own` gives for an attribute the owner only inherits (or has not at all)
+
 
 class SharedPatch:
-    """Replace `targets` ((object, attribute name) pairs) with `replace(*originals)` while a block is open."""
+    """Replace `targets` ((object, attribute name) pairs) with `replace(*originals)` while a block is open.
+
+    When the last block ends, each attribute is put back as it was: its own value (a staticmethod stays one),
+    or deleted again where the owner only inherited it, so a later change to the base class shows through.
+    An attribute someone else replaced or removed while the block was open is left as they left it.
+    """
 
     def __init__(self, targets: Sequence[tuple[Any, str]], replace: Callable[..., Sequence[Any]]):
         self.targets, self.replace = list(targets), replace
         self._lock = threading.Lock()
-        self._originals: list[Any] = []
-        self._owned: list[bool] = []  # whether each attribute was the owner's own, not inherited from a base class
+        self._kept: list[tuple[Any, Any, Any]] = []  # per target: its own value (or _INHERITED), original, replacement
         self._users = 0
 
     def __enter__(self) -> SharedPatch:
         with self._lock:
             if not self._users:
-                self._originals = [getattr(owner, name) for owner, name in self.targets]
-                self._owned = [name in vars(owner) for owner, name in self.targets]
-                for (owner, name), new in zip(self.targets, self.replace(*self._originals)):
+                originals = [getattr(owner, name) for owner, name in self.targets]
+                own = [_own(owner, name) for owner, name in self.targets]
+                replacements = list(self.replace(*originals))
+                for (owner, name), new in zip(self.targets, replacements):
                     setattr(owner, name, new)
+                self._kept = list(zip(own, originals, replacements))
             self._users += 1
         return self
 
@@ -41,9 +49,26 @@ class SharedPatch:
         with self._lock:
             self._users -= 1
             if not self._users:
-                for (owner, name), original, owned in zip(self.targets, self._originals, self._owned):
-                    if owned:
-                        setattr(owner, name, original)
-                    else:  # a subclass's inherited method: inherited again, so a later change to the base shows
-                        delattr(owner, name)
-                self._originals, self._owned = [], []
+                for (owner, name), kept in zip(self.targets, self._kept):
+                    _put_back(owner, name, *kept)
+                self._kept = []
+
+
+def _own(owner: Any, name: str) -> Any:
+    """The value `owner` itself holds for `name` (not bound, not inherited), else `_INHERITED`."""
+    namespace = getattr(owner, "__dict__", None)
+    if namespace is None:  # a slotted object: its attribute is its own
+        return getattr(owner, name)
+    return namespace.get(name, _INHERITED)
+
+
+def _put_back(owner: Any, name: str, own: Any, original: Any, replacement: Any) -> None:
+    if _own(owner, name) is not replacement and getattr(owner, name, _INHERITED) is not replacement:
+        return  # replaced or removed by someone else meanwhile: theirs stays
+    if own is not _INHERITED:
+        setattr(owner, name, own)
+        return
+    try:
+        delattr(owner, name)
+    except AttributeError:  # a property of its class took the value: it takes the original back
+        setattr(owner, name, original)

@@ -423,6 +423,40 @@ def test_formats_a_run_cannot_take_are_refused_in_one_line(runs, tmp_path, run, 
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 
+def test_several_formats_are_exported_from_one_load_each_checked(runs, tmp_path, monkeypatch):
+    from kit.inference import TrainedModel
+
+    run = Path(shutil.copytree(runs["tabular"], tmp_path / "run"))
+    reads = []
+    sample_features = TrainedModel.sample_features
+    monkeypatch.setattr(TrainedModel, "sample_features", lambda self: reads.append(1) or sample_features(self))
+    args = ["export", str(run), "--format", "keras", "--format", "saved_model", "--format", "keras"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("reload check passed") == 2  # keras named twice is exported once
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["keras", "saved_model"]
+    for fmt in ("keras", "saved_model"):
+        assert json.loads((run / "export" / fmt / "export.json").read_text())["format"] == fmt
+    assert len(reads) == 1  # both checked on the same examples, read once
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "keras", "--format", "preset"], "has no keras-hub backbone"),
+        (["--format", "keras", "--format", "tflite", "--quantize", "dynamic"], "export that format in a command"),
+        (["--format", "keras", "--format", "saved_model", "-o", "out"], "--output names one export folder"),
+    ],
+)
+def test_several_formats_are_refused_before_any_is_written(runs, tmp_path, args, message):
+    run = Path(shutil.copytree(runs["tabular"], tmp_path / "run"))
+    args = [str(tmp_path / a) if a == "out" else a for a in args]
+    result = CliRunner().invoke(cli, ["export", str(run), *args])
+    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (run / "export").exists() and not (tmp_path / "out").exists()
+
+
 def test_interrupted_tflite_export_leaves_nothing(runs, tmp_path, monkeypatch):
     from kit.exports import tflite
 

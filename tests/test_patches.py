@@ -63,6 +63,35 @@ def test_an_inherited_method_is_inherited_again_after_the_block():
     assert Child().f() == "changed"
 
 
+def test_slotted_objects_properties_and_others_changes_are_handled():
+    class Slotted:
+        __slots__ = ("f",)
+
+    slotted = Slotted()
+    slotted.f = original
+    with SharedPatch([(slotted, "f")], lambda f: [abs]):
+        assert slotted.f is abs
+    assert slotted.f is original
+
+    class Held:
+        def __init__(self):
+            self._f = original
+
+        f = property(lambda self: self._f, lambda self, value: setattr(self, "_f", value))
+
+    held = Held()
+    with SharedPatch([(held, "f")], lambda f: [abs]):
+        assert held.f is abs
+    assert held.f is original  # through the property's setter: it has no deleter
+
+    owner = types.SimpleNamespace(f=original, g=len)
+    patch = SharedPatch([(owner, "f"), (owner, "g")], lambda f, g: [abs, abs])
+    with patch:
+        owner.f = repr  # someone else's, set while the block is open
+        del owner.g
+    assert owner.f is repr and not hasattr(owner, "g")  # theirs stays, and nothing fails
+
+
 def test_the_documented_example_traces_through_the_replacement_and_puts_kerass_back():
     """docs/hooks.md's `kit.patches` example, run as written."""
     import re

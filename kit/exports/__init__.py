@@ -39,6 +39,8 @@ __all__ = [
     "Exporter",
     "Job",
     "export",
+    "export_sample",
+    "find_exporter",
     "imports",
     "kit_outputs",
     "pin_keras_archive_tokenizers",
@@ -72,17 +74,28 @@ def export(trained: TrainedModel, fmt: str, destination: Path | None = None, qua
     target = check_export_destination(destination, trained.run_dir)
     exporter = find_exporter(trained, fmt)
     exporter.refuse_early(trained)
-    sample = trained.sample_features()
+    sample = export_sample(trained)
     made = _make_default_parent(trained, target)
     try:
         with folder_replaced_when_complete(target) as scratch:
-            job = Job(trained, fmt, scratch, destination, {k: np.asarray(v) for k, v in sample.items()}, quantize)
+            job = Job(trained, fmt, scratch, destination, sample, quantize)
             _write_checked(exporter, job)
     except BaseException:
         if made:
             shutil.rmtree(made, ignore_errors=True)
         raise
     return destination
+
+
+def export_sample(trained: TrainedModel) -> dict[str, np.ndarray]:
+    """The examples every export of `trained` is checked on (`sample_features`), read once per loaded run:
+    exports of several formats then share kit's own answers on them (`kit_outputs`), which for a byte-pair
+    tokenizer cost a trace of ~5 s and a first batch of ~3-5 s each time."""
+    cached = getattr(trained, "_export_sample", None)
+    if cached is None:
+        cached = {k: np.asarray(v) for k, v in trained.sample_features().items()}
+        trained._export_sample = cached
+    return cached
 
 
 def find_exporter(trained: TrainedModel, fmt: str) -> Exporter:

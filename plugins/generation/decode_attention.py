@@ -1,17 +1,20 @@
 """One decoding step's attention over keras-hub's cache, computed without copying the cache into a new layout.
 
 keras-hub's `CachedMultiHeadAttention` (GPT-2's, OPT's, Whisper's decoders; kit's `gpt-tiny`) keeps its
-keys and values as `[batch, length, heads, dim]` and scores them with Keras's two einsums. TensorFlow runs
-each einsum as a batched matrix product over `[batch, heads, length, dim]`, so every step transposes the
-whole key cache and the whole value cache of every layer: gpt-tiny's largest operations per token at batch
-8 (four transposes a layer, TensorFlow's profiler). For the one query token of a decoding step the same
-products are a multiply and a sum over the cache as it is laid out. Within `single_token_attention()` the
-layer computes them so: gpt-tiny's `kit generate` decoder 1.18-1.33x the tokens/s, the same tokens
-(`python benchmarks/decoder_switches.py --switch attention`).
+keys and values as `[batch, length, heads, dim]`. With attention dropout (GPT-2's default, 0.1) Keras
+scores them with two einsums, which TensorFlow runs as batched matrix products over
+`[batch, heads, length, dim]`, so every step transposes the whole key cache and the whole value cache of
+every layer: gpt-tiny's largest operations per token at batch 8 (four transposes a layer, TensorFlow's
+profiler). For the one query token of a decoding step the same products are a multiply and a sum over the
+cache as it is laid out. Within `single_token_attention()` the layer computes them so, with Keras's own
+masked softmax and dropout: gpt-tiny's `kit generate` decoder 1.14-1.35x the tokens/s, the same tokens
+(`python benchmarks/decoder_switches.py --switch attention`). The sums run in another order than the
+products', so values agree to float32 rounding (~1e-6), not bit for bit.
 
 Anything else keeps Keras's own computation: prompts (more than one query token), attention scores
-asked for, flash attention, a causal flag, attention over other axes, and dtypes other than float32 (whose
-sums would round differently from the product's).
+asked for, layers without attention dropout (Keras gives them its `dot_product_attention` route, whose
+masking differs), flash attention, a causal flag, attention over other axes, and dtypes other than float32
+(not measured).
 
 Example:
     >>> with single_token_attention():
@@ -31,10 +34,10 @@ from kit.patches import SharedPatch
 
 @contextlib.contextmanager
 def single_token_attention() -> Iterator[None]:
-    """Within the block, `CachedMultiHeadAttention` layers traced for one query token on TensorFlow score
+    """Within the block, `CachedMultiHeadAttention` layers called for one query token on TensorFlow score
     the cache in its own layout.
 
-    Functions traced inside keep it. The switch is the class's `_compute_attention` (the method Keras
+    Eager calls inside the block get it, and functions traced inside keep it. The switch is the class's `_compute_attention` (the method Keras
     documents for overriding), for the whole process while any block is open; blocks may nest or overlap.
     On another backend nothing changes.
     """
@@ -49,11 +52,13 @@ def _wrap(keras_attention: Callable) -> Callable:
     import tensorflow as tf
 
     def one_query_token(layer: Any, query: Any, key: Any, value: Any) -> bool:
+        """Whether Keras would take its einsum route for these inputs, with one query token."""
         tensors = (query, key, value)
         return (
             all(tf.is_tensor(t) and t.shape.rank == 4 and t.dtype == tf.float32 for t in tensors)
             and query.shape[1] == 1
-            and tuple(getattr(layer, "_attention_axes", ())) == (1,)
+            and tuple(getattr(layer, "_attention_axes", None) or ()) == (1,)
+            and getattr(layer, "_dropout", 0.0) > 0.0  # without dropout Keras calls dot_product_attention
             and hasattr(layer, "_inverse_sqrt_key_dim")
             and not getattr(layer, "_flash_attention", False)
         )
@@ -69,7 +74,13 @@ def _wrap(keras_attention: Callable) -> Callable:
         **options: Any,
     ) -> Any:
         """Keras's `MultiHeadAttention._compute_attention`: (outputs `[batch, 1, heads, value dim]`, scores)."""
-        if return_attention_scores or any(options.values()) or not one_query_token(self, query, key, value):
+        unknown = set(options) - {"use_causal_mask"}  # Keras's to refuse
+        if (
+            return_attention_scores
+            or unknown
+            or options.get("use_causal_mask")
+            or not one_query_token(self, query, key, value)
+        ):
             return keras_attention(
                 self,
                 query,
@@ -84,7 +95,7 @@ def _wrap(keras_attention: Callable) -> Callable:
         scores = tf.reduce_sum(query * key, axis=-1)  # [batch, length, heads]
         scores = tf.transpose(scores, [0, 2, 1])[:, :, tf.newaxis, :]  # Keras's [batch, heads, 1, length]
         scores = self._masked_softmax(scores, attention_mask)
-        weights = self._dropout_layer(scores, training=training) if self._dropout > 0.0 else scores
+        weights = self._dropout_layer(scores, training=training)
         weights = tf.transpose(weights[:, :, 0, :], [0, 2, 1])[..., tf.newaxis]  # [batch, length, heads, 1]
         return tf.reduce_sum(weights * value, axis=1, keepdims=True), scores
 

@@ -138,8 +138,8 @@ def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
 
     - keras-hub's cache updates trace as TensorFlow's own kernel instead of an XLA operation run on its own
       (`cache_updates`: gpt-tiny 1.08-1.11x the tokens/s);
-    - keras-hub's `CachedMultiHeadAttention` scores one query token over the cache in the cache's own layout
-      instead of transposing it (`decode_attention`: gpt-tiny 1.18-1.33x);
+    - keras-hub's `CachedMultiHeadAttention` (with attention dropout, as GPT-2's) scores one query token over
+      the cache in the cache's own layout instead of transposing it (`decode_attention`: gpt-tiny 1.14-1.35x);
     - a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
       (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
       activation become one (gpt-tiny: 1.01-1.16x). Llama's layers have no bias: nothing to fuse, and

@@ -147,7 +147,7 @@ def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypat
 
     from kit import fused_dense
 
-    products, cache_writes, one_token_attention = [], [], []
+    products, cache_writes, one_token_attention, handed_to_keras = [], [], [], []
     keras_slice_update = keras.ops.slice_update
     product = fused_dense._rows_product
     monkeypatch.setattr(fused_dense, "_rows_product", lambda *a, **k: products.append(a) or product(*a, **k))
@@ -155,8 +155,12 @@ def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypat
     monkeypatch.setattr(tf.raw_ops, "TensorStridedSliceUpdate", lambda **k: cache_writes.append(k) or write(**k))
     wrap = decode_attention._wrap
 
-    def counted_wrap(keras_attention):  # records the query lengths the switched attention is traced for
-        switched = wrap(keras_attention)
+    def counted_wrap(keras_attention):  # the query lengths the switch is traced for, and those it hands to Keras
+        def kerass(layer, query, *a, **k):
+            handed_to_keras.append(query.shape[1])
+            return keras_attention(layer, query, *a, **k)
+
+        switched = wrap(kerass)
         return lambda layer, query, *a, **k: (
             one_token_attention.append(query.shape[1]) or switched(layer, query, *a, **k)
         )
@@ -176,6 +180,7 @@ def test_decoding_graphs_trace_dense_layers_as_fused_products(trained, monkeypat
     assert len(products) - traced == 2 * per_pass  # the cache graph and the step graph, each traced once
     assert len(cache_writes) - writes >= 2 * 2 * generator.model.backbone.num_layers
     assert one_token_attention.count(1) == 2 * generator.model.backbone.num_layers  # and the streaming step graph
+    assert 1 not in handed_to_keras  # every one-token step scored in the cache's layout
     streamed += "".join(piece for step in pieces for piece in step)
     assert streamed == batch[0]
     assert len(products) - traced == 2 * per_pass  # later steps reuse the traced graph

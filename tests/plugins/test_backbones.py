@@ -48,11 +48,13 @@ def json_lines(output):
 
 
 def every_verb(runner, run_dir, data, formats=("keras", "saved_model", "preset")):
-    """predict and eval --data on `data`, then every export format (each reloaded and compared by kit)."""
+    """predict and eval --data on `data`, then every export format in one `kit export` (each reloaded and
+    compared by kit)."""
     predictions = json_lines(run_ok(runner, ["predict", str(run_dir), str(data)]))
     metrics = json.loads(run_ok(runner, ["eval", str(run_dir), "--data", str(data)]).split("\n", 1)[-1])
-    for fmt in formats:
-        run_ok(runner, ["export", str(run_dir), "--format", fmt])
+    output = run_ok(runner, ["export", str(run_dir), *(arg for fmt in formats for arg in ("--format", fmt))])
+    assert output.count("reload check passed") == len(formats)
+    assert all((run_dir / "export" / fmt / "export.json").is_file() for fmt in formats)
     return predictions, metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -63,12 +64,31 @@ def test_one_query_token_gives_kerass_values_without_transposing_the_cache(batch
 
 
 def test_a_decoding_step_through_the_layer_gives_kerass_output_and_cache():
-    """The layer's own call, as keras-hub's decoders make it: cache `[batch, 2, length, heads, dim]`, one token."""
-    attention = layer(heads=2, key_dim=8, dropout=0.0)
+    """The layer's own call, as keras-hub's decoders make it: cache `[batch, 2, length, heads, dim]`, one token,
+    GPT-2's attention dropout (0.1), value size unlike key size."""
+    attention = CachedMultiHeadAttention(num_heads=2, key_dim=8, value_dim=5, dropout=0.1)
+    attention.build((4, 1, 16), (4, 9, 16))
     rng = np.random.default_rng(1)
     token = tf.constant(rng.normal(size=(4, 1, 16)), tf.float32)
     cache = tf.constant(rng.normal(size=(4, 2, 9, 2, 8)), tf.float32)
+    value_cache = tf.constant(rng.normal(size=(4, 9, 2, 5)), tf.float32)
     mask = tf.constant(np.arange(9)[None, None, :] <= 5, tf.bool) & tf.ones((4, 1, 9), tf.bool)
+
+    query = attention._query_dense(token)
+
+    def step(query, key_cache, value_cache, mask):
+        return attention._compute_attention(query, key_cache, value_cache, attention_mask=mask)[0]
+
+    expected = step(query, cache[:, 0], value_cache, mask)
+    with single_token_attention():
+        graph = tf.function(step).get_concrete_function(query, cache[:, 0], value_cache, mask)
+        outputs = step(query, cache[:, 0], value_cache, mask)
+    assert not [op for op in graph.graph.get_operations() if op.type in ("BatchMatMulV2", "Einsum")]
+    assert outputs.shape == (4, 1, 2, 5)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(graph(query, cache[:, 0], value_cache, mask), expected, rtol=1e-5, atol=1e-6)
+    # And through the layer's call, which writes the step's keys and values into the cache first.
+    attention = layer(heads=2, key_dim=8)
     expected, expected_cache = attention(token, token, attention_mask=mask, cache=cache, cache_update_index=5)
     with single_token_attention():
         outputs, new_cache = attention(token, token, attention_mask=mask, cache=cache, cache_update_index=5)
@@ -76,18 +96,35 @@ def test_a_decoding_step_through_the_layer_gives_kerass_output_and_cache():
     np.testing.assert_array_equal(new_cache, expected_cache)
 
 
+@pytest.mark.parametrize("mask_kind", ["float", "a row masked whole", "one mask for the batch"])
+def test_masks_keras_accepts_give_kerass_values(mask_kind):
+    """The masked softmax is Keras's own: non-boolean masks and rows with nothing to attend to behave alike."""
+    attention = layer()
+    query, key, value, mask = projected(3, 1, 6, seed=2)
+    if mask_kind == "float":
+        mask = tf.cast(mask, tf.float32) * 0.7 + 0.2  # 0.2 where masked, 0.9 where not
+    if mask_kind == "a row masked whole":
+        mask = tf.concat([tf.zeros_like(mask[:1]), mask[1:]], axis=0)
+    if mask_kind == "one mask for the batch":
+        mask = mask[:1]
+    expected, _ = attention._compute_attention(query, key, value, attention_mask=mask)
+    with single_token_attention():
+        outputs, _ = attention._compute_attention(query, key, value, attention_mask=mask)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "case",
-    ["prompt", "scores asked for", "float16", "causal flag"],
+    ["prompt", "scores asked for", "float16", "causal flag", "no dropout", "flash attention", "unknown option"],
 )
-def test_everything_else_keeps_kerass_computation(case):
+def test_everything_else_keeps_kerass_computation(case, monkeypatch):
     calls = []
 
     def counted(*args, **kwargs):
         calls.append(kwargs)
         return KERAS_ATTENTION(*args, **kwargs)
 
-    attention = layer()
+    attention = layer(dropout=0.0 if case == "no dropout" else 0.1)
     query, key, value, mask = projected(2, 3 if case == "prompt" else 1, 6)
     options: dict = {"attention_mask": mask}
     if case == "scores asked for":
@@ -96,11 +133,18 @@ def test_everything_else_keeps_kerass_computation(case):
         query, key, value = (tf.cast(t, tf.float16) for t in (query, key, value))
     if case == "causal flag":
         options = {"use_causal_mask": True}
-    CachedMultiHeadAttention._compute_attention = counted  # what the block wraps
-    try:
-        with single_token_attention():
+    if case == "flash attention":
+        monkeypatch.setattr(attention, "_flash_attention", True, raising=False)
+        options = {}
+    if case == "unknown option":
+        options["bogus"] = False
+    # Keras's method as the class inherits it, counted: the block must hand these calls to it.
+    monkeypatch.setattr(keras.layers.MultiHeadAttention, "_compute_attention", counted)
+    with single_token_attention():
+        if case == "unknown option":
+            with pytest.raises(TypeError):  # refused by Keras, as without the block
+                attention._compute_attention(query, key, value, **options)
+        else:
             attention._compute_attention(query, key, value, **options)
-    finally:
-        del CachedMultiHeadAttention._compute_attention
-    assert len(calls) == 1  # handed to Keras's own method
-    assert CachedMultiHeadAttention._compute_attention is KERAS_ATTENTION
+    assert len(calls) == 1
+    assert "_compute_attention" not in vars(CachedMultiHeadAttention)  # inherited again after the block

@@ -24,9 +24,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -51,8 +50,7 @@ def _canonical(equation: str) -> str:
     )
 
 
-@contextlib.contextmanager
-def fused_dense_layers() -> Iterator[None]:
+def fused_dense_layers() -> SharedPatch:
     """Within the block, `Dense` and attention's `EinsumDense` trace as fusable 2-D products (TensorFlow backend).
 
     Functions traced inside (a `model.predict`'s predict function) keep the fused graph. The switch is the
@@ -60,11 +58,7 @@ def fused_dense_layers() -> Iterator[None]:
     meanwhile in another thread is fused too (the same numbers). Blocks may nest or overlap (in threads):
     Keras's own calls come back when the last one ends. On another backend nothing changes.
     """
-    if keras.backend.backend() != "tensorflow":
-        yield
-        return
-    with _FUSED_CALLS:
-        yield
+    return _FUSED_CALLS
 
 
 # Keras's `Dense.call` and `EinsumDense.call` wrapped by the row-product path while a block is open. One object
@@ -72,6 +66,7 @@ def fused_dense_layers() -> Iterator[None]:
 _FUSED_CALLS = SharedPatch(
     [(keras.layers.Dense, "call"), (keras.layers.EinsumDense, "call")],
     lambda dense, einsum_dense: [_wrap(dense, _dense_rows), _wrap(einsum_dense, _einsum_dense_rows)],
+    backend="tensorflow",
 )
 
 

@@ -25,15 +25,22 @@ class SharedPatch:
     When the last block ends, each attribute is put back as it was: its own value (a staticmethod stays one),
     or deleted again where the owner only inherited it, so a later change to the base class shows through.
     An attribute someone else replaced or removed while the block was open is left as they left it.
+
+    `backend`: replace only while Keras runs on this backend (e.g. "tensorflow" for a replacement written
+    with TensorFlow operations); on another, a block changes nothing.
     """
 
-    def __init__(self, targets: Sequence[tuple[Any, str]], replace: Callable[..., Sequence[Any]]):
-        self.targets, self.replace = list(targets), replace
+    def __init__(
+        self, targets: Sequence[tuple[Any, str]], replace: Callable[..., Sequence[Any]], backend: str | None = None
+    ):
+        self.targets, self.replace, self.backend = list(targets), replace, backend
         self._lock = threading.Lock()
         self._kept: list[tuple[Any, Any, Any]] = []  # per target: its own value (or _INHERITED), original, replacement
         self._users = 0
 
     def __enter__(self) -> SharedPatch:
+        if not self._applies():
+            return self
         with self._lock:
             if not self._users:
                 originals = [getattr(owner, name) for owner, name in self.targets]
@@ -46,12 +53,21 @@ class SharedPatch:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        if not self._applies():
+            return
         with self._lock:
             self._users -= 1
             if not self._users:
                 for (owner, name), kept in zip(self.targets, self._kept):
                     _put_back(owner, name, *kept)
                 self._kept = []
+
+    def _applies(self) -> bool:
+        if self.backend is None:
+            return True
+        import keras
+
+        return keras.backend.backend() == self.backend
 
 
 def _own(owner: Any, name: str) -> Any:

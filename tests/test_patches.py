@@ -92,6 +92,18 @@ def test_slotted_objects_properties_and_others_changes_are_handled():
     assert owner.f is repr and not hasattr(owner, "g")  # theirs stays, and nothing fails
 
 
+def test_a_patch_for_another_backend_changes_nothing():
+    import keras
+
+    owner = types.SimpleNamespace(f=original)
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    with SharedPatch([(owner, "f")], lambda f: [abs], backend=other):
+        assert owner.f is original
+    with SharedPatch([(owner, "f")], lambda f: [abs], backend=keras.backend.backend()):
+        assert owner.f is abs
+    assert owner.f is original
+
+
 def test_the_documented_example_traces_through_the_replacement_and_puts_kerass_back():
     """docs/hooks.md's `kit.patches` example, run as written."""
     import re

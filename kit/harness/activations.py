@@ -23,7 +23,7 @@ import functools
 import importlib
 import math
 import struct
-from typing import Any, Iterator
+from typing import Any
 
 import tensorflow as tf
 
@@ -70,29 +70,14 @@ def gelu_erf(x: tf.Tensor) -> Any:
     return tf.nn.gelu(x, approximate=False), gradient
 
 
-@contextlib.contextmanager
-def lean_gelu_gradients() -> Iterator[None]:
+def lean_gelu_gradients() -> contextlib.AbstractContextManager:
     """Within the block, Keras's GELU (TensorFlow backend) takes the gradients above; restored on leaving.
 
     Functions traced inside (a `model.fit`'s training step) keep them. Blocks may nest or overlap (in
     threads): Keras's own function comes back when the last one ends. With a Keras whose backend module is
     laid out differently, nothing changes.
     """
-    try:
-        backend_nn = importlib.import_module("keras.src.backend.tensorflow.nn")
-    except ImportError:
-        backend_nn = None
-    if getattr(backend_nn, "gelu", None) is None:
-        yield
-        return
-    with _lean_gelu(backend_nn):
-        yield
-
-
-@functools.cache
-def _lean_gelu(backend_nn: Any) -> SharedPatch:
-    """Keras's backend `gelu` replaced by `_gelu` (which calls it for other dtypes) while a block is open."""
-    return SharedPatch([(backend_nn, "gelu")], lambda keras_gelu: [functools.partial(_gelu, backend_nn, keras_gelu)])
+    return _LEAN_GELU or contextlib.nullcontext()
 
 
 def _gelu(backend_nn: Any, keras_gelu: Any, x: Any, approximate: bool = True) -> Any:
@@ -101,3 +86,22 @@ def _gelu(backend_nn: Any, keras_gelu: Any, x: Any, approximate: bool = True) ->
     if not x.dtype.is_floating:
         return keras_gelu(x, approximate)
     return gelu_tanh(x) if approximate else gelu_erf(x)
+
+
+def _keras_tensorflow_nn() -> Any:
+    """Keras's TensorFlow backend module holding `gelu`, or None where this Keras lays it out differently."""
+    try:
+        backend_nn = importlib.import_module("keras.src.backend.tensorflow.nn")
+    except ImportError:
+        return None
+    return backend_nn if getattr(backend_nn, "gelu", None) is not None else None
+
+
+# Keras's backend `gelu` replaced by `_gelu` (which calls it for other dtypes) while a block is open. One object
+# for the process, made at import: two made by threads at once would each put back the other's wrapper.
+_BACKEND_NN = _keras_tensorflow_nn()
+_LEAN_GELU = (
+    SharedPatch([(_BACKEND_NN, "gelu")], lambda keras_gelu: [functools.partial(_gelu, _BACKEND_NN, keras_gelu)])
+    if _BACKEND_NN is not None
+    else None
+)

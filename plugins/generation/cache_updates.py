@@ -20,27 +20,21 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import keras
 
 from kit.patches import SharedPatch
 
 
-@contextlib.contextmanager
-def tensorflow_slice_updates() -> Iterator[None]:
+def tensorflow_slice_updates() -> SharedPatch:
     """Within the block, `keras.ops.slice_update` on TensorFlow tensors traces as `TensorStridedSliceUpdate`.
 
     Functions traced inside keep it. The switch is `keras.ops`' own attribute, which keras-hub looks up at
     each call (`ops.slice_update`), for the whole process while any block is open; blocks may nest or
     overlap. On another backend nothing changes.
     """
-    if keras.backend.backend() != "tensorflow":
-        yield
-        return
-    with _PATCH:
-        yield
+    return _PATCH
 
 
 def _wrap(keras_slice_update: Callable) -> Callable:
@@ -81,4 +75,6 @@ def _wrap(keras_slice_update: Callable) -> Callable:
 
 
 # One object for the process, made at import: two made by threads at once would each put back the other's wrapper.
-_PATCH = SharedPatch([(keras.ops, "slice_update")], lambda keras_slice_update: [_wrap(keras_slice_update)])
+_PATCH = SharedPatch(
+    [(keras.ops, "slice_update")], lambda keras_slice_update: [_wrap(keras_slice_update)], backend="tensorflow"
+)

@@ -23,29 +23,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import keras
 from keras_hub.layers import CachedMultiHeadAttention
 
 from kit.patches import SharedPatch
 
 
-@contextlib.contextmanager
-def single_token_attention() -> Iterator[None]:
+def single_token_attention() -> SharedPatch:
     """Within the block, `CachedMultiHeadAttention` layers called for one query token on TensorFlow score
     the cache in its own layout.
 
-    Eager calls inside the block get it, and functions traced inside keep it. The switch is the class's `_compute_attention` (the method Keras
-    documents for overriding), for the whole process while any block is open; blocks may nest or overlap.
-    On another backend nothing changes.
+    Eager calls inside the block get it, and functions traced inside keep it. The switch is the class's
+    `_compute_attention` (the method Keras documents for overriding), for the whole process while any block
+    is open; blocks may nest or overlap. On another backend nothing changes.
     """
-    if keras.backend.backend() != "tensorflow":
-        yield
-        return
-    with _PATCH:
-        yield
+    return _PATCH
 
 
 def _wrap(keras_attention: Callable) -> Callable:
@@ -107,4 +100,5 @@ def _wrap(keras_attention: Callable) -> Callable:
 _PATCH = SharedPatch(
     [(CachedMultiHeadAttention, "_compute_attention")],
     lambda keras_attention: [_wrap(keras_attention)],
+    backend="tensorflow",
 )

@@ -14,10 +14,14 @@ from typing import Any
 
 @functools.cache
 def fix_keras_hub() -> None:
-    """Apply every keras-hub fix below (once per process)."""
+    """Apply every keras-hub fix below (once per process), and trace its tokenizers without the ragged
+    checks that cost byte-pair tokenizers seconds per graph (`kit.tokenizer_graphs`)."""
+    from kit.tokenizer_graphs import lean_tokenizer_graphs
+
     _llama_keeps_tied_embeddings()
     _llama3_tokenizer_keeps_special_tokens()
     _byte_pair_tokenizers_tokenize_as_in_graphs()
+    lean_tokenizer_graphs()
 
 
 def _llama_keeps_tied_embeddings() -> None:

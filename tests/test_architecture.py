@@ -38,6 +38,7 @@ PUBLIC = {
     "kit.references",
     "kit.testing",
     "kit.text",
+    "kit.tokenizer_graphs",
     "kit.cache",
 }
 

@@ -31,8 +31,8 @@ def pack_documents(dataset: Any, tokenizer: Any, column: str, sequence_length: i
 def document_tokens(tokenizer: Any) -> Any:
     """One document's token ids, then the end-of-text token, as a `tf.function` traced once per tokenizer.
 
-    tf.data traces the function of each `map` anew, and a byte-pair tokenizer's graph takes seconds to trace
-    (gpt-tiny's: ~1.5 s), which the train, validation and test splits each paid; they share this one instead.
+    tf.data traces the function of each `map` anew, and a byte-pair tokenizer's graph takes about a second to
+    trace (gpt-tiny's), which the train, validation and test splits each paid; they share this one instead.
     """
     import tensorflow as tf
 

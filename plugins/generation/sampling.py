@@ -168,8 +168,8 @@ class Generator:
         unsafe: allow model.keras to hold Python code.
         trained: the run already loaded (a `kit.inference.TrainedModel`; `kit serve`), instead of loading it.
         eager_batches: how many batches of prompts are tokenised eagerly before a tokenizer graph is
-            traced. Tracing costs seconds (SmolLM2's byte-pair tokenizer: 5.5 s, plus 3.5 s for its
-            first call), then ~4 ms a batch; eagerly a batch costs 0.5-1 s. So a command continuing a few
+            traced. Tracing costs about a second or two (SmolLM2's byte-pair tokenizer: 1.5 s with its
+            first call), then ~4 ms a batch; eagerly a batch costs 0.03-1 s. So a command continuing a few
             batches never waits for the trace, and a server (0) traces it while warming up.
         jit_compile: compile `generate()`'s decoding loop with XLA (not `steps()`, which runs one step at
             a time from Python); None: Keras's `jit_compile="auto"`, XLA on a GPU. On 2 CPU cores XLA gives
@@ -349,7 +349,7 @@ class Generator:
 
         Eager keras-hub calls (tokenising, the cache, a step) cost 10-30 times more per call, and a
         graph traced again for each new shape costs seconds every time (SmolLM2's byte-pair tokenizer:
-        7.6 s). So the graph's signature comes from the first call's arguments (`examples`) with the
+        1.5 s). So the graph's signature comes from the first call's arguments (`examples`) with the
         batch dimension and every dimension of a size in `lengths` left open. kit's tokenizers give the
         same tokens in graphs as eagerly (`kit.compat.fix_keras_hub`)."""
         graphs = self.__dict__.setdefault("_graphs", {})

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 
-def outputs_and_targets(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+def outputs_and_targets(model: Any, dataset: Any, traced: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run the model over a batched (x, y) dataset once, keeping targets aligned.
 
     Dense layers are fused with their bias and activation (`kit.fused_dense`). On one replica the model
@@ -16,13 +16,14 @@ def outputs_and_targets(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarra
     traces for the first batch's exact shape and again when a batch of another length comes (1.3-1.8 s of
     MiniLM's evaluation). Under a strategy with several replicas, `model.predict`, which splits batches
     across them (`predict_on_batch` would give each replica the whole batch); for a model with its own
-    `predict_step`, `model.predict`, which runs it.
+    `predict_step`, `model.predict`, which runs it. `traced`: functions already traced for this model, by
+    input spec, shared between calls (a run's validation and test splits: one trace instead of two).
     """
     from kit.fused_dense import fused_dense_layers
 
     with fused_dense_layers():
         if _one_replica(model) and not own_predict_step(model):
-            found = _outputs_traced_once(model, dataset)
+            found = _outputs_traced_once(model, dataset, {} if traced is None else traced)
             if found is not None:
                 return found
         outputs = model.predict(dataset.map(lambda x, y: x), verbose=0)
@@ -41,11 +42,16 @@ def own_predict_step(model: Any) -> bool:
     return getattr(type(model), "predict_step", None) is not getattr(keras.Model, "predict_step", None)
 
 
-def _outputs_traced_once(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(outputs, targets) through one function traced for the dataset's inputs; None for an empty dataset."""
+def _outputs_traced_once(model: Any, dataset: Any, traced: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(outputs, targets) through one function traced for the dataset's inputs (or the one in `traced` for
+    the same inputs); None for an empty dataset."""
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), input_signature=[dataset.element_spec[0]])
+    spec = dataset.element_spec[0]
+    key = repr(spec)  # TensorSpecs' shapes, dtypes and names, in the structure's order
+    if key not in traced:
+        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    forward = traced[key]
     outputs, targets = [], []
     for x, y in dataset:
         outputs.append(tf.nest.map_structure(lambda t: t.numpy(), forward(x)))
@@ -56,14 +62,17 @@ def _outputs_traced_once(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarr
     return np.asarray(joined), np.concatenate(targets)
 
 
-def split_metrics(model: Any, task: Any, dataset: Any, report_dir: Path | None, split: str) -> dict[str, float]:
-    """The task's final metrics on one split; with `report_dir`, the task's report files too."""
+def split_metrics(
+    model: Any, task: Any, dataset: Any, report_dir: Path | None, split: str, traced: dict | None = None
+) -> dict[str, float]:
+    """The task's final metrics on one split; with `report_dir`, the task's report files too. `traced`: as
+    `outputs_and_targets` takes it, to share one traced model between splits."""
     import keras
 
     direct = task.evaluate_model(model, dataset)
     if direct is not None:
         return {k: float(v) for k, v in direct.items()}
-    outputs, targets = outputs_and_targets(model, dataset)
+    outputs, targets = outputs_and_targets(model, dataset, traced)
     loss_fn = keras.losses.get(task.loss()) if isinstance(task.loss(), str) else task.loss()
     metrics = {"loss": float(loss_fn(targets, outputs))}
     metrics.update({k: float(v) for k, v in task.evaluate(targets, outputs).items()})

@@ -1,26 +1,28 @@
 """keras-hub's tokenizers traced into graphs without RaggedTensor's run-time checks.
 
 A tokenizer splits text into ragged tensors, and each `tf.RaggedTensor.from_row_splits` (and its
-siblings) adds, by default, a check that the row partition is well formed: a `tf.cond` holding an
-`Assert`, traced as two small functions. keras-hub's byte-pair tokenizer splits once for each special
-token, so SmolLM2's tokenizer graph held 75 of these checks in 477 functions and 9,284 nodes: 3.9 s to
-trace and 3.8 s more for TensorFlow's graph optimiser at its first call, against 0.9 s and 0.4 s
-(13 functions, 1,747 nodes) without them (MiniLM's WordPiece tokenizer: 0.55 s -> 0.25 s). kit traces a
-tokenizer for every data pipeline, `kit predict`, `kit eval`, export, server and prompt batch, so every
-command paid this before its first example.
+siblings) adds, by default, checks that the row partition is well formed (three for `from_row_splits`),
+each an `Assert` inside a `tf.cond`, traced as small functions. keras-hub's byte-pair tokenizer splits
+once for each special token, so SmolLM2's tokenizer graph built 75 checked ragged tensors: 477 functions
+and 9,284 nodes, 3.9 s to trace and 3.8 s more for TensorFlow's graph optimiser at its first call, against
+0.9 s and 0.4 s (13 functions, 1,747 nodes) without them (MiniLM's WordPiece tokenizer: 0.55 s -> 0.25 s).
+kit traces a tokenizer for every data pipeline, `kit predict`, `kit eval`, export, server and prompt
+batch, so every command paid this before its first example.
 
 The partitions checked there are made by the tokenizer's own operations (regex splits, masks, row
 lengths it computes), never read from a user's data, so the checks cannot fail; the tokens are the same
-with and without them (`tests/test_tokenizer_graphs.py`). While keras-hub runs a preprocessing function
-in a graph (inside its own `no_convert_scope`, which every tokenizer, packer and preprocessor enters),
-RaggedTensors are built with `validate=False` unless the caller asks for checks. Eager calls keep the
-checks; so does every graph that is not keras-hub's preprocessing.
+with and without them (`tests/test_tokenizer_graphs.py`). While a thread traces a keras-hub
+preprocessing function into a graph (inside keras-hub's own `no_convert_scope`, which every tokenizer,
+packer and preprocessor enters, a subclass's `@preprocessing_function` methods included), the
+RaggedTensors that thread builds get `validate=False` unless the caller passes `validate`. Eager calls,
+other graphs, and every other thread keep TensorFlow's checks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 from typing import Any, Callable, Iterator
 
@@ -43,20 +45,30 @@ _FACTORIES = (
 
 
 def _unchecked(factory: Any) -> classmethod:
-    """The classmethod `factory` (as bound to its class) with `validate=False` unless a caller passes it."""
+    """The classmethod `factory` (as bound to its class), building without checks while this thread is in
+    an `unchecked_ragged_tensors` block and its caller did not pass `validate`."""
     function = factory.__func__
+    position = list(inspect.signature(function).parameters).index("validate") - 1  # after `cls`
 
     @functools.wraps(function)
     def build(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("validate", False)
+        if getattr(_thread, "unchecked", 0) and len(args) <= position and "validate" not in kwargs:
+            kwargs["validate"] = False
         return function(cls, *args, **kwargs)
 
     return classmethod(build)
 
 
-def unchecked_ragged_tensors() -> SharedPatch:
-    """While open: `tf.RaggedTensor`'s factories build without run-time checks unless asked for them."""
-    return _UNCHECKED_RAGGED
+@contextlib.contextmanager
+def unchecked_ragged_tensors() -> Iterator[None]:
+    """While open: the ragged tensors this thread builds skip TensorFlow's run-time checks of their row
+    partitions, unless a caller passes `validate`. Other threads keep the checks. Blocks nest."""
+    with _FACTORIES_PATCH:  # TensorFlow's own factories again once no block is open in any thread
+        _thread.unchecked = getattr(_thread, "unchecked", 0) + 1
+        try:
+            yield
+        finally:
+            _thread.unchecked -= 1
 
 
 def _scope_that_skips_checks(keras_scope: Callable[[], Any]) -> Callable[[], Any]:
@@ -68,7 +80,7 @@ def _scope_that_skips_checks(keras_scope: Callable[[], Any]) -> Callable[[], Any
             if tf.executing_eagerly():
                 yield
             else:
-                with _UNCHECKED_RAGGED:
+                with unchecked_ragged_tensors():
                     yield
 
     no_convert_scope.kit_skips_ragged_checks = True  # type: ignore[attr-defined]
@@ -92,7 +104,8 @@ def lean_tokenizer_graphs() -> None:
 _install_lock = threading.Lock()
 
 
-_UNCHECKED_RAGGED = SharedPatch(
+_thread = threading.local()  # .unchecked: how many `unchecked_ragged_tensors` blocks this thread has open
+_FACTORIES_PATCH = SharedPatch(
     [(tf.RaggedTensor, name) for name in _FACTORIES if hasattr(tf.RaggedTensor, name)],
     lambda *factories: [_unchecked(factory) for factory in factories],
 )

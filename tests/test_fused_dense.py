@@ -259,6 +259,26 @@ def test_a_model_with_its_own_predict_step_is_evaluated_through_it():
     np.testing.assert_array_equal(targets, y)
 
 
+def test_splits_with_the_same_inputs_share_one_traced_model():
+    """A run's validation and test splits: one trace between them, each split's own outputs and targets."""
+    from kit.evaluation import outputs_and_targets
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    rng = np.random.default_rng(0)
+    first, second = (rng.normal(size=(n, 3)).astype("float32") for n in (10, 7))
+    traced: dict = {}
+    got = [
+        outputs_and_targets(model, tf.data.Dataset.from_tensor_slices((x, np.arange(len(x)))).batch(4), traced)
+        for x in (first, second)
+    ]
+    (forward,) = traced.values()
+    assert forward.experimental_get_tracing_count() == 1
+    for (outputs, targets), x in zip(got, (first, second)):
+        np.testing.assert_allclose(outputs, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(targets, np.arange(len(x)))
+
+
 def test_the_documented_plugin_example_fuses_every_later_call(fused_calls):
     """docs/hooks.md's example: traced once inside the block, for any batch size and length."""
     import re

@@ -289,10 +289,10 @@ def _check_callback(callback: Any, plugin: str, registered: list) -> None:
 
 def final_metrics(model: keras.Model, pieces: Pieces, datasets: dict, context: Any) -> dict[str, dict[str, float]]:
     """Metrics on validation and test (on train when neither has rows), with the task's report files."""
-    results = {}
+    results, traced = {}, {}  # the model traced once for both splits
     for split in ("validation", "test"):
         if split in datasets:
-            results[split] = split_metrics(model, pieces.task, datasets[split], context.run.path, split)
+            results[split] = split_metrics(model, pieces.task, datasets[split], context.run.path, split, traced)
     if not results:
         results["train"] = split_metrics(model, pieces.task, datasets["train"], context.run.path, "train")
     return results

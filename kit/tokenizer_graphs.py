@@ -83,8 +83,7 @@ def _scope_that_skips_checks(keras_scope: Callable[[], Any]) -> Callable[[], Any
                 with unchecked_ragged_tensors():
                     yield
 
-    no_convert_scope.kit_skips_ragged_checks = True  # type: ignore[attr-defined]
-    no_convert_scope.keras_scope = keras_scope  # type: ignore[attr-defined]
+    no_convert_scope.keras_scope = keras_scope  # type: ignore[attr-defined]  # also marks it as kit's
     return no_convert_scope
 
 
@@ -97,13 +96,11 @@ def lean_tokenizer_graphs() -> None:
 
     with _install_lock:
         scope = getattr(tensor_utils, "no_convert_scope", None)
-        if callable(scope) and not getattr(scope, "kit_skips_ragged_checks", False):
+        if callable(scope) and not hasattr(scope, "keras_scope"):
             tensor_utils.no_convert_scope = _scope_that_skips_checks(scope)
 
 
 _install_lock = threading.Lock()
-
-
 _thread = threading.local()  # .unchecked: how many `unchecked_ragged_tensors` blocks this thread has open
 _FACTORIES_PATCH = SharedPatch(
     [(tf.RaggedTensor, name) for name in _FACTORIES if hasattr(tf.RaggedTensor, name)],

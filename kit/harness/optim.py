@@ -155,30 +155,56 @@ class _FusedAdamUpdate:
         # One device and no strategy: each weight's `update_step` is called directly. Keras sends every weight
         # through the strategy's merge_call and update(), which for the default strategy only call
         # `update_step`: tracing that machinery for MiniLM's 103 weights was 0.1-0.4 s of the first step.
-        for gradient, variable in zip(grads, trainable_variables):
-            self.update_step(
-                gradient, variable.value if isinstance(variable, keras.Variable) else variable, learning_rate
-            )
+        # The step's scalars (beta powers and constants) are made once for all weights rather than once per
+        # weight: for MiniLM's 103 weights that was about 1,100 of the training step's 6,000 traced operations.
+        self._shared_scalars = _StepScalars(self)
+        try:
+            for gradient, variable in zip(grads, trainable_variables):
+                self.update_step(
+                    gradient, variable.value if isinstance(variable, keras.Variable) else variable, learning_rate
+                )
+        finally:
+            self._shared_scalars = None
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
         if not self._fused():
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)
-        step = tf.cast(self.iterations + 1, dtype)
+        shared = getattr(self, "_shared_scalars", None)
+        scalars = shared.of(dtype) if shared is not None else _StepScalars(self).of(dtype)
         gradient = tf.cast(tf.convert_to_tensor(gradient), dtype)  # a sparse embedding gradient summed, dense
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
             m=_handle(self._momentums[index]),
             v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(tf.cast(self.beta_1, dtype), step),
-            beta2_power=tf.pow(tf.cast(self.beta_2, dtype), step),
             lr=tf.cast(learning_rate, dtype),
-            beta1=tf.cast(self.beta_1, dtype),
-            beta2=tf.cast(self.beta_2, dtype),
-            epsilon=tf.cast(self.epsilon, dtype),
             grad=gradient,
+            **scalars,
         )
+
+
+class _StepScalars:
+    """The scalars of one Adam step that every weight of a dtype shares: beta_1^t, beta_2^t (t = the step about
+    to be taken), beta_1, beta_2 and epsilon, each made once per dtype."""
+
+    def __init__(self, optimizer: Any):
+        self.optimizer = optimizer
+        self._made: dict[Any, dict[str, Any]] = {}
+
+    def of(self, dtype: Any) -> dict[str, Any]:
+        if dtype not in self._made:
+            optimizer = self.optimizer
+            step = tf.cast(optimizer.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(optimizer.beta_1, dtype), tf.cast(optimizer.beta_2, dtype)
+            self._made[dtype] = {
+                "beta1_power": tf.pow(beta_1, step),
+                "beta2_power": tf.pow(beta_2, step),
+                "beta1": beta_1,
+                "beta2": beta_2,
+                "epsilon": tf.cast(optimizer.epsilon, dtype),
+            }
+        return self._made[dtype]
 
 
 def _one_device() -> bool:

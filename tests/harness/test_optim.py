@@ -241,3 +241,21 @@ def test_one_device_updates_each_weight_directly_with_the_strategys_result(monke
     assert routed_calls  # every weight (and its decay) through the strategy
     for a, b in zip(direct, routed):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_traced_step_makes_adams_scalars_once_for_all_weights():
+    """Beta powers and constants are shared by every weight of a dtype (per weight they were about 1,100 of
+    MiniLM's 6,000 traced operations): one pair of powers for a model of three weights."""
+    model = embedding_model()
+    optimizer = FusedAdamW(learning_rate=1e-2, weight_decay=0.1, global_clipnorm=0.5)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step():
+        optimizer.apply_gradients([(tf.ones_like(v), v) for v in model.trainable_variables])
+
+    graph = step.get_concrete_function().graph
+    operations = [op.type for op in graph.get_operations()]
+    assert len(model.trainable_variables) == 3
+    assert operations.count("ResourceApplyAdam") == 3
+    assert operations.count("Pow") == 2

@@ -410,12 +410,15 @@ def load_keras_model(path: Path, unsafe: bool = False) -> Any:
     import keras
 
     from kit.compat import fix_keras_hub
+    from kit.lazy_init import deferred_random_init
 
     fix_keras_hub()
     check_keras_archive(path)
     try:
-        # compile=False: inference needs no optimizer state (resuming uses the run's backup/).
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        # compile=False: inference needs no optimizer state (resuming uses the run's backup/). The file's
+        # weights overwrite the model's initial values: none are drawn.
+        with deferred_random_init():
+            return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ModelError(

@@ -355,8 +355,11 @@ def load_preset(location: str, cls: Any, **kwargs: Any) -> Any:
         from kit.runfiles import check_preset_files
 
         check_preset_files(local)
+    from kit.lazy_init import deferred_random_init
+
     try:
-        return cls.from_preset(str(local) if is_local else location, **kwargs)
+        with deferred_random_init():  # the weights loaded overwrite them: no random initial values drawn
+            return cls.from_preset(str(local) if is_local else location, **kwargs)
     except (OSError, ConnectionError) as exc:
         if is_local:
             raise ModelError(f"Cannot load {cls.__name__} from {location}: {exc}") from None

@@ -4,17 +4,21 @@ Building a Keras model draws every weight's initial value, and loading pretraine
 overwrites them all: for MiniLM that is 22.7M truncated-normal values drawn for nothing at every `kit run`,
 `kit predict` and `kit eval`, for SmolLM2-135M six times as many.
 
-In a `deferred_random_init()` block, a Keras variable whose initializer is random with a fixed seed (Keras's
-random initializers draw their seed when they are made, unless given a `keras.random.SeedGenerator`) starts
-filled with NaN instead, and its initializer is kept. Assigning the variable's whole value (as Keras's
-`load_weights`, `load_model` and keras-hub's weight converters do) settles it. When the block ends, every
-variable nothing assigned gets its initial value then: the same values it would have had, since its
-initializer's seed was fixed when the initializer was made. `assign_add` and `assign_sub` draw the initial
-value first. NaN, not zeros: code that read a variable's value before it was loaded would be wrong loudly,
-and a variable written some other way (through TensorFlow's own `assign`) is told apart and kept.
+In a `deferred_random_init()` block, a Keras variable this thread creates eagerly whose initializer is random
+with a fixed seed (Keras's random initializers draw their seed when they are made, unless given a
+`keras.random.SeedGenerator`) waits for its value:
 
-Only this thread's variables created while executing eagerly are deferred; other threads, and variables
-created while tracing a function, are built as usual. Blocks nest (the outermost one settles).
+- assigning its whole value eagerly (as Keras's `load_weights`, `load_model` and keras-hub's weight
+  converters do) settles it without the draw;
+- reading it, in any thread, eagerly or while tracing a function (`assign_add` and `assign_sub` read
+  first), draws its initial value then;
+- when the block ends, the variables still waiting get their initial values.
+
+Each gets the values it would have had, since its initializer's seed was fixed when the initializer was made.
+Until then it holds NaN, so a variable written past Keras (through TensorFlow's own `assign`) is told apart
+and kept. An initializer that cannot make its value (an orthogonal one on a vector) raises when the value is
+drawn, not when the variable is made; a variable loaded before never draws it. Blocks nest (the outermost one
+settles); variables made while tracing a function or in other threads are built as usual.
 
 Example:
     >>> with deferred_random_init():
@@ -30,52 +34,79 @@ from typing import Any, Iterator
 import keras
 import tensorflow as tf
 from keras.src.backend import Variable as _VARIABLE_CLASS  # the backend's variable class (TensorFlow's here)
+from keras.src.backend.common.stateless_scope import get_stateless_scope, in_stateless_scope
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from kit.patches import SharedPatch
 
-_thread = threading.local()  # .pending: {id(variable): (variable, initializer)} of this thread's open block
+_thread = threading.local()  # .made: ids of the variables this thread's open block deferred (None: no block)
+_lock = threading.RLock()
+_waiting: dict[int, tuple[Any, Any]] = {}  # every thread's deferred variables: id -> (variable, initializer)
 
 
 @contextlib.contextmanager
 def deferred_random_init() -> Iterator[None]:
     """While open, this thread's new Keras variables with seeded random initializers wait for their values
-    (see the module doc); when the outermost block ends, those not assigned get their initial values."""
-    if getattr(_thread, "pending", None) is not None:  # nested: the outer block settles
+    (see the module doc); when the outermost block ends, those still waiting get their initial values."""
+    if getattr(_thread, "made", None) is not None:  # nested: the outer block settles
         yield
         return
     with _VARIABLE_PATCH:
-        _thread.pending = {}
+        _thread.made = []
         try:
             yield
+        except BaseException:
+            _draw_all(_thread.made, raise_errors=False)  # no NaN left behind; the block's own error goes on
+            raise
+        else:
+            _draw_all(_thread.made, raise_errors=True)
         finally:
-            pending, _thread.pending = _thread.pending, None
-            for variable, initializer in pending.values():  # after an exception too: no NaN left behind
-                if tf.reduce_all(tf.math.is_nan(variable.value)):  # else written some other way: kept
-                    _ORIGINAL_ASSIGN(variable, initializer(variable._shape, dtype=variable._dtype))
+            _thread.made = None
+
+
+def _draw_all(keys: list[int], raise_errors: bool) -> None:
+    first_error: Exception | None = None
+    for key in keys:
+        try:
+            _draw(key)
+        except Exception as exc:  # the others are still drawn
+            first_error = first_error or exc
+    if first_error is not None and raise_errors:
+        raise first_error
+
+
+def _draw(key: int) -> None:
+    """Give a waiting variable its initial value, unless something wrote it past Keras meanwhile."""
+    with _lock:
+        entry = _waiting.pop(key, None)
+        if entry is None:
+            return
+        variable, initializer = entry
+        with tf.init_scope():  # eagerly, also when a function being traced reads it first
+            if bool(tf.reduce_all(tf.math.is_nan(variable._value))):
+                variable._direct_assign(initializer(variable._shape, dtype=variable._dtype))
 
 
 def _deferrable(variable: Any, initializer: Any) -> bool:
     from keras.src.initializers.random_initializers import RandomInitializer
 
     return (
-        isinstance(initializer, RandomInitializer)
+        getattr(_thread, "made", None) is not None
+        and isinstance(initializer, RandomInitializer)
         and isinstance(initializer.seed, int)  # a SeedGenerator's draws depend on their order
         and keras.backend.is_float_dtype(variable._dtype)
         and tf.executing_eagerly()
     )
 
 
-def _pending() -> dict[int, tuple[Any, Any]] | None:
-    return getattr(_thread, "pending", None)
-
-
 def _deferring(original: Any) -> Any:
     def _initialize_with_initializer(self: Any, initializer: Any) -> None:
-        pending = _pending()
-        if pending is None or not _deferrable(self, initializer):
+        if not _deferrable(self, initializer):
             return original(self, initializer)
         self._initialize(tf.fill(self._shape, tf.constant(float("nan"), dtype=self._dtype)))
-        pending[id(self)] = (self, initializer)
+        with _lock:
+            _waiting[id(self)] = (self, initializer)
+        _thread.made.append(id(self))
 
     return _initialize_with_initializer
 
@@ -83,33 +114,35 @@ def _deferring(original: Any) -> Any:
 def _settling(original: Any) -> Any:
     def assign(self: Any, value: Any) -> Any:
         assigned = original(self, value)
-        pending = _pending()
-        if pending:
-            pending.pop(id(self), None)
+        if id(self) in _waiting and tf.executing_eagerly() and not in_stateless_scope():  # written now
+            with _lock:
+                _waiting.pop(id(self), None)
         return assigned
 
     return assign
 
 
-def _initialized_first(original: Any) -> Any:
-    def update(self: Any, value: Any) -> Any:
-        pending = _pending()
-        entry = pending.pop(id(self), None) if pending else None
-        if entry is not None:
-            _ORIGINAL_ASSIGN(self, entry[1](self._shape, dtype=self._dtype))
-        return original(self, value)
+def _drawing_first(original: property) -> property:
+    read = original.fget
 
-    return update
+    def value(self: Any) -> Any:
+        if id(self) in _waiting and _reads_the_variable(self):
+            _draw(id(self))
+        return read(self)
+
+    return property(value, original.fset, original.fdel, original.__doc__)
 
 
-_ORIGINAL_ASSIGN = _VARIABLE_CLASS.assign
+def _reads_the_variable(variable: Any) -> bool:
+    """Whether reading `value` now reads the variable itself: not Keras working out shapes (a symbolic
+    scope), nor a stateless scope that holds a value of its own for it."""
+    if in_symbolic_scope():
+        return False
+    return not in_stateless_scope() or get_stateless_scope().get_current_value(variable) is None
+
+
 _VARIABLE_PATCH = SharedPatch(
-    [(_VARIABLE_CLASS, name) for name in ("_initialize_with_initializer", "assign", "assign_add", "assign_sub")],
-    lambda initialize, assign, assign_add, assign_sub: [
-        _deferring(initialize),
-        _settling(assign),
-        _initialized_first(assign_add),
-        _initialized_first(assign_sub),
-    ],
+    [(_VARIABLE_CLASS, name) for name in ("_initialize_with_initializer", "assign", "value")],
+    lambda initialize, assign, value: [_deferring(initialize), _settling(assign), _drawing_first(value)],
     backend="tensorflow",
 )

@@ -10,7 +10,11 @@ every keras-hub user in kit wants, tokenizer graphs without ragged checks
 from __future__ import annotations
 
 import functools
+import json
+import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 
@@ -98,7 +102,10 @@ def _byte_pair_tokenizers_tokenize_as_in_graphs() -> None:
 
     The check tokenises a short text both ways (TensorFlow's path eagerly: tracing
     it as a graph cost 2.5 s), when a byte-pair tokenizer first asks which path to
-    take, not in runs without one.
+    take, not in runs without one. Its answer depends only on the libraries, so it
+    is kept in kit's cache (`$KIT_CACHE_DIR`, default `~/.cache/kit`) for their
+    versions: the eager run of TensorFlow's path took 1.4 s of every command that
+    loaded a byte-pair tokenizer.
     """
     from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 
@@ -122,6 +129,17 @@ def _byte_pair_paths_differ() -> bool:
     with _probe_lock:
         if _probe_result:
             return _probe_result[0]
+        known = _remembered_probe()
+        if known is not None:
+            _probe_result.append(known)
+            return known
+        differ = _probe_byte_pair_paths()
+        _remember_probe(differ)
+        return differ
+
+
+def _probe_byte_pair_paths() -> bool:
+    with _probe_lock:
         _probe_result.append(False)  # while probing (re-entered from the probe's own calls): keras-hub's choice
         import numpy as np
         from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
@@ -138,6 +156,60 @@ def _byte_pair_paths_differ() -> bool:
             raise
         _probe_result[0] = eager != in_tensorflow
         return _probe_result[0]
+
+
+_PROBE_FORMAT = 1  # raised when the probe or its text changes: older answers are then probed again
+
+
+def _probe_key() -> str:
+    """The libraries the probe's answer depends on, by version."""
+    import keras
+    import keras_hub
+    import tensorflow as tf
+    import tensorflow_text
+
+    versions = (keras_hub.__version__, keras.__version__, tf.__version__, tensorflow_text.__version__)
+    return json.dumps([_PROBE_FORMAT, *versions])
+
+
+def _probe_file() -> Path:
+    from kit.cache import cache_dir
+
+    return cache_dir() / "keras-hub-checks.json"
+
+
+def _remembered_probe() -> bool | None:
+    """The probe's answer kept for these library versions, or None (none kept, or an unreadable file)."""
+    try:
+        kept = json.loads(_probe_file().read_text(encoding="utf-8"))
+        answer = kept["byte_pair_paths_differ"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (
+        not isinstance(answer, dict)
+        or answer.get("libraries") != _probe_key()
+        or type(answer.get("differ")) is not bool
+    ):
+        return None
+    return answer["differ"]
+
+
+def _remember_probe(differ: bool) -> None:
+    """Keep the answer (written to a temporary file and renamed); a cache that cannot be written is skipped."""
+    path = _probe_file()
+    content = {"byte_pair_paths_differ": {"libraries": _probe_key(), "differ": differ}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=".keras-hub-checks-")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(content, out)
+            os.replace(scratch, path)
+        finally:
+            if os.path.exists(scratch):
+                os.unlink(scratch)
+    except OSError:
+        pass
 
 
 @functools.cache

@@ -19,3 +19,41 @@ def test_an_eager_byte_pair_tokenizer_splits_text_as_a_traced_one():
         eager = np.asarray(tokenizer(text)).tolist()
         traced = tf.function(tokenizer)(tf.constant(text)).numpy().tolist()
         assert eager == traced, text
+
+
+def test_the_byte_pair_check_is_kept_for_the_installed_libraries(monkeypatch):
+    """Probed once, then read from kit's cache: a new process need not run TensorFlow's path eagerly (1.4 s).
+    Other library versions, a damaged file or an unwritable cache mean probing again."""
+    import json
+
+    import kit.compat as compat
+
+    compat.fix_keras_hub()
+    monkeypatch.setattr(compat, "_probe_result", [])
+    first = compat._byte_pair_paths_differ()
+    kept = json.loads(compat._probe_file().read_text(encoding="utf-8"))["byte_pair_paths_differ"]
+    assert kept == {"libraries": compat._probe_key(), "differ": first}
+
+    probes: list[int] = []
+
+    def probe() -> bool:
+        probes.append(1)
+        compat._probe_result.append(not first)
+        return not first
+
+    monkeypatch.setattr(compat, "_probe_byte_pair_paths", probe)
+    monkeypatch.setattr(compat, "_probe_result", [])
+    assert compat._byte_pair_paths_differ() is first and probes == []  # a new process: the kept answer
+
+    for damaged in ("{not json", json.dumps({"byte_pair_paths_differ": {"libraries": "keras-hub 0.1", "differ": 1}})):
+        compat._probe_file().write_text(damaged, encoding="utf-8")
+        monkeypatch.setattr(compat, "_probe_result", [])
+        assert compat._byte_pair_paths_differ() is (not first)
+    assert len(probes) == 2
+    assert json.loads(compat._probe_file().read_text(encoding="utf-8"))["byte_pair_paths_differ"]["differ"] is (
+        not first
+    )
+
+    monkeypatch.setenv("KIT_CACHE_DIR", "/dev/null/not-a-folder")  # cannot be written: probed, nothing kept
+    monkeypatch.setattr(compat, "_probe_result", [])
+    assert compat._byte_pair_paths_differ() is (not first) and len(probes) == 3

@@ -118,6 +118,29 @@ def _byte_pair_tokenizers_tokenize_as_in_graphs() -> None:
 
     use_tf_workflow.kit_checked_lazily = True  # type: ignore[attr-defined]
     BytePairTokenizer._use_tf_workflow = use_tf_workflow
+    _byte_pair_tokenizers_skip_their_python_path(BytePairTokenizer)
+
+
+def _byte_pair_tokenizers_skip_their_python_path(cls: Any) -> None:
+    """Where every call takes TensorFlow's path (above), a byte-pair tokenizer does not also build the
+    Hugging Face `tokenizers` object of the Python path from its vocabulary and merges (SmolLM2: 0.4 s at
+    every load). keras-hub still builds it on first use if anything asks for that path."""
+    original = cls.set_vocabulary_and_merges
+    if getattr(original, "kit_skips_python_path", False):
+        return
+
+    def set_vocabulary_and_merges(self: Any, vocabulary: Any, merges: Any) -> None:
+        skip = getattr(self, "_allow_python_workflow", False) and vocabulary is not None and merges is not None
+        if not (skip and _byte_pair_paths_differ()):
+            return original(self, vocabulary, merges)
+        self._allow_python_workflow = False  # keras-hub's switch for "TensorFlow's path only", for this call
+        try:
+            return original(self, vocabulary, merges)
+        finally:
+            self._allow_python_workflow = True
+
+    set_vocabulary_and_merges.kit_skips_python_path = True  # type: ignore[attr-defined]
+    cls.set_vocabulary_and_merges = set_vocabulary_and_merges
 
 
 _probe_lock = threading.RLock()

@@ -57,3 +57,24 @@ def test_the_byte_pair_check_is_kept_for_the_installed_libraries(monkeypatch):
     monkeypatch.setenv("KIT_CACHE_DIR", "/dev/null/not-a-folder")  # cannot be written: probed, nothing kept
     monkeypatch.setattr(compat, "_probe_result", [])
     assert compat._byte_pair_paths_differ() is (not first) and len(probes) == 3
+
+
+def test_a_byte_pair_tokenizer_builds_no_python_path_it_will_not_take():
+    """Where kit sends every eager call down TensorFlow's path, the `tokenizers` object of keras-hub's Python
+    path is not built at load (0.4 s for SmolLM2's); the layer's switch is left as it was, and the object
+    is still built if anything asks for it."""
+    from keras_hub.src.tokenizers.byte_pair_tokenizer import BytePairTokenizer
+
+    from kit.compat import _byte_pair_paths_differ, fix_keras_hub
+
+    fix_keras_hub()
+    alphabet = [chr(c) for c in range(ord("!"), ord("~") + 1)] + ["Ġ", "Ċ", "ĠĠ"]
+    tokenizer = BytePairTokenizer(vocabulary={char: i for i, char in enumerate(alphabet)}, merges=["Ġ Ġ"])
+    assert tokenizer._allow_python_workflow is True
+    if not _byte_pair_paths_differ():  # a keras-hub whose two paths agree: the Python path is kit's too
+        assert tokenizer._tokenizer is not None
+        return
+    assert getattr(tokenizer, "_tokenizer", None) is None
+    assert np.asarray(tokenizer("a  b")).tolist() == np.asarray(tokenizer("a  b")).tolist()
+    tokenizer._maybe_initialized_tokenizers()
+    assert tokenizer._tokenizer is not None

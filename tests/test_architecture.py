@@ -39,6 +39,7 @@ PUBLIC = {
     "kit.testing",
     "kit.text",
     "kit.tokenizer_graphs",
+    "kit.lazy_init",
     "kit.cache",
 }
 

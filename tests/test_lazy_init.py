@@ -260,3 +260,13 @@ def test_kit_loads_models_without_drawing_initial_values(tmp_path, draws):
     through_kit = load_keras_model(tmp_path / "model.keras")
     assert draws == []
     assert_same(weights_of(through_kit), weights_of(plain))
+
+
+def test_the_documented_example_runs_as_written(capsys):
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "hooks.md").read_text(encoding="utf-8")
+    section = page.split("## Loading weights without drawing initial values")[1]
+    example = section.split("```python\n")[1].split("```")[0]
+    exec(compile(example, "docs/hooks.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "True"

@@ -281,17 +281,13 @@ def test_splits_with_the_same_inputs_share_one_traced_model():
 
 def test_the_documented_plugin_example_fuses_every_later_call(fused_calls):
     """docs/hooks.md's example: traced once inside the block, for any batch size and length."""
-    import re
-    from pathlib import Path
+    from tests.docs_examples import run_example
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "hooks.md").read_text(encoding="utf-8")
-    section = text.split("## Faster inference graphs")[1]
-    example = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     _, query, output, _ = layers()
     inputs = keras.Input((None, 6), name="x")
     model = keras.Model({"x": inputs}, output(query(keras.layers.Dense(6, activation="relu")(inputs))))
     namespace = {"model": model, "batch": {"x": sequences(4, 5, 6)}, "next_batch": {"x": sequences(2, 9, 6, seed=1)}}
-    exec(compile(example, "docs/hooks.md", "exec"), namespace)
+    run_example("## Faster inference graphs", namespace)
     assert len(fused_calls) == 3  # the three layers, traced once
     assert keras.layers.Dense.call is KERAS_DENSE_CALL  # the later call ran outside the block
     np.testing.assert_allclose(namespace["more"], model(namespace["next_batch"]), rtol=1e-5, atol=1e-5)

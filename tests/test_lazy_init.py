@@ -263,10 +263,7 @@ def test_kit_loads_models_without_drawing_initial_values(tmp_path, draws):
 
 
 def test_the_documented_example_runs_as_written(capsys):
-    from pathlib import Path
+    from tests.docs_examples import run_example
 
-    page = (Path(__file__).parents[1] / "docs" / "hooks.md").read_text(encoding="utf-8")
-    section = page.split("## Loading weights without drawing initial values")[1]
-    example = section.split("```python\n")[1].split("```")[0]
-    exec(compile(example, "docs/hooks.md", "exec"), {})
+    run_example("## Loading weights without drawing initial values")
     assert capsys.readouterr().out.strip() == "True"

@@ -106,18 +106,13 @@ def test_a_patch_for_another_backend_changes_nothing():
 
 def test_the_documented_example_traces_through_the_replacement_and_puts_kerass_back():
     """docs/hooks.md's `kit.patches` example, run as written."""
-    import re
-    from pathlib import Path
-
     import keras
     import numpy as np
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "hooks.md").read_text(encoding="utf-8")
-    section = text.split("## Switching a library function while tracing")[1]
-    example = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    from tests.docs_examples import run_example
+
     keras_softmax = keras.ops.softmax
-    namespace: dict = {}
-    exec(compile(example, "docs/hooks.md", "exec"), namespace)
+    namespace = run_example("## Switching a library function while tracing")
     assert namespace["traced_shapes"] == [(1, 3)]  # traced once, inside the block
     assert keras.ops.softmax is keras_softmax
     expected = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()

@@ -155,10 +155,7 @@ def test_installed_once_however_often_it_is_asked():
 
 
 def test_the_documented_example_runs_as_written(capsys):
-    from pathlib import Path
+    from tests.docs_examples import run_example
 
-    page = (Path(__file__).parents[1] / "docs" / "hooks.md").read_text(encoding="utf-8")
-    section = page.split("## Tokenizer graphs without ragged checks")[1]
-    example = section.split("```python\n")[1].split("```")[0]
-    exec(compile(example, "docs/hooks.md", "exec"), {})
+    run_example("## Tokenizer graphs without ragged checks")
     assert capsys.readouterr().out.strip() == "[[b'a', b'b', b'c'], [b'd']]"

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 
@@ -195,19 +192,15 @@ def _probe_key() -> str:
     return json.dumps([_PROBE_FORMAT, *versions])
 
 
-def _probe_file() -> Path:
-    from kit.cache import cache_dir
-
-    return cache_dir() / "keras-hub-checks.json"
+_PROBE_FILE = "keras-hub-checks.json"  # in kit's cache (`kit.cache`)
 
 
 def _remembered_probe() -> bool | None:
     """The probe's answer kept for these library versions, or None (none kept, or an unreadable file)."""
-    try:
-        kept = json.loads(_probe_file().read_text(encoding="utf-8"))
-        answer = kept["byte_pair_paths_differ"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from kit.cache import read_json
+
+    kept = read_json(_PROBE_FILE)
+    answer = kept.get("byte_pair_paths_differ") if isinstance(kept, dict) else None
     if (
         not isinstance(answer, dict)
         or answer.get("libraries") != _probe_key()
@@ -218,21 +211,10 @@ def _remembered_probe() -> bool | None:
 
 
 def _remember_probe(differ: bool) -> None:
-    """Keep the answer (written to a temporary file and renamed); a cache that cannot be written is skipped."""
-    path = _probe_file()
-    content = {"byte_pair_paths_differ": {"libraries": _probe_key(), "differ": differ}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=".keras-hub-checks-")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(content, out)
-            os.replace(scratch, path)
-        finally:
-            if os.path.exists(scratch):
-                os.unlink(scratch)
-    except OSError:
-        pass
+    """Keep the answer in kit's cache; a cache that cannot be written is skipped."""
+    from kit.cache import write_json
+
+    write_json(_PROBE_FILE, {"byte_pair_paths_differ": {"libraries": _probe_key(), "differ": differ}})
 
 
 @functools.cache

@@ -27,11 +27,13 @@ def test_the_byte_pair_check_is_kept_for_the_installed_libraries(monkeypatch):
     import json
 
     import kit.compat as compat
+    from kit.cache import cache_dir
 
+    kept_file = cache_dir() / compat._PROBE_FILE
     compat.fix_keras_hub()
     monkeypatch.setattr(compat, "_probe_result", [])
     first = compat._byte_pair_paths_differ()
-    kept = json.loads(compat._probe_file().read_text(encoding="utf-8"))["byte_pair_paths_differ"]
+    kept = json.loads(kept_file.read_text(encoding="utf-8"))["byte_pair_paths_differ"]
     assert kept == {"libraries": compat._probe_key(), "differ": first}
 
     probes: list[int] = []
@@ -46,11 +48,11 @@ def test_the_byte_pair_check_is_kept_for_the_installed_libraries(monkeypatch):
     assert compat._byte_pair_paths_differ() is first and probes == []  # a new process: the kept answer
 
     for damaged in ("{not json", json.dumps({"byte_pair_paths_differ": {"libraries": "keras-hub 0.1", "differ": 1}})):
-        compat._probe_file().write_text(damaged, encoding="utf-8")
+        kept_file.write_text(damaged, encoding="utf-8")
         monkeypatch.setattr(compat, "_probe_result", [])
         assert compat._byte_pair_paths_differ() is (not first)
     assert len(probes) == 2
-    assert json.loads(compat._probe_file().read_text(encoding="utf-8"))["byte_pair_paths_differ"]["differ"] is (
+    assert json.loads(kept_file.read_text(encoding="utf-8"))["byte_pair_paths_differ"]["differ"] is (
         not first
     )
 

@@ -12,13 +12,15 @@ Useful FLOPs count the real work of one pass over the training examples:
 
 The machine's ceiling is measured once (float32 matrix multiplications of
 2,048 x 2,048 for a second, with TensorFlow's threads) and kept in kit's cache
-(`$KIT_CACHE_DIR/machine.json`); `KIT_PEAK_FLOPS` (FLOP/s) overrides it. Measure it
-on an idle machine: a busy one makes every run's utilisation look higher.
+(`$KIT_CACHE_DIR/machine.json`); `KIT_PEAK_FLOPS` (FLOP/s) overrides it. A busy
+machine measures a ceiling too low, and every later run would then look closer
+to it, even past it: a run that beats the kept ceiling measures it again, and
+the cache keeps the higher of the two.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import platform
 import time
@@ -26,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from kit.cache import cache_dir
+from kit.cache import read_json, write_json
 
 PEAK_MATRIX = 2048
+PEAK_FILE = "machine.json"  # in kit's cache (`kit.cache`)
 
 
 def epoch_flops(model: Any, built: Any, examples: Any, sample: Any) -> float | None:
@@ -75,27 +78,33 @@ def forward_flops(model: Any, sample: Any) -> float | None:
         return None
 
 
-def peak_flops() -> float:
-    """The machine's float32 matrix-multiply ceiling in FLOP/s: `KIT_PEAK_FLOPS`, else measured once and cached."""
+def peak_flops(at_least: float = 0.0) -> float:
+    """The machine's float32 matrix-multiply ceiling in FLOP/s: `KIT_PEAK_FLOPS`, else measured once and cached.
+
+    `at_least`: a rate this machine has just reached. A kept ceiling below it was measured while something
+    else ran, so it is measured again, and the higher of the two measurements is kept.
+    """
     if os.environ.get("KIT_PEAK_FLOPS"):
         return float(os.environ["KIT_PEAK_FLOPS"])
     key = (
         f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{os.environ.get('TF_NUM_INTRAOP_THREADS', '')}"
     )
-    path = cache_dir() / "machine.json"
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            return float(cached["peak_flops"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    peak = _measure_peak()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": key, "peak_flops": peak}), encoding="utf-8")
-    except OSError:
-        pass  # an unwritable cache only means measuring again next time
+    kept = _cached_peak(key)
+    if kept is not None and kept >= at_least:
+        return kept
+    peak = max(_measure_peak(), kept or 0.0)
+    write_json(PEAK_FILE, {"key": key, "peak_flops": peak})
     return peak
+
+
+def _cached_peak(key: str) -> float | None:
+    """The ceiling kept for this machine (`key`), or None: none kept, another machine's, or damaged."""
+    cached = read_json(PEAK_FILE)
+    try:
+        peak = float(cached["peak_flops"]) if cached.get("key") == key else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return peak if peak is not None and math.isfinite(peak) and peak > 0 else None
 
 
 def _measure_peak(seconds: float = 1.0) -> float:
@@ -117,7 +126,7 @@ def utilisation(flops_per_epoch: float | None, epochs: float, training_seconds: 
     if not flops_per_epoch or training_seconds <= 0:
         return None
     achieved = flops_per_epoch * epochs / training_seconds
-    peak = peak_flops()
+    peak = peak_flops(at_least=achieved)
     return {
         "useful_flops_per_epoch": flops_per_epoch,
         "achieved_flops_per_second": achieved,

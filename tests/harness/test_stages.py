@@ -123,6 +123,25 @@ def test_peak_is_measured_once_then_read_from_the_cache(monkeypatch, tmp_path):
     assert flops.peak_flops() == 4e10 and measured == [1, 1]
 
 
+def test_a_ceiling_measured_on_a_busy_machine_is_measured_again_when_a_run_beats_it(monkeypatch, tmp_path):
+    """A ceiling kept from a busy moment made every later run read past 100%: a run faster than the kept
+    ceiling measures it again, and the higher measurement is kept (a busy machine only measures lower)."""
+    monkeypatch.delenv("KIT_PEAK_FLOPS")
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path))
+    readings = iter([1e11, 2e11, 1.5e11])
+    monkeypatch.setattr(flops, "_measure_peak", lambda: next(readings))
+    assert flops.peak_flops() == 1e11  # measured while the machine was busy
+    assert flops.utilisation(6e11, 1.0, 5.0)["mfu"] == 0.6  # a slower run: the kept ceiling, nothing measured
+    figures = flops.utilisation(1.2e12, 1.0, 10.0)  # 1.2e11 FLOP/s: past the kept ceiling, measured again
+    assert figures["peak_flops_per_second"] == 2e11 and figures["mfu"] == 0.6
+    assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 2e11
+    assert flops.peak_flops(at_least=2.5e11) == 2e11  # measured again (1.5e11, lower): the higher is kept
+    assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 2e11
+    for damaged in ('{"key": 1}', '{"key": "x", "peak_flops": "nan"}', "[]"):
+        (tmp_path / "machine.json").write_text(damaged)
+        assert flops._cached_peak("x") is None
+
+
 def test_utilisation_needs_work_and_time():
     assert flops.utilisation(None, 1.0, 10.0) is None
     assert flops.utilisation(1e9, 1.0, 0.0) is None

@@ -11,6 +11,9 @@ The switches `kit_plugins.generation.sampling.decoder_tracing` opens around a de
   compiles on demand and runs apart from the graph;
 - `attention`: `CachedMultiHeadAttention` scoring one query token over the cache in its own layout
   (`kit_plugins.generation.decode_attention`); off, Keras's einsums transpose the cache every step.
+- `grouped-attention`: Llama's `LlamaAttention` writing a step into its cache with one update and scoring
+  each group of query heads against its own key/value head (`kit_plugins.generation.grouped_attention`);
+  off, keras-hub slices, stacks, repeats and transposes the cache every step.
 
 Two `kit generate` decoders (`kit_plugins.generation.sampling.Generator`) on one model folder in one
 process, one traced with the switch off. Greedy, prompts in and texts out, each decoder traced once, then
@@ -31,6 +34,7 @@ PROMPT = "The capital of France is"
 SWITCHES = {
     "cache-writes": ("cache_updates", "tensorflow_slice_updates", "XLA operation", "TensorFlow kernel (kit)"),
     "attention": ("decode_attention", "single_token_attention", "Keras's einsums", "cache layout (kit)"),
+    "grouped-attention": ("grouped_attention", "grouped_query_decoding", "keras-hub's call", "one cache copy (kit)"),
 }
 
 
@@ -103,7 +107,8 @@ def main() -> None:
         "Decoding without XLA: kit's decoder switches on and off",
         "`python benchmarks/decoder_switches.py` - two `kit generate` decoders on one model in one process, one "
         "traced with the switch off, called in turn, order alternating; greedy, prompts in and texts out; median "
-        "tokens/s (off: cache-writes = XLA's operation, attention = Keras's einsums).",
+        "tokens/s (off: cache-writes = XLA's operation, attention = Keras's einsums, grouped-attention = keras-hub's "
+        "call).",
         ["switch", "model", "batch", "new tokens", "calls each", "off", "on (kit)", "speed-up", "same completions"],
         [row],
     )

@@ -134,21 +134,25 @@ def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
     """The block a decoding graph of `model` is traced in (on its first call), `xla`: whether it is compiled
     with XLA.
 
-    Without XLA, three switches, each giving the same tokens:
+    Without XLA, four switches, each giving the same tokens:
 
     - keras-hub's cache updates trace as TensorFlow's own kernel instead of an XLA operation run on its own
       (`cache_updates`: gpt-tiny 1.08-1.11x the tokens/s);
     - keras-hub's `CachedMultiHeadAttention` (with attention dropout, as GPT-2's) scores one query token over
       the cache in the cache's own layout instead of transposing it (`decode_attention`: gpt-tiny 1.14-1.35x);
+    - keras-hub's `LlamaAttention` (SmolLM2's) writes a step into its cache with one update and scores each
+      group of query heads against its own key/value head, instead of repeating and transposing copies of the
+      cache (`grouped_attention`: SmolLM2 1.11x at batch 8);
     - a decoder whose dense layers carry biases (GPT-2's) has them traced as fused products
       (`kit.fused_dense`): a small decoder's step is many small operations, and a layer's product, bias and
       activation become one (gpt-tiny: 1.01-1.16x). Llama's layers have no bias: nothing to fuse, and
       SmolLM2 measured 0.93-0.97x, so it keeps Keras's layers (`benchmarks/decoder_fusion.py`).
 
-    XLA does all three itself.
+    With XLA the decoder is traced without them: XLA compiles each step whole, fusing operations itself.
     """
     from kit_plugins.generation.cache_updates import tensorflow_slice_updates
     from kit_plugins.generation.decode_attention import single_token_attention
+    from kit_plugins.generation.grouped_attention import grouped_query_decoding
 
     from kit.fused_dense import fused_dense_layers
 
@@ -156,7 +160,7 @@ def decoder_tracing(model: Any, xla: bool) -> Iterator[None]:
         yield
         return
     fused = fused_dense_layers() if biased_dense_layers(model) else contextlib.nullcontext()
-    with tensorflow_slice_updates(), single_token_attention(), fused:
+    with tensorflow_slice_updates(), single_token_attention(), grouped_query_decoding(), fused:
         yield
 
 

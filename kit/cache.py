@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,21 @@ def read_json(name: str) -> Any:
     """What kit kept in its cache file `name`, or None when nothing readable is there (kit works it out again)."""
     try:
         return json.loads((cache_dir() / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # missing, unreadable, damaged, or nested past Python's limit
         return None
 
 
 def write_json(name: str, content: Any) -> None:
-    """Keep `content` in the cache file `name`: written to a temporary name and renamed, so a reader never sees
-    half a file and a symlink there is replaced, not followed. A cache that cannot be written is skipped."""
+    """Keep `content` in the cache file `name`, written through a temporary name and renamed
+    (`kit.scratch.written_atomically`: a reader never sees half a file, a symlink there is replaced, not
+    followed, and what a killed process left half-written is removed by the next write). A cache that
+    cannot be written is skipped: kit works the answer out again next time."""
+    from kit.scratch import written_atomically
+
     path = cache_dir() / name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(content, out)
-            os.replace(scratch, path)
-        finally:
-            if os.path.exists(scratch):
-                os.unlink(scratch)
+        with written_atomically(path) as scratch:
+            scratch.write_text(json.dumps(content), encoding="utf-8")
     except OSError:
         pass

@@ -82,29 +82,42 @@ def peak_flops(at_least: float = 0.0) -> float:
     """The machine's float32 matrix-multiply ceiling in FLOP/s: `KIT_PEAK_FLOPS`, else measured once and cached.
 
     `at_least`: a rate this machine has just reached. A kept ceiling below it was measured while something
-    else ran, so it is measured again, and the higher of the two measurements is kept.
+    else ran, so it is measured again, and the highest measurement is kept. A rate that even a fresh
+    measurement stays below (mixed precision, several devices: not what the ceiling measures) is kept too,
+    so that runs reaching it again do not measure again.
     """
     if os.environ.get("KIT_PEAK_FLOPS"):
         return float(os.environ["KIT_PEAK_FLOPS"])
     key = (
         f"{platform.processor() or platform.machine()}|{os.cpu_count()}|{os.environ.get('TF_NUM_INTRAOP_THREADS', '')}"
     )
-    kept = _cached_peak(key)
-    if kept is not None and kept >= at_least:
+    kept, passed = _cached_peak(key)
+    if kept and at_least <= max(kept, passed):
         return kept
-    peak = max(_measure_peak(), kept or 0.0)
-    write_json(PEAK_FILE, {"key": key, "peak_flops": peak})
+    measured = _measure_peak()
+    latest, latest_passed = _cached_peak(key)  # another run may have kept a higher one meanwhile
+    peak = max(measured, kept, latest)
+    passed = max(passed, latest_passed, at_least if at_least > peak else 0.0)
+    write_json(PEAK_FILE, {"key": key, "peak_flops": peak, "passed_by": passed})
     return peak
 
 
-def _cached_peak(key: str) -> float | None:
-    """The ceiling kept for this machine (`key`), or None: none kept, another machine's, or damaged."""
+def _cached_peak(key: str) -> tuple[float, float]:
+    """(the ceiling kept for this machine `key`, the highest rate kept as passing it); 0.0 for what is not
+    kept, another machine's, or damaged."""
     cached = read_json(PEAK_FILE)
+    if not isinstance(cached, dict) or cached.get("key") != key:
+        return 0.0, 0.0
+    return _positive(cached.get("peak_flops")), _positive(cached.get("passed_by"))
+
+
+def _positive(value: Any) -> float:
+    """`value` as a finite positive float, else 0.0."""
     try:
-        peak = float(cached["peak_flops"]) if cached.get("key") == key else None
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-    return peak if peak is not None and math.isfinite(peak) and peak > 0 else None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) and number > 0 else 0.0
 
 
 def _measure_peak(seconds: float = 1.0) -> float:

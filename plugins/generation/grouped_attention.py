@@ -15,7 +15,8 @@ products of other shapes, so outputs agree to float32 rounding (~1e-6), not bit 
 the same to the bit.
 
 Anything else keeps keras-hub's own call: prompts (more than one token), no cache, TPU serving (vLLM),
-fused attention where the backend has it, and dtypes other than float32 (not measured).
+fused attention where the backend has it, dtypes other than float32 (not measured), and subclasses that
+compute attention their own way (`_compute_attention`).
 
 Example:
     >>> with grouped_query_decoding():
@@ -58,7 +59,9 @@ def _decoding_step(layer: Any, hidden_states: Any, cache: Any, cache_update_inde
     vllm = getattr(_MODULE, "get_vllm_context", lambda: None)()
     fused = getattr(_MODULE, "fused_attention_op_available", lambda: False)()
     return (
-        cache is not None
+        # A subclass scoring attention its own way keeps its own computation (none in keras-hub 0.32).
+        type(layer)._compute_attention is _MODULE.LlamaAttention._compute_attention
+        and cache is not None
         and cache_update_index is not None
         and tf.is_tensor(hidden_states)
         and hidden_states.shape.rank == 3

@@ -135,11 +135,38 @@ def test_a_ceiling_measured_on_a_busy_machine_is_measured_again_when_a_run_beats
     figures = flops.utilisation(1.2e12, 1.0, 10.0)  # 1.2e11 FLOP/s: past the kept ceiling, measured again
     assert figures["peak_flops_per_second"] == 2e11 and figures["mfu"] == 0.6
     assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 2e11
-    assert flops.peak_flops(at_least=2.5e11) == 2e11  # measured again (1.5e11, lower): the higher is kept
-    assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 2e11
-    for damaged in ('{"key": 1}', '{"key": "x", "peak_flops": "nan"}', "[]"):
+    # A rate past even a fresh measurement (mixed precision, several devices): the higher ceiling is kept, and
+    # the rate too, so that runs reaching it again measure nothing.
+    assert flops.peak_flops(at_least=2.5e11) == 2e11  # measured again: 1.5e11, lower
+    kept = json.loads((tmp_path / "machine.json").read_text())
+    assert kept["peak_flops"] == 2e11 and kept["passed_by"] == 2.5e11
+    assert flops.peak_flops(at_least=2.4e11) == 2e11  # nothing left to measure: next(readings) would fail
+    assert list(tmp_path.iterdir()) == [tmp_path / "machine.json"]  # no temporary file left behind
+    for damaged in ('{"key": 1}', '{"key": "x", "peak_flops": "nan"}', "[]", '{"key": "x", "peak_flops": 1e999}',
+                    '{"key": "x", "peak_flops": ' + "9" * 500 + "}", "[" * 100_000):  # fmt: skip
         (tmp_path / "machine.json").write_text(damaged)
-        assert flops._cached_peak("x") is None
+        assert flops._cached_peak("x") == (0.0, 0.0)
+
+
+def test_a_ceiling_kept_meanwhile_by_another_run_is_not_lowered(monkeypatch, tmp_path):
+    monkeypatch.delenv("KIT_PEAK_FLOPS")
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path))
+    key = flops.platform.processor() or flops.platform.machine()
+    monkeypatch.setattr(flops, "_cached_peak", _FirstThenOther((1e11, 0.0), (3e11, 0.0)))
+    monkeypatch.setattr(flops, "_measure_peak", lambda: 2e11)
+    assert flops.peak_flops(at_least=1.5e11) == 3e11  # measured 2e11, but another run kept 3e11 meanwhile
+    assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 3e11
+    assert key in json.loads((tmp_path / "machine.json").read_text())["key"]
+
+
+class _FirstThenOther:
+    """`_cached_peak` answering `first`, then `then` (another run's write landing during the measurement)."""
+
+    def __init__(self, first, then):
+        self.answers = [first, then]
+
+    def __call__(self, key):
+        return self.answers.pop(0)
 
 
 def test_utilisation_needs_work_and_time():

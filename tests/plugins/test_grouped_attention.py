@@ -54,7 +54,9 @@ def test_a_decoding_step_gives_keras_hubs_outputs_and_cache(heads, kv_heads, bat
     def step(token, cache, mask, index):
         return attention(token, attention_mask=mask, cache=cache, cache_update_index=index)
 
-    keras_hubs = tf.function(step).get_concrete_function(*open_shapes(kv_heads=kv_heads, dim=dim)).graph.get_operations()
+    keras_hubs = (
+        tf.function(step).get_concrete_function(*open_shapes(kv_heads=kv_heads, dim=dim)).graph.get_operations()
+    )
     with grouped_query_decoding():
         outputs, new_cache = step(token, cache, mask, index)  # eagerly
         graph = tf.function(step).get_concrete_function(*open_shapes(kv_heads=kv_heads, dim=dim))
@@ -96,6 +98,20 @@ def test_a_whole_decoder_generates_the_same_tokens():
     with grouped_query_decoding():
         ours = causal_lm.generate(prompt, stop_token_ids=None)
     np.testing.assert_array_equal(ours["token_ids"], expected["token_ids"])
+
+
+def test_a_subclass_scoring_attention_its_own_way_keeps_it():
+    class Scaled(LlamaAttention):
+        def _compute_attention(self, query, key, value, attention_mask=None):
+            return 2.0 * super()._compute_attention(query, key, value, attention_mask)
+
+    attention = Scaled(num_query_heads=6, num_key_value_heads=2, rope_max_wavelength=10000)
+    attention.build((3, 1, 24))
+    token, cache, mask = step_inputs(2, 6)
+    expected, _ = attention(token, attention_mask=mask, cache=cache, cache_update_index=3)
+    with grouped_query_decoding():
+        outputs, _ = attention(token, attention_mask=mask, cache=cache, cache_update_index=3)
+    np.testing.assert_array_equal(outputs, expected)
 
 
 @pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1")  # keras-hub's, one key

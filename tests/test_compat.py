@@ -52,9 +52,7 @@ def test_the_byte_pair_check_is_kept_for_the_installed_libraries(monkeypatch):
         monkeypatch.setattr(compat, "_probe_result", [])
         assert compat._byte_pair_paths_differ() is (not first)
     assert len(probes) == 2
-    assert json.loads(kept_file.read_text(encoding="utf-8"))["byte_pair_paths_differ"]["differ"] is (
-        not first
-    )
+    assert json.loads(kept_file.read_text(encoding="utf-8"))["byte_pair_paths_differ"]["differ"] is (not first)
 
     monkeypatch.setenv("KIT_CACHE_DIR", "/dev/null/not-a-folder")  # cannot be written: probed, nothing kept
     monkeypatch.setattr(compat, "_probe_result", [])

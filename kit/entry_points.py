@@ -19,13 +19,11 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from kit.cache import cache_dir
+from kit.cache import read_json, write_json
 
 CACHE_FORMAT = 1
 
@@ -56,14 +54,15 @@ class PluginEntryPoint:
 def entry_points(group: str) -> list[PluginEntryPoint]:
     """The installed entry points of `group`, from the cache when it is current."""
     fingerprint = _fingerprint(group)
-    cache_file = cache_dir() / "entry-points" / f"{_interpreter_key()}.json"
+    cache_file = f"entry-points/{_interpreter_key()}.json"  # in kit's cache (`kit.cache`)
     if os.environ.get("KIT_REFRESH_PLUGINS") != "1":
         cached = _read(cache_file, fingerprint)
         if cached is not None:
             return cached
     found = _scan(group)
     if all(ep.value for ep in found):  # only real entry points can be loaded again by name
-        _write(cache_file, fingerprint, found)
+        # A read-only home only costs the next start a scan.
+        write_json(cache_file, {"fingerprint": fingerprint, "entry_points": [ep.as_dict() for ep in found]})
     return found
 
 
@@ -96,23 +95,11 @@ def _interpreter_key() -> str:
     return f"{zlib.crc32(f'{sys.executable}|{sys.prefix}'.encode()):08x}"  # zlib: hashlib costs 3 ms to import
 
 
-def _read(cache_file: Path, fingerprint: str) -> list[PluginEntryPoint] | None:
+def _read(cache_file: str, fingerprint: str) -> list[PluginEntryPoint] | None:
+    content = read_json(cache_file)
     try:
-        content = json.loads(cache_file.read_text(encoding="utf-8"))
         if content["fingerprint"] != fingerprint:
             return None
         return [PluginEntryPoint(**item) for item in content["entry_points"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
-
-
-def _write(cache_file: Path, fingerprint: str, found: list[PluginEntryPoint]) -> None:
-    content = {"fingerprint": fingerprint, "entry_points": [ep.as_dict() for ep in found]}
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(content, out)
-        os.replace(temporary, cache_file)  # readers see the old file or the new one, never half
-    except OSError:
-        pass  # a read-only home only costs the next start a scan

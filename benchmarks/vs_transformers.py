@@ -2,6 +2,7 @@
 
     python benchmarks/vs_transformers.py --hf-python /path/to/venv/bin/python
     python benchmarks/vs_transformers.py --hf-python ... --epoch     # also one full epoch each: accuracy, wall time
+    python benchmarks/vs_transformers.py --hf-python ... --epoch-fraction 0.5   # half an epoch each: time to accuracy
     python benchmarks/vs_transformers.py --hf-python ... --long-texts --sequence-length 256 \
         --sides "kit (defaults)" --sides "Trainer (dynamic padding, grouped by length)"   # texts of ~160 tokens
 
@@ -32,7 +33,11 @@ dynamic padding over batches grouped by length (`train_sampling_strategy=
 whole process, from launch to exit, and how much of it is outside the steady
 training steps (imports, loading, tokenising, the first step's tracing, saving,
 the final evaluation); kit's own split of that time comes from the run's
-run.json ("stages"), with its model FLOPs utilisation.
+run.json ("stages"), with its model FLOPs utilisation. --epoch-fraction F
+trains both sides for the same F of an epoch's batches instead (each tool's
+learning-rate decay spread over those steps, as a user asking for fewer
+steps gets), then evaluates on the whole test split: run it at a few
+fractions to see how long each tool takes to reach a given test accuracy.
 Appends the table to benchmarks/RESULTS.md.
 """
 
@@ -118,10 +123,12 @@ def kit_project(
     steps: int | None = None,
     trim: bool = True,
     sequence_length: int = 64,
+    small_test: bool = True,
 ) -> Path:
-    """Write the benchmark's kit project: one epoch, or `steps` steps and a few test rows (a cheap final evaluation)."""
+    """Write the benchmark's kit project: one epoch, or `steps` steps (then a few test rows, a cheap final
+    evaluation, unless not `small_test`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if steps is not None:
+    if steps is not None and small_test:
         test = test.replace("test.csv", "test-small.csv")
     (folder / "kit.yaml").write_text(
         f"task: classification\ndata:\n  train: {train}\n  test: {test}\n  validation_fraction: 0\n"
@@ -135,15 +142,15 @@ def kit_project(
 
 def kit_side(args: argparse.Namespace) -> dict:
     """`kit run`'s own pieces; throughput from a Keras callback, accuracy from a full run."""
-    steps = None if args.epoch else args.warmup + args.steps
     folder = kit_project(
         Path(args.folder) / "kit",
         args.train,
         args.test,
         args.backbone,
-        steps,
+        training_steps(args),
         trim=not args.kit_no_trim,
         sequence_length=args.sequence_length,
+        small_test=not args.epoch,
     )
     import keras
     import keras_hub  # noqa: F401 - imported by the run anyway; measured here with the framework
@@ -176,6 +183,14 @@ def kit_side(args: argparse.Namespace) -> dict:
         "stages": record.get("stages"),
         "mfu": (record.get("utilisation") or {}).get("mfu"),
     }
+
+
+def training_steps(args: argparse.Namespace) -> int | None:
+    """Steps each side trains: None for a whole epoch, a share of one (--epoch-fraction), or the throughput
+    run's warm-up and timed steps."""
+    if args.epoch:
+        return None if args.epoch_fraction == 1.0 else max(1, round(args.epoch_fraction * args.train_rows / 32))
+    return args.warmup + args.steps
 
 
 class StepTimer:
@@ -249,7 +264,7 @@ def hf_side(args: argparse.Namespace) -> dict:
         learning_rate=5e-5,
         weight_decay=0.01,
         num_train_epochs=1,
-        max_steps=-1 if args.epoch else args.warmup + args.steps,
+        max_steps=training_steps(args) or -1,
         lr_scheduler_type="linear",
         save_strategy="no",
         report_to=[],
@@ -290,6 +305,7 @@ def run_side(python: str, side: str, args: argparse.Namespace, folder: Path, ext
     argv = [python, __file__, "--side", side, "--folder", str(folder), "--train", args.train, "--test", args.test]
     argv += ["--backbone", args.backbone, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     argv += ["--threads", str(args.threads), "--sequence-length", str(args.sequence_length)]
+    argv += ["--train-rows", str(args.train_rows), "--epoch-fraction", str(args.epoch_fraction)]
     argv += [*(["--epoch"] if args.epoch else []), *extra]
     from _kit import run_side as run_process
 
@@ -316,6 +332,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--epoch", action="store_true", help="train one full epoch per side, report test accuracy")
+    parser.add_argument(
+        "--epoch-fraction", type=float, default=1.0, help="with --epoch implied: train this share of an epoch"
+    )
     parser.add_argument("--side", choices=["kit", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--train", help=argparse.SUPPRESS)
@@ -325,6 +344,9 @@ def main() -> None:
     parser.add_argument("--hf-group-by-length", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kit-no-trim", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 0 < args.epoch_fraction <= 1:
+        parser.error(f"--epoch-fraction {args.epoch_fraction}: give a share of an epoch, above 0 and at most 1")
+    args.epoch = args.epoch or args.epoch_fraction != 1.0
     if args.side:
         side = kit_side if args.side == "kit" else hf_side
         print(json.dumps(side(args)), flush=True)
@@ -388,7 +410,10 @@ def main() -> None:
     print("\n".join(lines))
     from _kit import append_results
 
-    what = "one full epoch" if args.epoch else f"{args.steps} steps after {args.warmup} warm-up steps"
+    what = f"{args.steps} steps after {args.warmup} warm-up steps"
+    if args.epoch:
+        steps = training_steps(args)
+        what = "one full epoch" if steps is None else f"{args.epoch_fraction:g} of an epoch ({steps} steps)"
     append_results(
         f"Fine-tuning MiniLM: kit vs transformers' Trainer ({args.threads} threads)",
         f"`python benchmarks/vs_transformers.py {command_line()}` - {args.data.name}"

@@ -207,11 +207,14 @@ def _train(config: Config, requested: Path | None, argv: list[str] | None, trial
 
 
 def _utilisation_line(figures: dict[str, float]) -> str:
-    return (
-        f"kit: training ran at {figures['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of useful work, "
-        f"{figures['mfu']:.0%} of this machine's measured {figures['peak_flops_per_second'] / 1e9:.0f} GFLOP/s "
-        f"(model FLOPs utilisation)"
-    )
+    achieved = f"kit: training ran at {figures['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of useful work"
+    peak = f"{figures['peak_flops_per_second'] / 1e9:.0f} GFLOP/s"
+    if figures["mfu"] > 1:  # a ceiling for one device in float32, measured twice below what this run did
+        return (
+            f"{achieved}, above this machine's measured {peak} (mixed precision, several devices, or a ceiling "
+            f"measured while other work ran): set KIT_PEAK_FLOPS to the hardware's ceiling for a utilisation figure"
+        )
+    return f"{achieved}, {figures['mfu']:.0%} of this machine's measured {peak} (model FLOPs utilisation)"
 
 
 def _begin(config: Config, pieces: Pieces, argv: list[str] | None, chosen: ChosenRun, resolved: dict) -> dict:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import h5py
@@ -128,8 +129,8 @@ def test_a_ceiling_measured_on_a_busy_machine_is_measured_again_when_a_run_beats
     ceiling measures it again, and the higher measurement is kept (a busy machine only measures lower)."""
     monkeypatch.delenv("KIT_PEAK_FLOPS")
     monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path))
-    readings = iter([1e11, 2e11, 1.5e11])
-    monkeypatch.setattr(flops, "_measure_peak", lambda: next(readings))
+    readings = iter([1e11, 2e11, 1.5e11, 1.6e11])
+    monkeypatch.setattr(flops, "_measure_peak", lambda seconds=1.0: next(readings))
     assert flops.peak_flops() == 1e11  # measured while the machine was busy
     assert flops.utilisation(6e11, 1.0, 5.0)["mfu"] == 0.6  # a slower run: the kept ceiling, nothing measured
     figures = flops.utilisation(1.2e12, 1.0, 10.0)  # 1.2e11 FLOP/s: past the kept ceiling, measured again
@@ -137,7 +138,7 @@ def test_a_ceiling_measured_on_a_busy_machine_is_measured_again_when_a_run_beats
     assert json.loads((tmp_path / "machine.json").read_text())["peak_flops"] == 2e11
     # A rate past even a fresh measurement (mixed precision, several devices): the higher ceiling is kept, and
     # the rate too, so that runs reaching it again measure nothing.
-    assert flops.peak_flops(at_least=2.5e11) == 2e11  # measured again: 1.5e11, lower
+    assert flops.peak_flops(at_least=2.5e11) == 2e11  # measured again, twice: 1.5e11 then 1.6e11, lower
     kept = json.loads((tmp_path / "machine.json").read_text())
     assert kept["peak_flops"] == 2e11 and kept["passed_by"] == 2.5e11
     assert flops.peak_flops(at_least=2.4e11) == 2e11  # nothing left to measure: next(readings) would fail
@@ -146,6 +147,43 @@ def test_a_ceiling_measured_on_a_busy_machine_is_measured_again_when_a_run_beats
                     '{"key": "x", "peak_flops": ' + "9" * 500 + "}", "[" * 100_000):  # fmt: skip
         (tmp_path / "machine.json").write_text(damaged)
         assert flops._cached_peak("x") == (0.0, 0.0)
+
+
+def test_a_run_past_a_fresh_measurement_measures_again_for_longer(monkeypatch, tmp_path):
+    """One second of other work reads the ceiling low: a run faster than it measures once more, for longer."""
+    monkeypatch.delenv("KIT_PEAK_FLOPS")
+    monkeypatch.setenv("KIT_CACHE_DIR", str(tmp_path))
+    asked = []
+    readings = iter([1.0e11, 2.1e11])
+
+    def measure(seconds=1.0):
+        asked.append(seconds)
+        return next(readings)
+
+    monkeypatch.setattr(flops, "_measure_peak", measure)
+    figures = flops.utilisation(1.1e12, 1.0, 10.0)  # 1.1e11 FLOP/s, past the first reading
+    assert asked == [1.0, 3.0] and figures["peak_flops_per_second"] == 2.1e11
+    assert json.loads((tmp_path / "machine.json").read_text())["passed_by"] == 0.0
+
+
+def test_the_ceiling_is_kept_per_thread_count_with_the_default_as_one_per_cpu(monkeypatch):
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    default = flops.machine_key()
+    for same in (str(os.cpu_count()), "0", " "):
+        monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", same)
+        assert flops.machine_key() == default
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", str(os.cpu_count() + 1))
+    assert flops.machine_key() != default
+
+
+def test_a_rate_above_the_ceiling_is_explained_not_shown_past_100_percent():
+    from kit.harness.run import _utilisation_line
+
+    above = {"achieved_flops_per_second": 1.1e11, "peak_flops_per_second": 1.08e11, "mfu": 1.1e11 / 1.08e11}
+    line = _utilisation_line(above)
+    assert "above this machine's measured 108 GFLOP/s" in line and "KIT_PEAK_FLOPS" in line and "%" not in line
+    below = {"achieved_flops_per_second": 1.1e11, "peak_flops_per_second": 2e11, "mfu": 0.55}
+    assert "55% of this machine's measured 200 GFLOP/s" in _utilisation_line(below)
 
 
 def test_a_ceiling_kept_meanwhile_by_another_run_is_not_lowered(monkeypatch, tmp_path):

@@ -50,7 +50,7 @@ def _outputs_traced_once(model: Any, dataset: Any, traced: dict) -> tuple[np.nda
     spec = dataset.element_spec[0]
     key = repr(spec)  # TensorSpecs' shapes, dtypes and names, in the structure's order
     if key not in traced:
-        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
     forward = traced[key]
     outputs, targets = [], []
     for x, y in dataset:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit.backbone import Backbone
+from kit.backbone import Backbone, plain_graph_code
 
 
 def decode_image(value: Any, size: list[int], channels: int) -> Any:
@@ -46,9 +46,11 @@ class ImageBackbone(Backbone):
     def channels(self) -> int:
         return 1 if self.config.data.color_mode == "grayscale" else 3
 
+    @plain_graph_code
     def preprocess(self, features: dict[str, Any]) -> dict[str, Any]:
         return {self.column: decode_image(features[self.column], self.image_size(), self.channels())}
 
+    @plain_graph_code
     def preprocess_batch(self, features: dict[str, Any]) -> dict[str, Any]:
         import tensorflow as tf
 

@@ -196,11 +196,14 @@ class TrainedModel:
     def _prediction_batches(self, raw: Any, size: int, preprocess: Any) -> Any:
         """(model inputs, raw features) of `raw` examples, `size` at a time, in order, through `preprocess`
         (`traced_preprocessing`'s: a batch at a time when the backbone can)."""
+        import tensorflow as tf
+
         from kit.data.pipeline import finished
 
+        with_features = tf.autograph.experimental.do_not_convert(lambda x: (preprocess(x), x))
         if self.backbone.vectorised:
-            return finished(raw.batch(size).map(lambda x: (preprocess(x), x)))
-        return finished(raw.map(lambda x: (preprocess(x), x)).batch(size))
+            return finished(raw.batch(size).map(with_features))
+        return finished(raw.map(with_features).batch(size))
 
     def outputs_in_order(self, inputs: dict[str, Any]) -> np.ndarray:
         """The model's outputs for a chunk of token sequences, in their order, computed `data.batch_size` at a
@@ -243,7 +246,7 @@ class TrainedModel:
         function = self._forwards.get(key)
         if function is None:
             function = self._forwards[key] = tf.function(
-                lambda x: self.model(x, training=False), input_signature=[spec]
+                lambda x: self.model(x, training=False), input_signature=[spec], autograph=False
             )
 
         def forward(batch: dict[str, np.ndarray]) -> np.ndarray:

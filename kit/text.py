@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
-from kit.backbone import Backbone, Built
+from kit.backbone import Backbone, Built, plain_graph_code
 from kit.errors import ConfigError, DataError, ModelError
 
 TEXT_KINDS = ("text", "text_pair", "tokens")
@@ -117,6 +117,7 @@ class TextEncoder(Backbone):
 
         return training_features().map(texts).unbatch()
 
+    @plain_graph_code
     def preprocess(self, features: dict[str, Any]) -> dict[str, Any]:
         columns = self.kind.columns()
         if self.kind.name == "tokens":
@@ -126,6 +127,7 @@ class TextEncoder(Backbone):
         # A CausalLMPreprocessor also returns next-token targets: keep the features.
         return packed[0] if isinstance(packed, tuple) else packed
 
+    @plain_graph_code
     def preprocess_batch(self, features: dict[str, Any]) -> dict[str, Any]:
         """A batch of examples: keras-hub's preprocessors take batches; words are packed one example at a time."""
         if self.kind.name != "tokens":
@@ -140,7 +142,7 @@ class TextEncoder(Backbone):
         signature = {name: tf.TensorSpec([length], dtype) for name, dtype in spec.items()}
 
         # In a graph, as in tf.data: keras-hub tokenizers called eagerly return Python lists.
-        @tf.function
+        @tf.function(autograph=False)  # pack_words: no Python control flow on tensors
         def pack(words: Any) -> Any:
             return tf.map_fn(self.pack_words, words, fn_output_signature=signature)
 

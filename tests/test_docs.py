@@ -110,6 +110,22 @@ def test_every_task_method_is_in_the_hook_reference():
     assert not missing, f"document these kit.Task methods in docs/hooks.md: {missing}"
 
 
+def test_documented_preprocessing_without_autograph_is_traced_as_it_is(monkeypatch):
+    """docs/backbones.md's `do_not_convert` example: kit traces it without AutoGraph's rewrite, same values."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kit.data.splits import traced_preprocessing
+    from tests.data.test_autograph import record_conversions
+
+    family = module_from(python_blocks("backbones.md")[1], "docs_scaled").Scaled
+    conversions = record_conversions(monkeypatch)
+    preprocess = traced_preprocessing(family.__new__(family))
+    rows = tf.data.Dataset.from_tensor_slices({"series": np.array([[0, 51], [255, 102]], np.uint8)}).map(preprocess)
+    assert [list(x["series"]) for x in rows.as_numpy_iterator()] == [[0.0, 0.2], [1.0, 0.4]]
+    assert "Scaled.preprocess" in conversions and not any("scaled" in name for name in conversions)
+
+
 def test_documented_input_kind_and_backbone_work_through_every_verb(runner, tmp_path):
     """docs/backbones.md's example: a plugin's new input kind and family, with the built-in classification."""
     import json

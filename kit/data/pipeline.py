@@ -189,6 +189,7 @@ class HeldExamples:
                 return None
             return cls(tf.nest.map_structure(lambda *pieces: compact(tf.concat(pieces, axis=0)), *parts))
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code (see `kit.backbone.plain_graph_code`)
     def gather(self, indices: tf.Tensor) -> Any:
         """The examples at `indices`, batched (a tf.data map function)."""
         return tf.nest.map_structure(lambda column: gathered(column, indices), self.tensors)
@@ -306,6 +307,7 @@ def trimmed(dataset: tf.data.Dataset) -> tf.data.Dataset:
     spec = dataset.element_spec
     length = (spec[0] if isinstance(spec, tuple) else spec)["padding_mask"].shape[-1]
 
+    @tf.autograph.experimental.do_not_convert
     def cut(x: dict[str, Any], *rest: Any) -> Any:
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1))
         longest = tf.maximum(longest, 1)
@@ -381,6 +383,7 @@ class TrainingStream:
         self.trim_padding = trim_padding
         self.group_by_length = group_by_length
 
+    @tf.autograph.experimental.do_not_convert
     def one_pass(self, number: Any) -> tf.data.Dataset:
         number = tf.cast(number, tf.int64)
         if isinstance(self.examples, HeldExamples):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import tensorflow as tf
 
+from kit.backbone import needs_autograph
 from kit.data.pipeline import HeldExamples, examples, hold_in_memory, prepared
 from kit.data.plan import DataPlan
 
@@ -35,8 +36,10 @@ def traced_preprocessing(backbone: Any) -> Callable[[Any], Any]:
 
     tf.data traces the function of each `map` anew; tracing a keras-hub tokenizer's graph takes most of a
     second (MiniLM's: 0.7 s), so the test split paid it again. Splits share the traced graph instead.
+    kit's own preprocessing is traced without AutoGraph (`kit.backbone.plain_graph_code`); a plugin's keeps it.
     """
-    return tf.function(backbone.preprocess_batch if backbone.vectorised else backbone.preprocess)
+    function = backbone.preprocess_batch if backbone.vectorised else backbone.preprocess
+    return tf.function(function, autograph=needs_autograph(backbone))
 
 
 def split_examples(
@@ -50,7 +53,8 @@ def split_examples(
     reshaped = pieces.task.prepare(stream, pieces.backbone, "data" if plan else split)
     if reshaped is not None:
         return reshaped, None
-    return prepared(stream, lambda x, y: (preprocess(x), y), vectorised=pieces.backbone.vectorised), rows
+    with_targets = tf.autograph.experimental.do_not_convert(lambda x, y: (preprocess(x), y))
+    return prepared(stream, with_targets, vectorised=pieces.backbone.vectorised), rows
 
 
 def evaluation_batches(

@@ -64,7 +64,7 @@ def forward_flops(model: Any, sample: Any) -> float | None:
     try:
         one = tf.nest.map_structure(lambda t: t[:1], sample)
         specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), one)
-        graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(specs).graph
+        graph = tf.function(lambda x: model(x, training=False), autograph=False).get_concrete_function(specs).graph
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         options["output"] = "none"
         logger = tf.get_logger()

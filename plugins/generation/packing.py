@@ -20,11 +20,13 @@ def pack_documents(dataset: Any, tokenizer: Any, column: str, sequence_length: i
 
     tokens = document_tokens(tokenizer)
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: no AutoGraph rewrite of its source
     def split(window: Any) -> Any:
         x = {"token_ids": window[:-1], "padding_mask": tf.ones([sequence_length], tf.bool)}
         return x, window[1:]
 
-    stream = dataset.map(lambda x: tokens(x[column]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    of_document = tf.autograph.experimental.do_not_convert(lambda x: tokens(x[column]))
+    stream = dataset.map(of_document, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return stream.unbatch().batch(sequence_length + 1, drop_remainder=True).map(split)
 
 
@@ -40,7 +42,7 @@ def document_tokens(tokenizer: Any) -> Any:
         end = tf.constant([tokenizer.end_token_id], tf.int32)
         tokenizer_ref = weakref.ref(tokenizer)  # a strong one would keep the key, and its entry, alive for good
 
-        @tf.function
+        @tf.function(autograph=False)  # a tokenizer call and a concat: no AutoGraph needed
         def tokens(text: Any) -> Any:  # traced while the tokenizer is in use, so the reference is alive
             return tf.concat([tf.cast(tokenizer_ref()(text), tf.int32), end], axis=0)
 

@@ -158,13 +158,16 @@ def plain_graph_code(method: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
+# The methods kit's preprocessing calls that a family may override: each must be kit's own, marked.
+_PREPROCESSING_METHODS = ("preprocess", "preprocess_batch", "pack_words")
+
+
 def needs_autograph(backbone: Any) -> bool:
-    """Whether tracing `backbone`'s preprocessing needs AutoGraph: unless both of its preprocessing methods
-    (one may call the other) are kit's own, marked `plain_graph_code`."""
-    return not all(
-        getattr(getattr(type(backbone), name, None), "_kit_plain_graph_code", False)
-        for name in ("preprocess", "preprocess_batch")
-    )
+    """Whether tracing `backbone`'s preprocessing needs AutoGraph: unless every preprocessing method its class
+    has (`preprocess` and `preprocess_batch` may call each other, text families' call `pack_words`) is kit's
+    own, marked `plain_graph_code`."""
+    methods = (getattr(type(backbone), name, None) for name in _PREPROCESSING_METHODS)
+    return not all(getattr(method, "_kit_plain_graph_code", False) for method in methods if method is not None)
 
 
 class Backbone:

@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
-from kit.backbone import Backbone, Built, plain_graph_code
+from kit.backbone import Backbone, Built, needs_autograph, plain_graph_code
 from kit.errors import ConfigError, DataError, ModelError
 
 TEXT_KINDS = ("text", "text_pair", "tokens")
@@ -142,7 +142,7 @@ class TextEncoder(Backbone):
         signature = {name: tf.TensorSpec([length], dtype) for name, dtype in spec.items()}
 
         # In a graph, as in tf.data: keras-hub tokenizers called eagerly return Python lists.
-        @tf.function(autograph=False)  # pack_words: no Python control flow on tensors
+        @tf.function(autograph=needs_autograph(self))  # kit's pack_words needs none; a subclass's may
         def pack(words: Any) -> Any:
             return tf.map_fn(self.pack_words, words, fn_output_signature=signature)
 
@@ -182,6 +182,7 @@ class TextEncoder(Backbone):
 
     # -- words with one label each
 
+    @plain_graph_code
     def pack_words(self, words: Any) -> dict[str, Any]:
         """One example's words (a 1-D string tensor, "" for padding) -> token ids and word positions.
 

@@ -91,3 +91,30 @@ def test_a_plugins_own_preprocessing_keeps_autograph(conversions):
     dataset = tf.data.Dataset.from_tensor_slices({"x": np.array([[1.0], [-1.0]], np.float32)}).map(preprocess)
     assert [float(x["x"][0]) for x in dataset.as_numpy_iterator()] == [2.0, -1.0]
     assert "OwnPreprocessing.preprocess" in conversions
+
+
+class WordsPackedInPython(BertFromScratch):
+    """A text family packing words with a Python `if` on a tensor (kit's `preprocess` and `pack` call it)."""
+
+    def pack_words(self, words: Any) -> dict[str, Any]:
+        if tf.size(tf.boolean_mask(words, tf.strings.length(words) > 0)) > 1:
+            ids = tf.constant([2, 7, 7, 3], tf.int32)
+        else:
+            ids = tf.constant([2, 7, 3, 0], tf.int32)
+        return {"token_ids": ids, "padding_mask": ids > 0, "word_starts": ids * 0, "word_mask": ids > 0}
+
+    def backbone_input_names(self) -> list[str]:
+        return ["token_ids", "padding_mask"]
+
+
+def test_a_text_family_with_its_own_word_packing_keeps_autograph():
+    import types
+
+    family = WordsPackedInPython.__new__(WordsPackedInPython)
+    family.kind = types.SimpleNamespace(name="tokens", columns=lambda: ["tokens"])
+    family.config = types.SimpleNamespace(model=types.SimpleNamespace(sequence_length=4))
+    assert needs_autograph(family)
+    one = traced_preprocessing(family)({"tokens": tf.constant(["two", "words", ""])})  # kit run: one example
+    assert list(one["token_ids"].numpy()) == [2, 7, 7, 3]
+    batch = family.preprocess_batch({"tokens": tf.constant([["one", ""], ["two", "words"]])})  # exports
+    assert batch["token_ids"].numpy().tolist() == [[2, 7, 3, 0], [2, 7, 7, 3]]

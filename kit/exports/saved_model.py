@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kit.backbone import needs_autograph
 from kit.exports.base import Exporter, Job, kit_outputs, served_head
 from kit.exports.fresh import imports
 from kit.inference import plain_model
@@ -77,7 +78,7 @@ def serving_module(trained: Any, model: Any, head: Any, sample: dict[str, Any], 
             self.model, self.head = model, head
             self.preprocessor = getattr(backbone, "preprocessor", None)  # its lookup tables travel with it
 
-        @tf.function(input_signature=[spec])
+        @tf.function(input_signature=[spec], autograph=needs_autograph(backbone))  # kit's own: none needed
         def serve(self, features: dict[str, Any]) -> dict[str, Any]:
             return self.head(self.model(backbone.preprocess_batch(features), training=False))
 

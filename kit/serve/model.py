@@ -162,6 +162,7 @@ class Predictor:
     def __init__(self, trained: Any, max_batch_size: int = 32):
         import tensorflow as tf
 
+        from kit.backbone import needs_autograph
         from kit.inference import plain_model
 
         self.trained = trained
@@ -170,7 +171,8 @@ class Predictor:
         self.model = plain_model(trained.model)
         self.max_batch_size = max_batch_size
         self.unknown_id = unknown_token_id(trained.backbone)
-        self.forward = tf.function(self._forward, reduce_retracing=True)
+        # Without AutoGraph's rewrite of the source unless a plugin's preprocessing needs it (kit.backbone).
+        self.forward = tf.function(self._forward, reduce_retracing=True, autograph=needs_autograph(trained.backbone))
 
     def check(self, rows: list[Any]) -> Checked:
         """Parse every row with the run's fields, as `kit predict` does; a bad row is a `RequestError`."""

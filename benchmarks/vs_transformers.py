@@ -396,8 +396,8 @@ def main() -> None:
         # The whole process as a user waits for it, and what of it is not steady training steps.
         wall = f"{outcome['process_s']:.0f} s" if args.epoch else "-"
         fixed = f"{outcome['process_s'] - outcome['steady_s']:.0f} s" if args.epoch else "-"
-        mfu = f"{outcome['mfu']:.0%}" if outcome.get("mfu") else "-"
-        mfu = "above the ceiling" if (outcome.get("mfu") or 0) > 1 else mfu  # as `kit run` says: set KIT_PEAK_FLOPS
+        utilisation = outcome.get("mfu")  # above 1: `kit run` says to set KIT_PEAK_FLOPS
+        mfu = "-" if not utilisation else "above the ceiling" if utilisation > 1 else f"{utilisation:.0%}"
         training_rss = outcome["peak_rss_mb"] - outcome["imports_rss_mb"]
         reference_training_rss = reference["peak_rss_mb"] - reference["imports_rss_mb"]
         lines.append(

@@ -42,16 +42,24 @@ def own_predict_step(model: Any) -> bool:
     return getattr(type(model), "predict_step", None) is not getattr(keras.Model, "predict_step", None)
 
 
+def traced_forward(model: Any, spec: Any, traced: dict) -> Any:
+    """The model's inference forward as one `tf.function` for inputs of `spec` (a batched dataset's features),
+    kept in `traced` by spec so that splits with the same inputs share one trace. Without AutoGraph: a model's
+    call is plain graph code (Keras layers' `call` are never rewritten). Call it inside `fused_dense_layers()`."""
+    import tensorflow as tf
+
+    key = repr(spec)  # TensorSpecs' shapes, dtypes and names, in the structure's order
+    if key not in traced:
+        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
+    return traced[key]
+
+
 def _outputs_traced_once(model: Any, dataset: Any, traced: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """(outputs, targets) through one function traced for the dataset's inputs (or the one in `traced` for
     the same inputs); None for an empty dataset."""
     import tensorflow as tf
 
-    spec = dataset.element_spec[0]
-    key = repr(spec)  # TensorSpecs' shapes, dtypes and names, in the structure's order
-    if key not in traced:
-        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
-    forward = traced[key]
+    forward = traced_forward(model, dataset.element_spec[0], traced)
     outputs, targets = [], []
     for x, y in dataset:
         outputs.append(tf.nest.map_structure(lambda t: t.numpy(), forward(x)))
@@ -63,16 +71,23 @@ def _outputs_traced_once(model: Any, dataset: Any, traced: dict) -> tuple[np.nda
 
 
 def split_metrics(
-    model: Any, task: Any, dataset: Any, report_dir: Path | None, split: str, traced: dict | None = None
+    model: Any,
+    task: Any,
+    dataset: Any,
+    report_dir: Path | None,
+    split: str,
+    traced: dict | None = None,
+    kept: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """The task's final metrics on one split; with `report_dir`, the task's report files too. `traced`: as
-    `outputs_and_targets` takes it, to share one traced model between splits."""
+    `outputs_and_targets` takes it, to share one traced model between splits. `kept`: the model's (outputs,
+    targets) on this split already (the last epoch's validation, `kit.harness.validation`)."""
     import keras
 
     direct = task.evaluate_model(model, dataset)
     if direct is not None:
         return {k: float(v) for k, v in direct.items()}
-    outputs, targets = outputs_and_targets(model, dataset, traced)
+    outputs, targets = kept if kept is not None else outputs_and_targets(model, dataset, traced)
     loss_fn = keras.losses.get(task.loss()) if isinstance(task.loss(), str) else task.loss()
     metrics = {"loss": float(loss_fn(targets, outputs))}
     metrics.update({k: float(v) for k, v in task.evaluate(targets, outputs).items()})

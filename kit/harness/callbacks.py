@@ -271,12 +271,12 @@ def check_storable(value: Any, where: str = "the state") -> None:
 # ------------------------------------------------------------- the callbacks
 
 
-def _plain_logs(logs: Any) -> dict[str, Any]:
+def plain_logs(logs: Any) -> dict[str, Any]:
     """Logs with tensors turned into Python numbers, in sorted order (as Keras's own callback list does)."""
     plain: dict[str, Any] = {}
     for key, value in sorted((logs or {}).items()):
         if isinstance(value, dict):
-            plain.update(_plain_logs(value))
+            plain.update(plain_logs(value))
             continue
         try:
             value = float(value)
@@ -317,6 +317,8 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
         self.first_batch = 0  # batches of the current epoch trained before this `fit`
         self.metric_state: list | None = None  # the cut-short epoch's running metrics, from the saved state
         self.logs: Any = None
+        self.validation: Any = None  # `kit.harness.validation.EpochValidation` when kit validates, not `fit`
+        self._validation_logs: dict[str, float] = {}
 
     # -- the run's begin and end
 
@@ -335,42 +337,44 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
 
     def on_train_end(self, logs: Any = None) -> None:
         """One `fit` ends: remember its logs for `finish`."""
-        self.logs = _plain_logs(logs) if logs else self.logs
+        self.logs = plain_logs({**logs, **self._validation_logs}) if logs else self.logs
 
     # -- forwarded
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         if self.first_batch and self.metric_state is not None:
             self._continue_metrics()
-        self._each("on_epoch_begin", epoch, _plain_logs(logs))
+        self._each("on_epoch_begin", epoch, plain_logs(logs))
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self._each("on_epoch_end", epoch, _plain_logs(logs))
+        if self.validation is not None:  # where `fit` would have validated, just before this call
+            self._validation_logs = self.validation.logs(self, keep=epoch + 1 >= self.params["epochs"])
+        self._each("on_epoch_end", epoch, plain_logs({**(logs or {}), **self._validation_logs}))
         self.first_batch = 0
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        self._each("on_train_batch_begin", batch + self.first_batch, _plain_logs(logs))
+        self._each("on_train_batch_begin", batch + self.first_batch, plain_logs(logs))
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        self._each("on_train_batch_end", batch + self.first_batch, _plain_logs(logs))
+        self._each("on_train_batch_end", batch + self.first_batch, plain_logs(logs))
 
     def on_test_begin(self, logs: Any = None) -> None:
-        self._each("on_test_begin", _plain_logs(logs))
+        self._each("on_test_begin", plain_logs(logs))
 
     def on_test_end(self, logs: Any = None) -> None:
-        self._each("on_test_end", _plain_logs(logs))
+        self._each("on_test_end", plain_logs(logs))
 
     def on_test_batch_begin(self, batch: int, logs: Any = None) -> None:
-        self._each("on_test_batch_begin", batch, _plain_logs(logs))
+        self._each("on_test_batch_begin", batch, plain_logs(logs))
 
     def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
-        self._each("on_test_batch_end", batch, _plain_logs(logs))
+        self._each("on_test_batch_end", batch, plain_logs(logs))
 
     def on_predict_begin(self, logs: Any = None) -> None:
-        self._each("on_predict_begin", _plain_logs(logs))
+        self._each("on_predict_begin", plain_logs(logs))
 
     def on_predict_end(self, logs: Any = None) -> None:
-        self._each("on_predict_end", _plain_logs(logs))
+        self._each("on_predict_end", plain_logs(logs))
 
     def on_predict_batch_begin(self, batch: int, logs: Any = None) -> None:
         self._each("on_predict_batch_begin", batch, logs)

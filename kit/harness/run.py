@@ -57,6 +57,7 @@ class RunContext:
     stages: Stages = field(default_factory=Stages, repr=False)
     utilisation: dict[str, float] | None = field(default=None, repr=False)  # model FLOPs utilisation, once trained
     timer: Any = field(default=None, repr=False)
+    validation: Any = field(default=None, repr=False)  # `EpochValidation` when kit validates at epoch ends
     _finishers: list[Callable[[dict[str, Any]], None]] = field(default_factory=list, repr=False)
 
     @property

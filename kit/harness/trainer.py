@@ -34,6 +34,7 @@ from kit.harness.finetune import apply_fine_tuning, backbone_rate
 from kit.harness.optim import make_optimizer
 from kit.harness.resume import SaveTrainingState, restore_state
 from kit.harness.strategy import make_strategy, set_precision
+from kit.harness.validation import EpochValidation
 
 
 def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
@@ -110,6 +111,8 @@ def fit(
     with stages.stage("restore"):
         restored = restore_state(model, context.run.backup_dir)
     callbacks = _training_callbacks(config, context, model, "validation" in datasets, steps, stops, lock)
+    if "validation" in datasets and EpochValidation.suits(model, pieces.task):
+        callbacks.validation = context.validation = EpochValidation(model, datasets["validation"], {})
     # A state saved when training ended (early stopping or a callback, or the last epoch): nothing is left to
     # train. By its flag, not its step: a step count can fall short of the batches (mixed_float16's loss scaling
     # skips the update of an overflowing step), and a final state has no optimizer slots to train on.
@@ -135,7 +138,7 @@ def _train_phases(
             callbacks.first_batch = from_step - first_epoch * steps
             model.fit(
                 stream.from_step(from_step),
-                validation_data=datasets.get("validation"),
+                validation_data=None if callbacks.validation is not None else datasets.get("validation"),
                 initial_epoch=first_epoch,
                 epochs=end_epoch,
                 steps_per_epoch=epoch_steps,
@@ -289,10 +292,14 @@ def _check_callback(callback: Any, plugin: str, registered: list) -> None:
 
 def final_metrics(model: keras.Model, pieces: Pieces, datasets: dict, context: Any) -> dict[str, dict[str, float]]:
     """Metrics on validation and test (on train when neither has rows), with the task's report files."""
-    results, traced = {}, {}  # the model traced once for both splits
+    # The last epoch's validation outputs serve while the weights are the same; the model is traced once.
+    validated = getattr(context, "validation", None)
+    traced = validated.traced if validated is not None else {}
+    results = {}
     for split in ("validation", "test"):
         if split in datasets:
-            results[split] = split_metrics(model, pieces.task, datasets[split], context.run.path, split, traced)
+            kept = validated.outputs_for(model) if validated is not None and split == "validation" else None
+            results[split] = split_metrics(model, pieces.task, datasets[split], context.run.path, split, traced, kept)
     if not results:
         results["train"] = split_metrics(model, pieces.task, datasets["train"], context.run.path, "train")
     return results

@@ -42,24 +42,16 @@ def own_predict_step(model: Any) -> bool:
     return getattr(type(model), "predict_step", None) is not getattr(keras.Model, "predict_step", None)
 
 
-def traced_forward(model: Any, spec: Any, traced: dict) -> Any:
-    """The model's inference forward as one `tf.function` for inputs of `spec` (a batched dataset's features),
-    kept in `traced` by spec so that splits with the same inputs share one trace. Without AutoGraph: a model's
-    call is plain graph code (Keras layers' `call` are never rewritten). Call it inside `fused_dense_layers()`."""
-    import tensorflow as tf
-
-    key = repr(spec)  # TensorSpecs' shapes, dtypes and names, in the structure's order
-    if key not in traced:
-        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
-    return traced[key]
-
-
 def _outputs_traced_once(model: Any, dataset: Any, traced: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """(outputs, targets) through one function traced for the dataset's inputs (or the one in `traced` for
     the same inputs); None for an empty dataset."""
     import tensorflow as tf
 
-    forward = traced_forward(model, dataset.element_spec[0], traced)
+    spec = dataset.element_spec[0]
+    key = repr(spec)  # TensorSpecs' shapes, dtypes and names, in the structure's order
+    if key not in traced:
+        traced[key] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
+    forward = traced[key]
     outputs, targets = [], []
     for x, y in dataset:
         outputs.append(tf.nest.map_structure(lambda t: t.numpy(), forward(x)))

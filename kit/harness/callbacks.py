@@ -272,13 +272,15 @@ def check_storable(value: Any, where: str = "the state") -> None:
 
 
 def plain_logs(logs: Any) -> dict[str, Any]:
-    """Logs with tensors turned into Python numbers, in sorted order (as Keras's own callback list does)."""
+    """Logs with tensors turned into Python numbers (a vector metric's into a NumPy array), in sorted order, as
+    Keras's own callback list does (`pythonify_logs`)."""
     plain: dict[str, Any] = {}
     for key, value in sorted((logs or {}).items()):
         if isinstance(value, dict):
             plain.update(plain_logs(value))
             continue
         try:
+            value = keras.ops.convert_to_numpy(value) if keras.ops.is_tensor(value) else value
             value = float(value)
         except (TypeError, ValueError):
             pass
@@ -348,7 +350,7 @@ class TrainingCallbacks(keras.callbacks.CallbackList):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if self.validation is not None:  # where `fit` would have validated, just before this call
-            self._validation_logs = self.validation.logs(self, keep=epoch + 1 >= self.params["epochs"])
+            self._validation_logs = self.validation.validate(self, keep=epoch + 1 >= self.params["epochs"])
         self._each("on_epoch_end", epoch, plain_logs({**(logs or {}), **self._validation_logs}))
         self.first_batch = 0
 

@@ -111,8 +111,9 @@ def fit(
     with stages.stage("restore"):
         restored = restore_state(model, context.run.backup_dir)
     callbacks = _training_callbacks(config, context, model, "validation" in datasets, steps, stops, lock)
-    if "validation" in datasets and EpochValidation.suits(model, pieces.task):
-        callbacks.validation = context.validation = EpochValidation(model, datasets["validation"], {})
+    validation = datasets.get("validation")
+    if validation is not None and EpochValidation.suits(model, pieces.task, validation):
+        callbacks.validation = context.validation = EpochValidation(model, validation)
     # A state saved when training ended (early stopping or a callback, or the last epoch): nothing is left to
     # train. By its flag, not its step: a step count can fall short of the batches (mixed_float16's loss scaling
     # skips the update of an overflowing step), and a final state has no optimizer slots to train on.
@@ -292,14 +293,13 @@ def _check_callback(callback: Any, plugin: str, registered: list) -> None:
 
 def final_metrics(model: keras.Model, pieces: Pieces, datasets: dict, context: Any) -> dict[str, dict[str, float]]:
     """Metrics on validation and test (on train when neither has rows), with the task's report files."""
-    # The last epoch's validation outputs serve while the weights are the same; the model is traced once.
-    validated = getattr(context, "validation", None)
-    traced = validated.traced if validated is not None else {}
-    results = {}
+    validated = getattr(context, "validation", None)  # `EpochValidation`: the last epoch's outputs, if current
+    kept = validated.kept_outputs() if validated is not None else None
+    results, traced = {}, {}  # the model traced once for both splits
     for split in ("validation", "test"):
         if split in datasets:
-            kept = validated.outputs_for(model) if validated is not None and split == "validation" else None
-            results[split] = split_metrics(model, pieces.task, datasets[split], context.run.path, split, traced, kept)
+            reused = kept if split == "validation" else None
+            results[split] = split_metrics(model, pieces.task, datasets[split], context.run.path, split, traced, reused)
     if not results:
         results["train"] = split_metrics(model, pieces.task, datasets["train"], context.run.path, "train")
     return results

@@ -24,15 +24,15 @@ def test_a_run_validates_once_per_epoch_as_keras_would_and_reuses_the_last_pass(
     task, runner, tmp_path, monkeypatch, request
 ):
     compared = []
-    logs = EpochValidation.logs
+    validate = EpochValidation.validate
 
-    def logs_checked_against_keras(self, callbacks, keep=True):
-        ours = logs(self, callbacks, keep)
+    def validate_checked_against_keras(self, callbacks, keep=True):
+        ours = validate(self, callbacks, keep)
         keras_logs = self.model.evaluate(self.dataset, return_dict=True, verbose=0)  # the same weights
         compared.append((ours, {f"val_{k}": v for k, v in keras_logs.items()}))
         return ours
 
-    monkeypatch.setattr(EpochValidation, "logs", logs_checked_against_keras)
+    monkeypatch.setattr(EpochValidation, "validate", validate_checked_against_keras)
     forwards = []
     outputs_and_targets = kit.evaluation.outputs_and_targets
     monkeypatch.setattr(
@@ -58,27 +58,105 @@ def test_a_run_validates_once_per_epoch_as_keras_would_and_reuses_the_last_pass(
     assert "validation" in json.loads((run_dir / "run.json").read_text())["stages"]
 
 
-def _small_model() -> tuple[keras.Model, tf.data.Dataset]:
+def _small_model(head: str = "logits") -> tuple[keras.Model, tf.data.Dataset]:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    activation = {"logits": None, "softmax": "softmax"}[head]
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation=activation)])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=head == "logits"), metrics=["accuracy"])
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32") * 4
     y = np.arange(10) % 2
     return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
 
 
-def test_the_kept_outputs_serve_only_the_weights_they_came_from():
+def _masked_model() -> tuple[keras.Model, tf.data.Dataset]:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,), dtype="int32")
+    hidden = keras.layers.Embedding(7, 4, mask_zero=True)(inputs)  # Keras masks the padding's loss
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    rng = np.random.default_rng(1)
+    x = rng.integers(1, 7, size=(12, 5)) * (rng.random((12, 5)) < 0.6)
+    return model, tf.data.Dataset.from_tensor_slices((x.astype("int32"), rng.integers(0, 3, (12, 5)))).batch(5)
+
+
+def _regularised_model() -> tuple[keras.Model, tf.data.Dataset]:
     model, dataset = _small_model()
-    checked = EpochValidation(model, dataset, {})
-    assert checked.outputs_for(model) is None  # nothing validated yet
-    val_logs = checked.logs(keras.callbacks.CallbackList([], model=model))
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activity_regularizer="l2")(inputs)  # a loss added inside `call`
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model, dataset
+
+
+class LossWithoutTraining(keras.Model):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):  # no `training` argument
+        return super().compute_loss(x, y, y_pred, sample_weight) * 2.0
+
+
+def _own_loss_model() -> tuple[keras.Model, tf.data.Dataset]:
+    _, dataset = _small_model()
+    inputs = keras.Input((3,))
+    model = LossWithoutTraining(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model, dataset
+
+
+def _vector_metric_model() -> tuple[keras.Model, tf.data.Dataset]:
+    model, _ = _small_model()
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[np.arange(10) % 2]
+    model.compile(loss="categorical_crossentropy", metrics=[keras.metrics.F1Score(average=None, threshold=0.5)])
+    return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+
+def _weighted_model() -> tuple[keras.Model, tf.data.Dataset]:
+    model, _ = _small_model()
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=["accuracy"],
+    )
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    weights = np.linspace(0.1, 2.0, 10).astype("float32")
+    return model, tf.data.Dataset.from_tensor_slices((x, np.arange(10) % 2, weights)).batch(4)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _small_model("softmax"),  # Keras's crossentropy reads the logits behind a softmax
+        _masked_model,
+        _regularised_model,
+        _own_loss_model,
+        _vector_metric_model,
+        _weighted_model,
+    ],
+    ids=["softmax-head", "masked", "activity-regulariser", "own-compute-loss", "vector-metric", "sample-weights"],
+)
+def test_the_val_logs_are_model_evaluate_s_for_what_keras_attaches_to_outputs(build):
+    model, dataset = build()
+    ours = EpochValidation(model, dataset).validate(keras.callbacks.CallbackList([], model=model))
+    theirs = {f"val_{k}": v for k, v in model.evaluate(dataset, return_dict=True, verbose=0).items()}
+    assert ours.keys() == theirs.keys()
+    for name, value in theirs.items():
+        np.testing.assert_array_equal(ours[name], value, err_msg=name)  # to the last digit
+
+
+def test_the_kept_outputs_serve_once_and_only_the_weights_they_came_from():
+    model, dataset = _small_model()
+    checked = EpochValidation(model, dataset)
+    assert checked.kept_outputs() is None  # nothing validated yet
+    val_logs = checked.validate(keras.callbacks.CallbackList([], model=model))
     assert set(val_logs) == {"val_loss", "val_accuracy"}
-    outputs, targets = checked.outputs_for(model)
+    outputs, targets = checked.kept_outputs()
     np.testing.assert_allclose(outputs, model.predict(dataset.map(lambda x, y: x), verbose=0), rtol=1e-6)
     assert targets.tolist() == (np.arange(10) % 2).tolist()
+    assert checked.kept_outputs() is None  # handed over: not held through the rest of the run
+    checked.validate(keras.callbacks.CallbackList([], model=model), keep=False)  # an epoch before the last
+    assert checked.kept_outputs() is None
     # Early stopping puts an earlier epoch's weights back, a callback changes them: the outputs are stale.
+    checked.validate(keras.callbacks.CallbackList([], model=model))
     model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
-    assert checked.outputs_for(model) is None
+    assert checked.kept_outputs() is None
 
 
 def test_a_callback_that_stops_evaluating_leaves_no_outputs_kept():
@@ -88,29 +166,31 @@ def test_a_callback_that_stops_evaluating_leaves_no_outputs_kept():
         def on_test_batch_end(self, batch, logs=None):
             self.model.stop_evaluating = True
 
-    checked = EpochValidation(model, dataset, {})
-    checked.logs(keras.callbacks.CallbackList([StopAtOnce()], model=model))
-    assert checked.outputs_for(model) is None  # a part of the split is not the split's outputs
+    checked = EpochValidation(model, dataset)
+    checked.validate(keras.callbacks.CallbackList([StopAtOnce()], model=model))
+    assert checked.kept_outputs() is None  # a part of the split is not the split's outputs
 
 
-def test_kit_validates_itself_only_where_keras_would_do_the_same():
-    model, _ = _small_model()
-    assert EpochValidation.suits(model, _bare(Task))
+def test_kit_validates_itself_only_where_it_computes_what_keras_would():
+    model, dataset = _small_model()
+    assert EpochValidation.suits(model, _bare(Task), dataset)
 
     class WholeModelEvaluation(Task):  # the generation task: outputs too large to keep
         def evaluate_model(self, model, dataset):
             return {}
 
-    assert not EpochValidation.suits(model, _bare(WholeModelEvaluation))
+    assert not EpochValidation.suits(model, _bare(WholeModelEvaluation), dataset)
 
     class OwnTestStep(keras.Model):
         def test_step(self, data):
             return {}
 
     inputs = keras.Input((3,))
-    assert not EpochValidation.suits(OwnTestStep(inputs, keras.layers.Dense(2)(inputs)), _bare(Task))
+    assert not EpochValidation.suits(OwnTestStep(inputs, keras.layers.Dense(2)(inputs)), _bare(Task), dataset)
+    two_targets = dataset.map(lambda x, y: (x, {"a": y, "b": y}))
+    assert not EpochValidation.suits(model, _bare(Task), two_targets)
     model._jit_compile = True  # XLA on, as Keras holds it (`jit_compile=True` is refused under op determinism)
-    assert not EpochValidation.suits(model, _bare(Task))
+    assert not EpochValidation.suits(model, _bare(Task), dataset)
 
 
 def _bare(task_class: type) -> Task:

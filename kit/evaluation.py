@@ -58,8 +58,14 @@ def _outputs_traced_once(model: Any, dataset: Any, traced: dict) -> tuple[np.nda
         targets.append(y.numpy())
     if not outputs:
         return None  # Keras's predict says what is wrong with an empty split
-    joined = tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
-    return np.asarray(joined), np.concatenate(targets)
+    return joined_batches(outputs, targets)
+
+
+def joined_batches(outputs: list, targets: list) -> tuple[np.ndarray, np.ndarray]:
+    """Batches' outputs (NumPy, in the model's output structure) and targets, each joined into one array."""
+    import tensorflow as tf
+
+    return np.asarray(tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)), np.concatenate(targets)
 
 
 def split_metrics(

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kit.evaluation import own_predict_step
+from kit.evaluation import joined_batches, own_predict_step
 from kit.fused_dense import fused_dense_layers
 from kit.harness.callbacks import plain_logs
 
@@ -78,8 +78,7 @@ class EpochValidation:
         logs = plain_logs(model._get_metrics_result_or_logs(logs))
         callbacks.on_test_end(logs)
         if outputs and not model.stop_evaluating:
-            joined = tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
-            self._kept = (weights_digest(model), np.asarray(joined), np.concatenate(targets))
+            self._kept = (weights_digest(model), *joined_batches(outputs, targets))
         return {f"val_{name}": value for name, value in logs.items()}
 
     def _test_step(self, data: Any) -> tuple[Any, Any]:

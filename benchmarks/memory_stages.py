@@ -57,6 +57,9 @@ def measured_run(args: argparse.Namespace) -> list[dict]:
         resident, peak = resident_and_peak_mb()
         stages.append({"stage": label, "rss_mb": resident, "peak_mb": peak, "at_s": time.perf_counter() - started})
 
+    from kit.commands import quiet_tensorflow
+
+    quiet_tensorflow()  # as `kit run` imports TensorFlow and Keras
     import keras
     import keras_hub  # noqa: F401
 

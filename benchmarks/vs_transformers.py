@@ -152,6 +152,9 @@ def kit_side(args: argparse.Namespace) -> dict:
         sequence_length=args.sequence_length,
         small_test=not args.epoch,
     )
+    from kit.commands import quiet_tensorflow
+
+    quiet_tensorflow()  # as `kit run` imports TensorFlow and Keras
     import keras
     import keras_hub  # noqa: F401 - imported by the run anyway; measured here with the framework
 

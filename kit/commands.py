@@ -35,13 +35,15 @@ from kit.errors import KitError
 
 
 def quiet_tensorflow() -> None:
-    """Import TensorFlow without its start-up log lines (CUDA probing, oneDNN notices).
+    """Import TensorFlow and Keras without their start-up log lines (CUDA probing, oneDNN notices).
 
     Its C++ logging ignores some environment settings, so the import runs with
     file descriptor 2 pointed at a temporary file, which is replayed if the
-    import fails. KIT_TF_LOGS=1 shows everything.
+    import fails. KIT_TF_LOGS=1 shows everything. Keras is imported without its
+    scikit-learn and pandas integrations (see `_KERAS_EXTRAS_NOT_IMPORTED`).
     """
     if os.environ.get("KIT_TF_LOGS"):
+        _import_tensorflow()
         return
     # Level 3 also hides C++ "errors" such as tensorflow-text's op-definition
     # notices; real failures still surface as Python exceptions.
@@ -55,14 +57,7 @@ def quiet_tensorflow() -> None:
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import tensorflow
-
-            tensorflow.config.list_physical_devices()  # device probing logs too
-            import keras  # noqa: F401 - every command that imports TensorFlow uses Keras
-
-            # What the imports built (modules, classes, functions: alive until the process ends) is kept out
-            # of the garbage collector's full passes from now on: a MiniLM run's took 0.78 s in all, 0.55 s after.
-            gc.freeze()
+            _import_tensorflow()
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)
@@ -71,6 +66,35 @@ def quiet_tensorflow() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+# Keras imports these whenever they are installed (mlflow and many data-science environments install both):
+# scikit-learn for `keras.wrappers`' estimators, pandas to slice DataFrames given to `fit`. kit's commands use
+# neither, and together they cost 1.2 s and 125 MB of every command's start-up (`benchmarks/framework_import.py`).
+# Keras is imported as if they were absent; both stay importable afterwards, and a DataFrame still reaches
+# Keras, through NumPy. The one thing lost in a kit command's process is `keras.wrappers`' scikit-learn
+# estimators, which then say scikit-learn is not installed.
+_KERAS_EXTRAS_NOT_IMPORTED = ("sklearn", "pandas")
+
+
+def _import_tensorflow() -> None:
+    if "tensorflow" in sys.modules:
+        return
+    hidden = [name for name in _KERAS_EXTRAS_NOT_IMPORTED if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # the import system's own "not found" marker: `import` raises ImportError
+    try:
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # device probing logs too
+        import keras  # noqa: F401 - every command that imports TensorFlow uses Keras
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    # What the imports built (modules, classes, functions: alive until the process ends) is kept out
+    # of the garbage collector's full passes from now on: a MiniLM run's took 0.78 s in all, 0.55 s after.
+    gc.freeze()
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -93,3 +94,40 @@ def test_a_process_that_loaded_tensorflow_skips_the_last_collection(tensorflow):
     assert done.stdout.strip().endswith(
         "collects at exit: False False" if tensorflow else "collects at exit: True True"
     )
+
+
+OPTIONAL_PROBE = """
+import os, sys
+from kit.commands import quiet_tensorflow
+quiet_tensorflow()
+print("after import:", sorted(m for m in ("sklearn", "pandas") if m in sys.modules))
+import sklearn, pandas  # the stand-ins below: still importable once Keras is imported
+print("stand-ins:", sklearn.STAND_IN, pandas.STAND_IN)
+"""
+
+
+def test_commands_import_keras_without_scikit_learn_and_pandas(tmp_path):
+    """Keras imports both whenever they are installed (1.2-2.4 s and 120 MB of a command's start-up); kit's
+    commands use neither. Stand-ins that are not real packages show Keras never touched them."""
+    for name in ("sklearn", "pandas"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("STAND_IN = True\n")
+    done = subprocess.run([sys.executable, "-c", OPTIONAL_PROBE], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "after import: []" in done.stdout
+    assert "stand-ins: True True" in done.stdout
+
+
+def test_keras_still_takes_a_dataframe_after_the_commands_import():
+    pandas = pytest.importorskip("pandas")
+    code = (
+        "from kit.commands import quiet_tensorflow; quiet_tensorflow()\n"
+        "import keras, numpy, pandas\n"
+        "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer='ones')])\n"
+        "frame = pandas.DataFrame(numpy.arange(6.0).reshape(2, 3), columns=list('abc'))\n"
+        "print(model.predict(frame, verbose=0).ravel().tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("[3.0, 12.0]"), (done.stdout, pandas.__version__)

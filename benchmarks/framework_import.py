@@ -1,0 +1,79 @@
+"""What importing TensorFlow and Keras costs a kit command, against a plain `import tensorflow, keras`.
+
+    python benchmarks/framework_import.py            # 7 interleaved rounds
+    python benchmarks/framework_import.py --rounds 15
+
+Every command that trains or loads a model starts with `kit.commands.quiet_tensorflow()`. Each side is a
+fresh process, interleaved round by round; the table gives the median wall time, the median peak RSS (the
+child's own, from `wait4`) and which of Keras's optional companions (scikit-learn, pandas) the import loaded.
+The figures depend on what is installed: with neither package, both sides import the same modules.
+Appends the table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+REPORT = "import sys; print(' '.join(m for m in ('sklearn', 'pandas') if m in sys.modules) or 'neither')"
+SIDES = {
+    "import tensorflow, keras": f"import tensorflow, keras; {REPORT}",
+    "kit.commands.quiet_tensorflow()": f"from kit.commands import quiet_tensorflow; quiet_tensorflow(); {REPORT}",
+}
+
+
+def measure(code: str) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MB and the report line of one fresh process."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{code!r} failed")
+    return wall, usage.ru_maxrss / 1024, output.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    for code in SIDES.values():  # warm the file cache and .pyc files
+        measure(code)
+    runs: dict[str, list[tuple[float, float, str]]] = {name: [] for name in SIDES}
+    for _ in range(args.rounds):
+        for name, code in SIDES.items():
+            runs[name].append(measure(code))
+    lines = []
+    for name, results in runs.items():
+        wall = statistics.median(result[0] for result in results)
+        rss = statistics.median(result[1] for result in results)
+        line = f"| `{name}` | {wall:.2f} s | {rss:,.0f} MB | {results[-1][2]} |"
+        print(line, flush=True)
+        lines.append(line)
+    header = (
+        f"\n### Importing TensorFlow and Keras ({datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()})\n\n"
+        f"`python benchmarks/framework_import.py --rounds {args.rounds}` - median of fresh processes, interleaved.\n\n"
+        "| import | wall time | peak RSS | of scikit-learn, pandas, loaded |\n|---|---|---|---|\n"
+    )
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(header + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -40,10 +40,11 @@ def quiet_tensorflow() -> None:
     Its C++ logging ignores some environment settings, so the import runs with
     file descriptor 2 pointed at a temporary file, which is replayed if the
     import fails. KIT_TF_LOGS=1 shows everything. Keras is imported without its
-    scikit-learn and pandas integrations (see `_KERAS_EXTRAS_NOT_IMPORTED`).
+    scikit-learn and pandas integrations unless KIT_KERAS_EXTRAS=1 (see
+    `_KERAS_EXTRAS`).
     """
     if os.environ.get("KIT_TF_LOGS"):
-        _import_tensorflow()
+        _import_frameworks()
         return
     # Level 3 also hides C++ "errors" such as tensorflow-text's op-definition
     # notices; real failures still surface as Python exceptions.
@@ -57,7 +58,7 @@ def quiet_tensorflow() -> None:
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            _import_tensorflow()
+            _import_frameworks()
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)
@@ -70,17 +71,21 @@ def quiet_tensorflow() -> None:
 
 # Keras imports these whenever they are installed (mlflow and many data-science environments install both):
 # scikit-learn for `keras.wrappers`' estimators, pandas to slice DataFrames given to `fit`. kit's commands use
-# neither, and together they cost 1.2 s and 125 MB of every command's start-up (`benchmarks/framework_import.py`).
-# Keras is imported as if they were absent; both stay importable afterwards, and a DataFrame still reaches
-# Keras, through NumPy. The one thing lost in a kit command's process is `keras.wrappers`' scikit-learn
-# estimators, which then say scikit-learn is not installed.
-_KERAS_EXTRAS_NOT_IMPORTED = ("sklearn", "pandas")
+# neither, and together they cost 2.0-2.4 s and 120 MB of every command's start-up
+# (`benchmarks/framework_import.py`). Keras is imported as if they were absent: both stay importable
+# afterwards, and a DataFrame still reaches Keras, through NumPy. What is lost in a kit command's process is
+# `keras.wrappers`' scikit-learn estimators (they say scikit-learn is not installed); KIT_KERAS_EXTRAS=1
+# imports Keras with both.
+_KERAS_EXTRAS = {"sklearn": "scikit-learn", "pandas": "pandas"}
 
 
-def _import_tensorflow() -> None:
+def _import_frameworks() -> None:
+    """Import TensorFlow and Keras (with `_KERAS_EXTRAS` hidden), then freeze what they built out of the
+    garbage collector. Checks for TensorFlow itself: the KIT_TF_LOGS path comes here directly."""
     if "tensorflow" in sys.modules:
         return
-    hidden = [name for name in _KERAS_EXTRAS_NOT_IMPORTED if name not in sys.modules]
+    keep_extras = os.environ.get("KIT_KERAS_EXTRAS") == "1"
+    hidden = [] if keep_extras else [name for name in _KERAS_EXTRAS if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # the import system's own "not found" marker: `import` raises ImportError
     try:
@@ -88,6 +93,13 @@ def _import_tensorflow() -> None:
 
         tensorflow.config.list_physical_devices()  # device probing logs too
         import keras  # noqa: F401 - every command that imports TensorFlow uses Keras
+    except ImportError as exc:
+        if exc.name not in hidden:
+            raise
+        raise KitError(
+            f"Something imported while TensorFlow loaded needs {_KERAS_EXTRAS[exc.name]} ({exc}). kit imports "
+            f"Keras without scikit-learn and pandas to start faster; set KIT_KERAS_EXTRAS=1 to import them."
+        ) from exc
     finally:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:

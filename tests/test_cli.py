@@ -97,26 +97,73 @@ def test_a_process_that_loaded_tensorflow_skips_the_last_collection(tensorflow):
 
 
 OPTIONAL_PROBE = """
-import os, sys
+import sys
+if {first!r}:
+    import pandas
 from kit.commands import quiet_tensorflow
 quiet_tensorflow()
-print("after import:", sorted(m for m in ("sklearn", "pandas") if m in sys.modules))
+from keras.src.trainers.data_adapters import array_slicing
+print("after import:", sorted(m for m in ("sklearn", "pandas") if m in sys.modules), "keras has pandas:",
+      array_slicing.pandas is not None)
 import sklearn, pandas  # the stand-ins below: still importable once Keras is imported
 print("stand-ins:", sklearn.STAND_IN, pandas.STAND_IN)
 """
 
 
-def test_commands_import_keras_without_scikit_learn_and_pandas(tmp_path):
-    """Keras imports both whenever they are installed (1.2-2.4 s and 120 MB of a command's start-up); kit's
-    commands use neither. Stand-ins that are not real packages show Keras never touched them."""
-    for name in ("sklearn", "pandas"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text("STAND_IN = True\n")
-    done = subprocess.run([sys.executable, "-c", OPTIONAL_PROBE], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(tmp_path)})  # fmt: skip
+def stand_ins(folder):
+    """Packages named sklearn and pandas, enough for Keras's import, that say they are not the real ones."""
+    (folder / "sklearn").mkdir()
+    (folder / "sklearn" / "__init__.py").write_text("STAND_IN = True\n__version__ = '0'\n")
+    (folder / "pandas").mkdir()
+    (folder / "pandas" / "__init__.py").write_text("STAND_IN = True\nclass Series: pass\nclass DataFrame: pass\n")
+    return {**os.environ, "PYTHONPATH": str(folder)}
+
+
+@pytest.mark.parametrize(
+    "variables, first, expected",
+    [
+        ({}, False, "after import: [] keras has pandas: False"),
+        ({"KIT_TF_LOGS": "1"}, False, "after import: [] keras has pandas: False"),
+        ({"KIT_KERAS_EXTRAS": "1"}, False, "after import: ['pandas', 'sklearn'] keras has pandas: True"),
+        ({}, True, "after import: ['pandas'] keras has pandas: True"),  # a plugin imported it first: kept
+    ],
+)
+def test_commands_import_keras_without_scikit_learn_and_pandas(tmp_path, variables, first, expected):
+    """Keras imports both whenever they are installed (2.0-2.4 s and 120 MB of a command's start-up); kit's
+    commands use neither. Stand-ins that are not the real packages show what Keras touched."""
+    env = {**stand_ins(tmp_path), **variables}
+    done = subprocess.run([sys.executable, "-c", OPTIONAL_PROBE.format(first=first)], capture_output=True,
+                          text=True, timeout=120, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "after import: []" in done.stdout
+    assert expected in done.stdout
     assert "stand-ins: True True" in done.stdout
+
+
+NEEDS_PANDAS_PROBE = """
+import sys
+from kit.commands import quiet_tensorflow
+from kit.errors import KitError
+try:
+    quiet_tensorflow()
+except KitError as exc:
+    print("kit error:", exc)
+import pandas
+print("pandas afterwards:", pandas.STAND_IN)
+"""
+
+
+def test_a_module_that_needs_pandas_while_tensorflow_loads_is_named(tmp_path):
+    """Whatever imports pandas during TensorFlow's import (here a stand-in TensorFlow) gets kit's message and
+    its way out, and the hiding ends with the import."""
+    env = stand_ins(tmp_path)
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text("import pandas\n")
+    done = subprocess.run([sys.executable, "-c", NEEDS_PANDAS_PROBE], capture_output=True, text=True, timeout=60,
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "kit error: Something imported while TensorFlow loaded needs pandas" in done.stdout
+    assert "set KIT_KERAS_EXTRAS=1" in done.stdout
+    assert "pandas afterwards: True" in done.stdout
 
 
 def test_keras_still_takes_a_dataframe_after_the_commands_import():

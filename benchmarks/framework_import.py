@@ -13,16 +13,15 @@ Appends the table to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from _kit import append_results
+
 REPORT = "import sys; print(' '.join(m for m in ('sklearn', 'pandas') if m in sys.modules) or 'neither')"
 SIDES = {
     "import tensorflow, keras": f"import tensorflow, keras; {REPORT}",
@@ -67,14 +66,12 @@ def main() -> None:
         line = f"| `{name}` | {wall:.2f} s | {rss:,.0f} MB | {results[-1][2]} |"
         print(line, flush=True)
         lines.append(line)
-    header = (
-        f"\n### Importing TensorFlow and Keras ({datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()})\n\n"
-        f"`python benchmarks/framework_import.py --rounds {args.rounds}` - median of fresh processes, interleaved.\n\n"
-        "| import | wall time | peak RSS | of scikit-learn, pandas, loaded |\n|---|---|---|---|\n"
+    append_results(
+        f"Importing TensorFlow and Keras (Python {platform.python_version()})",
+        f"`python benchmarks/framework_import.py --rounds {args.rounds}` - median of fresh processes, interleaved.",
+        ["import", "wall time", "peak RSS", "of scikit-learn, pandas, loaded"],
+        lines,
     )
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(header + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,9 @@ def _import_frameworks() -> None:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+    from kit.compat import fix_keras_saving
+
+    fix_keras_saving()
     # What the imports built (modules, classes, functions: alive until the process ends) is kept out
     # of the garbage collector's full passes from now on: a MiniLM run's took 0.78 s in all, 0.55 s after.
     gc.freeze()

@@ -78,3 +78,46 @@ def test_a_byte_pair_tokenizer_builds_no_python_path_it_will_not_take():
     assert np.asarray(tokenizer("a  b")).tolist() == np.asarray(tokenizer("a  b")).tolist()
     tokenizer._maybe_initialized_tokenizers()
     assert tokenizer._tokenizer is not None
+
+
+def test_keras_saving_lists_each_types_attributes_once(tmp_path, monkeypatch):
+    """Keras 3.15 looks for its kept attribute sets under another key than it keeps them under, so every
+    object of every save or load built a reference Layer (or Optimizer, Metric) first."""
+    import keras
+    from keras.src.layers.layer import Layer
+    from keras.src.saving import saving_lib
+
+    from kit.compat import fix_keras_saving
+
+    fix_keras_saving()
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(5)(inputs)))
+    model.compile(optimizer="adam", loss="mse")
+    model.save_weights(tmp_path / "first.weights.h5")
+    built = []
+    keras_init = Layer.__init__
+
+    def counted_init(self, *args, **kwargs):
+        built.append(type(self))
+        keras_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layer, "__init__", counted_init)
+    model.save_weights(tmp_path / "second.weights.h5")
+    model.load_weights(tmp_path / "second.weights.h5")  # loading walks the same way
+    monkeypatch.undo()
+    assert built == []
+    kept = saving_lib.get_attr_skipset("Layer")
+    assert kept is saving_lib.get_attr_skipset("Layer")
+    assert kept == getattr(saving_lib.get_attr_skipset, "__wrapped__", saving_lib.get_attr_skipset)("Layer")
+
+
+def test_a_keras_that_finds_its_own_attribute_sets_is_left_alone(monkeypatch):
+    from keras.src.saving import saving_lib
+
+    import kit.compat as compat
+
+    kept = {"_self_unconditional_dependency_names"}
+    monkeypatch.setattr(saving_lib, "get_attr_skipset", lambda obj_type: kept)
+    own = saving_lib.get_attr_skipset
+    compat.fix_keras_saving.__wrapped__()
+    assert saving_lib.get_attr_skipset is own

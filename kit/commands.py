@@ -50,6 +50,7 @@ def quiet_tensorflow() -> None:
     # notices; real failures still surface as Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
+        _import_frameworks()  # imported already: only kit's fixes to them
         return
     import tempfile
 
@@ -80,10 +81,19 @@ _KERAS_EXTRAS = {"sklearn": "scikit-learn", "pandas": "pandas"}
 
 
 def _import_frameworks() -> None:
-    """Import TensorFlow and Keras (with `_KERAS_EXTRAS` hidden), then freeze what they built out of the
-    garbage collector. Checks for TensorFlow itself: the KIT_TF_LOGS path comes here directly."""
-    if "tensorflow" in sys.modules:
-        return
+    """Import TensorFlow and Keras (with `_KERAS_EXTRAS` hidden) unless a process did already, freeze what they
+    built out of the garbage collector, and apply kit's fix to Keras's saving (`kit.compat`) in any case."""
+    from kit.compat import fix_keras_saving
+
+    if "tensorflow" not in sys.modules:
+        _import_tensorflow_and_keras()
+        # What the imports built (modules, classes, functions: alive until the process ends) is kept out
+        # of the garbage collector's full passes from now on: a MiniLM run's took 0.78 s in all, 0.55 s after.
+        gc.freeze()
+    fix_keras_saving()  # after the freeze: the objects its check builds can be collected
+
+
+def _import_tensorflow_and_keras() -> None:
     keep_extras = os.environ.get("KIT_KERAS_EXTRAS") == "1"
     hidden = [] if keep_extras else [name for name in _KERAS_EXTRAS if name not in sys.modules]
     for name in hidden:
@@ -104,12 +114,6 @@ def _import_frameworks() -> None:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
-    from kit.compat import fix_keras_saving
-
-    fix_keras_saving()
-    # What the imports built (modules, classes, functions: alive until the process ends) is kept out
-    # of the garbage collector's full passes from now on: a MiniLM run's took 0.78 s in all, 0.55 s after.
-    gc.freeze()
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,8 +1,9 @@
 """Small, behaviour-gated fixes for bugs in the libraries kit builds on.
 
 Each fix checks for the bug itself (not a version number), so it turns into a
-no-op once the library is fixed. `fix_keras_saving()` is applied as soon as
-kit imports Keras (`kit.commands.quiet_tensorflow`) and when its training
+no-op once the library is fixed. `fix_keras_saving()` is applied by
+`kit.commands.quiet_tensorflow` (every command that loads a model calls it,
+whether or not TensorFlow was imported before) and when kit's training
 harness loads. Call `fix_keras_hub()` before building or
 loading keras-hub models; it is idempotent. It also installs one speed-up that
 every keras-hub user in kit wants, tokenizer graphs without ragged checks
@@ -229,9 +230,9 @@ def fix_keras_saving() -> None:
     save or load walks through then builds a fresh reference object (a
     `Layer()`, an `Optimizer(1.0)`, a `Metric()`) to list that type's
     attributes. Walking a MiniLM classifier took 95-136 ms instead of 28-31 ms,
-    four times an epoch (the epoch's checkpoint and the training state, each
-    counted before it is written); for `kit new`'s tabular demo, 30 epochs,
-    that was half of its 16 s.
+    and kit walked it four times an epoch (the epoch's checkpoint and the
+    training state, each also counted before it was written); for `kit new`'s
+    tabular project, 30 epochs, that was half of its 16 s.
 
     kit keeps each type's set in Keras's own per-thread state, so
     `keras.backend.clear_session()` clears it as it would Keras's. The sets are

@@ -408,10 +408,11 @@ def _nbytes(value: Any) -> int:
     """Bytes HDF5 stores for one array: its values, or for text the strings and 16 bytes each."""
     shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
     if shape is not None and dtype is not None and "string" not in str(dtype):
-        try:
-            return int(np.prod(tuple(shape))) * np.dtype(str(dtype)).itemsize
-        except TypeError:  # a dtype numpy does not name (bfloat16): no wider than 8 bytes
-            return int(np.prod(tuple(shape))) * 8
+        try:  # numpy's, TensorFlow's (a merged LoRA kernel is a tensor) and Keras's names alike, bfloat16 too
+            itemsize = tf.as_dtype(dtype).size
+        except TypeError:  # a dtype TensorFlow does not name: no wider than 8 bytes
+            itemsize = 8
+        return int(np.prod(tuple(shape))) * itemsize
     array = np.asarray(value)
     if array.dtype.kind in "OSU":
         return sum(len(str(item).encode()) + 16 for item in array.ravel()) + 16

@@ -786,7 +786,23 @@ def many_layers_model():
     return keras.Model(inputs, x)
 
 
-@pytest.mark.parametrize("build", [tied_model, many_layers_model, dense_model])
+def dense_lora_model():
+    """LoRA on a Dense layer: Keras writes the kernel merged with its adapters, a tensor of the kernel's size."""
+    model = dense_model()
+    model.layers[-1].enable_lora(4)
+    return model
+
+
+def test_a_tensor_is_counted_at_its_own_width():
+    import tensorflow as tf
+
+    from kit.harness.resume import _nbytes
+
+    assert _nbytes(tf.zeros((10, 3))) == _nbytes(np.zeros((10, 3), "float32")) == 120
+    assert _nbytes(tf.zeros((4,), "bfloat16")) == 8
+
+
+@pytest.mark.parametrize("build", [tied_model, many_layers_model, dense_model, dense_lora_model])
 def test_the_reservation_holds_the_whole_file(tmp_path, build):
     """HDF5 never writes past the reserved space, whatever the model's layout."""
     import kit.harness.resume as resume
@@ -809,9 +825,13 @@ def test_the_bound_is_counted_once_per_layout_of_the_variables(monkeypatch):
     first = resume._size_bound(model, True)
     assert resume._size_bound(model, True) == first and counted == ["_SizeCount"]
     assert resume._size_bound(model, False) < first and counted == ["_SizeCount"] * 2
-    model.layers[-1].enable_lora(4)  # LoRA's two matrices: a layout the first count did not see
-    assert resume._size_bound(model, False) > resume._size_bound(dense_model(), False)
-    assert counted == ["_SizeCount"] * 4
+    model.layers[-1].enable_lora(4)  # two more variables: a layout the first count did not see
+    kept = resume._size_bound(model, False)
+    assert counted == ["_SizeCount"] * 3
+    fresh = resume._SizeCount()
+    keras_save(model, fresh, False)
+    assert kept == fresh.bytes + 16384 * fresh.entries + 65536
+    assert resume._size_bound(dense_model(), False) and counted == ["_SizeCount"] * 4  # another model: its own
 
 
 def test_copy_on_write_file_systems_get_the_file_built_in_memory(tmp_path, monkeypatch):

@@ -75,6 +75,27 @@ def median_seconds_in_turn(calls: dict[str, Callable[[], Any]], rounds: int) -> 
     return {name: statistics.median(times) for name, times in seconds.items()}
 
 
+def run_measured(
+    argv: list[str], env: dict[str, str] | None = None, stderr: Any = None
+) -> tuple[int, float, float, str]:
+    """Run `argv` in a fresh process: its exit status, wall seconds, peak RSS in MB and its stdout (text).
+
+    The peak is this child's own (`wait4`); `RUSAGE_CHILDREN` would give the largest of all children so far.
+    `stderr`: where the child's standard error goes (`subprocess.STDOUT` joins it to the output).
+    """
+    import os
+    import subprocess
+    import time
+
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    with child.stdout:
+        output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return child.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024, output
+
+
 def append_results(title: str, how: str, columns: list[str], rows: list[str]) -> None:
     """Append one table to benchmarks/RESULTS.md, its heading stamped with the date and machine.
 

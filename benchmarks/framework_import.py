@@ -18,9 +18,8 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
-from _kit import append_results
+from _kit import append_results, run_measured
 
 REPORT = "import sys; print(' '.join(m for m in ('sklearn', 'pandas') if m in sys.modules) or 'neither')"
 SIDES = {
@@ -31,22 +30,11 @@ SIDES = {
 
 def measure(code: str) -> tuple[float, float, str]:
     """Wall seconds, peak RSS in MB and the report line of one fresh process."""
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    with child.stdout:
-        output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
-    wall = time.perf_counter() - started
-    if child.returncode != 0:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    status, wall, peak, output = run_measured([sys.executable, "-c", code], env, stderr=subprocess.DEVNULL)
+    if status != 0:
         raise SystemExit(f"{code!r} failed")
-    return wall, usage.ru_maxrss / 1024, output.strip()
+    return wall, peak, output.strip()
 
 
 def main() -> None:

@@ -29,8 +29,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _kit import run_measured
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rotten_tomatoes.csv"
@@ -58,15 +59,9 @@ def one_run(folder: Path, before: str | None) -> dict:
     """`kit run` of the project in a fresh process: its run.json, wall time and peak RSS."""
     shutil.rmtree(folder / "runs", ignore_errors=True)
     command = [sys.executable, "-c", BEFORE_CLI, before] if before else [sys.executable, "-m", "kit"]
-    started = time.monotonic()
-    child = subprocess.Popen([*command, "run", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak (RUSAGE_CHILDREN: the largest so far)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - started
-    if child.returncode:
-        raise SystemExit(f"kit run failed:\n{output.decode(errors='replace')[-3000:]}")
-    peak = usage.ru_maxrss / 1024
+    status, wall, peak, output = run_measured([*command, "run", str(folder)], stderr=subprocess.STDOUT)
+    if status:
+        raise SystemExit(f"kit run failed:\n{output[-3000:]}")
     record = json.loads((folder / "runs" / "run-1" / "run.json").read_text())
     return {"wall": wall, "peak_mb": peak, "record": record}
 

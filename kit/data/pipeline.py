@@ -19,6 +19,7 @@ examples take at most `MEMORY_LIMIT` bytes.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -390,7 +391,8 @@ class TrainingStream:
             seed = tf.stack([tf.constant(self.seed, tf.int64), number])
             return self.examples.shuffled_batches(seed, self.batch_size, self.drop_remainder, self.group_by_length)
         seed = tf.constant(self.seed, tf.int64) * 1_000_003 + number
-        shuffled = self.examples.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+        with _graph_seed_usable_with_tensor_seeds():
+            shuffled = self.examples.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
         return shuffled.batch(self.batch_size, drop_remainder=self.drop_remainder)
 
     def from_step(self, step: int) -> tf.data.Dataset:
@@ -398,3 +400,24 @@ class TrainingStream:
         passes = tf.data.Dataset.range(first_pass, 2**62)  # endless; fit's steps_per_epoch bounds each epoch
         batches = passes.flat_map(self.one_pass).skip(skip)
         return finished(trimmed(batches) if self.trim_padding else batches)
+
+
+@contextlib.contextmanager
+def _graph_seed_usable_with_tensor_seeds() -> Iterator[None]:
+    """Let `Dataset.shuffle` take a tensor seed whatever the global seed.
+
+    TensorFlow's `get_seed` compares (graph seed, op seed) with (0, 0) in Python: with a global seed of 0
+    (`tf.random.set_seed(0)`, a project's `seed: 0`) that compares the tensor with 0 and fails while tracing.
+    Only then is the graph's seed set aside for the call, so the op seed alone (with TensorFlow's default
+    graph seed) decides the order; every other global seed keeps the order it always gave.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    seed = getattr(graph, "seed", None)
+    if seed is None or seed % (2**31 - 1) != 0:
+        yield
+        return
+    graph.seed = None
+    try:
+        yield
+    finally:
+        graph.seed = seed

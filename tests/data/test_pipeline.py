@@ -158,3 +158,30 @@ def test_no_dataset_kit_builds_starts_the_autotuning_thread(tmp_path):
     ):
         assert dataset.options().autotune.enabled is False
     assert numbered_examples(10).options().autotune.enabled is not False  # what tf.data does unless told
+
+
+@pytest.mark.parametrize("global_seed", [0, 2**31 - 1, 5])
+def test_a_streamed_pass_shuffles_under_any_global_seed(global_seed):
+    """TensorFlow's `get_seed` compared a tensor seed with 0 in Python when the global seed was 0 (a project's
+    `seed: 0`), and tracing each pass of a streamed split failed; other global seeds keep their order."""
+    import tensorflow as tf
+
+    from kit.data.pipeline import _graph_seed_usable_with_tensor_seeds
+
+    def passes(shielded):
+        tf.random.set_seed(global_seed)
+
+        def one_pass(number):
+            seed = tf.constant(3, tf.int64) * 1_000_003 + number
+            if not shielded:
+                return tf.data.Dataset.range(8).shuffle(8, seed=seed, reshuffle_each_iteration=False)
+            with _graph_seed_usable_with_tensor_seeds():
+                return tf.data.Dataset.range(8).shuffle(8, seed=seed, reshuffle_each_iteration=False)
+
+        return [int(v) for v in tf.data.Dataset.range(2).flat_map(one_pass).as_numpy_iterator()]
+
+    order = passes(shielded=True)
+    assert sorted(order[:8]) == sorted(order[8:]) == list(range(8)) and order[:8] != order[8:]
+    assert passes(shielded=True) == order
+    if global_seed % (2**31 - 1):
+        assert passes(shielded=False) == order  # the order such a run always had
